@@ -1,0 +1,127 @@
+//! The expression DAG: a flat arena of nodes addressed by [`Id`], hash-consed so that equal
+//! subterms are one node. Operands are always created before their users, so ascending ids
+//! are a topological order — every pass relies on this.
+
+use crate::ops::{Op, Ty};
+use std::collections::HashMap;
+
+/// A node's index in its [`Dag`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Id(pub u32);
+
+impl Id {
+    /// As a vector index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One operation applied to earlier nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Operands (exactly `op.arity()` of them), all with smaller ids.
+    pub args: Vec<Id>,
+}
+
+/// A hash-consed arena of [`Node`]s.
+#[derive(Debug, Clone, Default)]
+pub struct Dag {
+    nodes: Vec<Node>,
+    memo: HashMap<Node, Id>,
+}
+
+impl Dag {
+    /// An empty DAG.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The node for `op(args)`, reusing an existing equal node. Operands of commutative ops
+    /// are put in id order so that `a + b` and `b + a` are one node.
+    pub fn add(&mut self, op: Op, args: &[Id]) -> Id {
+        debug_assert_eq!(args.len(), op.arity(), "wrong operand count for {op:?}");
+        let mut args = args.to_vec();
+        if op.commutative() {
+            args.sort();
+        }
+        let node = Node { op, args };
+        if let Some(&id) = self.memo.get(&node) {
+            return id;
+        }
+        let id = Id(self.nodes.len() as u32);
+        self.nodes.push(node.clone());
+        self.memo.insert(node, id);
+        id
+    }
+
+    /// A constant.
+    pub fn constant(&mut self, x: f64) -> Id {
+        self.add(Op::constant(x), &[])
+    }
+
+    /// The node at `id`.
+    pub fn node(&self, id: Id) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// The op at `id`.
+    pub fn op(&self, id: Id) -> Op {
+        self.nodes[id.index()].op
+    }
+
+    /// The result type of `id`.
+    pub fn ty(&self, id: Id) -> Ty {
+        self.op(id).ty()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the DAG has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Marks every node reachable from `roots` (the roots included).
+    pub fn reachable(&self, roots: &[Id]) -> Vec<bool> {
+        let mut seen = vec![false; self.len()];
+        let mut stack: Vec<Id> = roots.to_vec();
+        while let Some(id) = stack.pop() {
+            if std::mem::replace(&mut seen[id.index()], true) {
+                continue;
+            }
+            stack.extend(self.node(id).args.iter().copied());
+        }
+        seen
+    }
+
+    /// Checks the invariants every pass must keep: operands precede users, operand counts
+    /// and operand types match each op's signature. Returns a description of the first
+    /// violation.
+    pub fn verify(&self) -> Result<(), String> {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.args.len() != node.op.arity() {
+                return Err(format!("node %{i} ({}) has {} operands", node.op.name(), node.args.len()));
+            }
+            let (want, _) = node.op.signature();
+            for (k, a) in node.args.iter().enumerate() {
+                if a.index() >= i {
+                    return Err(format!("node %{i} uses later node %{}", a.0));
+                }
+                if self.ty(*a) != want[k] {
+                    return Err(format!(
+                        "node %{i} ({}) operand {k} is {} but {} is required",
+                        node.op.name(),
+                        self.ty(*a),
+                        want[k]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

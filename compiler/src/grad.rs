@@ -1,0 +1,149 @@
+//! Reverse-mode symbolic differentiation over the DAG: one local rule per op
+//! ([`local_grads`]), adjoints accumulated in reverse topological order. `stop_grad`,
+//! comparisons and conditions carry no gradient. Conventions at kinks are documented in
+//! docs/LANGUAGE.md and implemented in the rules below.
+
+use crate::check::{Objective, active_nodes};
+use crate::dag::{Dag, Id};
+use crate::ops::Op;
+
+/// The gradient of the loss with respect to input `input` (an index into
+/// `Objective::inputs`), as a node of the objective's DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partial {
+    /// Which input.
+    pub input: u32,
+    /// ∂loss/∂input.
+    pub id: Id,
+}
+
+/// Adds ∂loss/∂x for every differentiable input x to the objective's DAG (shared
+/// subexpressions stay shared) and returns them in input order.
+pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
+    let active = active_nodes(&obj.dag, &obj.inputs);
+    let dag = &mut obj.dag;
+    let loss = obj.loss;
+    let mut adjoint: Vec<Option<Id>> = vec![None; dag.len()];
+    adjoint[loss.index()] = Some(dag.constant(1.0));
+    for i in (0..=loss.index()).rev() {
+        let (Some(g), true) = (adjoint[i], active[i]) else { continue };
+        let id = Id(i as u32);
+        let node = dag.node(id).clone();
+        for (k, contribution) in local_grads(dag, id, node.op, &node.args, g) {
+            let arg = node.args[k];
+            if !active[arg.index()] {
+                continue;
+            }
+            adjoint[arg.index()] = Some(match adjoint[arg.index()] {
+                Some(prev) => dag.add(Op::Add, &[prev, contribution]),
+                None => contribution,
+            });
+        }
+    }
+    obj.inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, inp)| inp.differentiable)
+        .map(|(k, _)| {
+            let leaf = dag.add(Op::Input(k as u32), &[]);
+            let id = adjoint.get(leaf.index()).copied().flatten().unwrap_or_else(|| dag.constant(0.0));
+            Partial { input: k as u32, id }
+        })
+        .collect()
+}
+
+/// The local rule of each op: given the adjoint `g` of node `y = op(args)`, the contribution
+/// to each operand's adjoint, as `(operand index, node)`. Operands without a contribution
+/// (conditions, `stop_grad`, constants) are simply not listed.
+pub fn local_grads(dag: &mut Dag, y: Id, op: Op, args: &[Id], g: Id) -> Vec<(usize, Id)> {
+    use Op::*;
+    let mut c = |op: Op, a: &[Id]| dag.add(op, a);
+    match op {
+        Const(_) | BoolConst(_) | Input(_) | Param(_) => vec![],
+        Neg => vec![(0, c(Neg, &[g]))],
+        Add => vec![(0, g), (1, g)],
+        Sub => vec![(0, g), (1, c(Neg, &[g]))],
+        Mul => vec![(0, c(Mul, &[g, args[1]])), (1, c(Mul, &[g, args[0]]))],
+        Div => {
+            // d(a/b) = da/b - (a/b) db/b
+            let ga = c(Div, &[g, args[1]]);
+            let gy = c(Mul, &[g, y]);
+            let q = c(Div, &[gy, args[1]]);
+            vec![(0, ga), (1, c(Neg, &[q]))]
+        }
+        Pow => {
+            // d(a^b) = b a^(b-1) da + a^b ln(a) db
+            let one = c(Const(1f64.to_bits()), &[]);
+            let bm1 = c(Sub, &[args[1], one]);
+            let p = c(Pow, &[args[0], bm1]);
+            let dp = c(Mul, &[args[1], p]);
+            let ln = c(Log, &[args[0]]);
+            let yl = c(Mul, &[y, ln]);
+            vec![(0, c(Mul, &[g, dp])), (1, c(Mul, &[g, yl]))]
+        }
+        Exp => vec![(0, c(Mul, &[g, y]))],
+        Log => vec![(0, c(Div, &[g, args[0]]))],
+        Log1p => {
+            let one = c(Const(1f64.to_bits()), &[]);
+            let d = c(Add, &[one, args[0]]);
+            vec![(0, c(Div, &[g, d]))]
+        }
+        Expm1 => {
+            let one = c(Const(1f64.to_bits()), &[]);
+            let e = c(Add, &[y, one]);
+            vec![(0, c(Mul, &[g, e]))]
+        }
+        Sqrt => {
+            // 1 / (2 sqrt(a)); infinite at a = 0, as the math says.
+            let two = c(Const(2f64.to_bits()), &[]);
+            let d = c(Mul, &[two, y]);
+            vec![(0, c(Div, &[g, d]))]
+        }
+        Abs => {
+            let s = c(Sign, &[args[0]]);
+            vec![(0, c(Mul, &[g, s]))]
+        }
+        Sign => vec![],
+        Sigmoid => {
+            // σ' = σ(a) σ(-a): accurate where σ(a) ≈ 1, unlike σ(1-σ).
+            let na = c(Neg, &[args[0]]);
+            let s = c(Sigmoid, &[na]);
+            let d = c(Mul, &[y, s]);
+            vec![(0, c(Mul, &[g, d]))]
+        }
+        LogSigmoid => {
+            let na = c(Neg, &[args[0]]);
+            let s = c(Sigmoid, &[na]);
+            vec![(0, c(Mul, &[g, s]))]
+        }
+        Softplus => {
+            let s = c(Sigmoid, &[args[0]]);
+            vec![(0, c(Mul, &[g, s]))]
+        }
+        Tanh => {
+            let one = c(Const(1f64.to_bits()), &[]);
+            let y2 = c(Mul, &[y, y]);
+            let d = c(Sub, &[one, y2]);
+            vec![(0, c(Mul, &[g, d]))]
+        }
+        Relu => {
+            // relu'(0) = 0, as PyTorch.
+            let zero = c(Const(0f64.to_bits()), &[]);
+            let pos = c(Gt, &[args[0], zero]);
+            vec![(0, c(Select, &[pos, g, zero]))]
+        }
+        Min | Max => {
+            // At a tie the whole gradient goes to the first operand.
+            let cmp = if op == Min { Le } else { Ge };
+            let zero = c(Const(0f64.to_bits()), &[]);
+            let first = c(cmp, &[args[0], args[1]]);
+            vec![(0, c(Select, &[first, g, zero])), (1, c(Select, &[first, zero, g]))]
+        }
+        StopGrad => vec![],
+        Lt | Le | Gt | Ge | Eq | Ne | And | Or | Not => vec![],
+        Select => {
+            let zero = c(Const(0f64.to_bits()), &[]);
+            vec![(1, c(Select, &[args[0], g, zero])), (2, c(Select, &[args[0], zero, g]))]
+        }
+    }
+}

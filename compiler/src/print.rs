@@ -1,0 +1,348 @@
+//! Text forms of the checked objective and its gradient: `--emit typed`, `--emit grad`,
+//! and `poc explain` (plain or LaTeX). Expressions print in the language's own syntax with
+//! minimal parentheses; nodes bound by a `let` print as that name.
+
+use crate::Compiled;
+use crate::check::Objective;
+use crate::dag::{Dag, Id};
+use crate::ops::Op;
+use std::collections::HashMap;
+
+/// How expressions are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// The `.po` syntax.
+    Source,
+    /// LaTeX math.
+    Latex,
+}
+
+/// Prints nodes of one DAG, naming leaves and bound nodes.
+pub struct Printer<'a> {
+    dag: &'a Dag,
+    names: HashMap<Id, String>,
+    inputs: Vec<String>,
+    params: Vec<String>,
+    style: Style,
+}
+
+const IF: u8 = 0;
+const OR: u8 = 1;
+const AND: u8 = 2;
+const NOT: u8 = 3;
+const CMP: u8 = 4;
+const ADD: u8 = 5;
+const MUL: u8 = 6;
+const NEG: u8 = 7;
+const POW: u8 = 8;
+const ATOM: u8 = 9;
+
+impl<'a> Printer<'a> {
+    /// A printer for `dag`, with `names` for bound nodes.
+    pub fn new(dag: &'a Dag, obj: &Objective, names: &[(String, Id)], style: Style) -> Self {
+        let mut map = HashMap::new();
+        for (n, id) in names {
+            // The first binding of a node names it (`let a = b` makes `a` an alias).
+            map.entry(*id).or_insert_with(|| n.clone());
+        }
+        Printer {
+            dag,
+            names: map,
+            inputs: obj.inputs.iter().map(|i| i.name.clone()).collect(),
+            params: obj.params.iter().map(|p| p.name.clone()).collect(),
+            style,
+        }
+    }
+
+    /// Adds or replaces a name.
+    pub fn name(&mut self, id: Id, name: String) {
+        self.names.insert(id, name);
+    }
+
+    /// `id` written out one level (its own name is not used, its operands' are).
+    pub fn definition(&self, id: Id) -> String {
+        self.expr(id, false).0
+    }
+
+    /// `id` as an operand: its name if it has one.
+    pub fn reference(&self, id: Id) -> String {
+        self.expr(id, true).0
+    }
+
+    fn ident(&self, n: &str) -> String {
+        match self.style {
+            Style::Source => n.to_string(),
+            Style::Latex => {
+                let greek = ["beta", "gamma", "tau", "theta", "rho", "sigma", "delta", "epsilon", "phi"];
+                if greek.contains(&n) {
+                    format!("\\{n}")
+                } else if n.chars().count() == 1 {
+                    n.to_string()
+                } else {
+                    format!("\\mathrm{{{}}}", n.replace('_', "\\_"))
+                }
+            }
+        }
+    }
+
+    fn expr(&self, id: Id, use_name: bool) -> (String, u8) {
+        if use_name && let Some(n) = self.names.get(&id) {
+            return (self.ident(n), ATOM);
+        }
+        let node = self.dag.node(id);
+        let latex = self.style == Style::Latex;
+        let arg = |k: usize, min: u8| -> String {
+            let (s, p) = self.expr(node.args[k], true);
+            if p >= min {
+                s
+            } else if latex {
+                format!("\\left({s}\\right)")
+            } else {
+                format!("({s})")
+            }
+        };
+        let full = |k: usize| self.expr(node.args[k], true).0;
+        let call = |f: &str| -> String {
+            let args: Vec<String> = (0..node.args.len()).map(full).collect();
+            if latex {
+                let f = match f {
+                    "exp" => "\\exp".to_string(),
+                    "log" => "\\log".to_string(),
+                    "tanh" => "\\tanh".to_string(),
+                    "min" => "\\min".to_string(),
+                    "max" => "\\max".to_string(),
+                    "sigmoid" => "\\sigma".to_string(),
+                    "log_sigmoid" => "\\log\\sigma".to_string(),
+                    _ => format!("\\operatorname{{{}}}", f.replace('_', "\\_")),
+                };
+                format!("{f}\\left({}\\right)", args.join(", "))
+            } else {
+                format!("{f}({})", args.join(", "))
+            }
+        };
+        use Op::*;
+        match node.op {
+            Const(bits) => {
+                let x = f64::from_bits(bits);
+                let s = poc_grammar::print::number(x);
+                let s = if latex && x.is_infinite() { s.replace("inf", "\\infty") } else { s };
+                (s, if x < 0.0 { NEG } else { ATOM })
+            }
+            BoolConst(b) => (b.to_string(), ATOM),
+            Input(k) => (self.ident(&self.inputs[k as usize]), ATOM),
+            Param(k) => (self.ident(&self.params[k as usize]), ATOM),
+            Neg => (format!("-{}", arg(0, NEG)), NEG),
+            Add => (format!("{} + {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
+            Sub => (format!("{} - {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
+            Mul if latex => (format!("{} \\cdot {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Mul => (format!("{} * {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Div if latex => (format!("\\frac{{{}}}{{{}}}", full(0), full(1)), ATOM),
+            Div => (format!("{} / {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Pow if latex => (format!("{{{}}}^{{{}}}", arg(0, ATOM), full(1)), POW),
+            Pow => (format!("{} ^ {}", arg(0, ATOM), arg(1, NEG)), POW),
+            Sqrt if latex => (format!("\\sqrt{{{}}}", full(0)), ATOM),
+            Abs if latex => (format!("\\left|{}\\right|", full(0)), ATOM),
+            Select if latex => (
+                format!(
+                    "\\begin{{cases}} {} & \\text{{if }} {} \\\\ {} & \\text{{otherwise}} \\end{{cases}}",
+                    full(1),
+                    full(0),
+                    full(2)
+                ),
+                ATOM,
+            ),
+            Select => (format!("if {} then {} else {}", full(0), full(1), full(2)), IF),
+            Lt | Le | Gt | Ge | Eq | Ne => {
+                let sym = match (node.op, latex) {
+                    (Lt, _) => "<",
+                    (Le, false) => "<=",
+                    (Le, true) => "\\le",
+                    (Gt, _) => ">",
+                    (Ge, false) => ">=",
+                    (Ge, true) => "\\ge",
+                    (Eq, _) => "==",
+                    (Ne, false) => "!=",
+                    (Ne, true) => "\\ne",
+                    _ => unreachable!(),
+                };
+                (format!("{} {sym} {}", arg(0, CMP + 1), arg(1, CMP + 1)), CMP)
+            }
+            And => (format!("{} and {}", arg(0, AND), arg(1, AND + 1)), AND),
+            Or => (format!("{} or {}", arg(0, OR), arg(1, OR + 1)), OR),
+            Not => (format!("not {}", arg(0, NOT)), NOT),
+            op => (call(op.name()), ATOM),
+        }
+    }
+}
+
+/// Names shared non-leaf subexpressions (used twice or more under `roots`, not already
+/// named) `t1`, `t2`, … in topological order, so printed gradients stay small.
+pub fn name_shared(p: &mut Printer, dag: &Dag, roots: &[Id]) -> Vec<Id> {
+    let mut uses = vec![0usize; dag.len()];
+    let mut seen = vec![false; dag.len()];
+    let mut stack: Vec<Id> = roots.to_vec();
+    while let Some(id) = stack.pop() {
+        if std::mem::replace(&mut seen[id.index()], true) {
+            continue;
+        }
+        if p.names.contains_key(&id) && !roots.contains(&id) {
+            continue;
+        }
+        for a in &dag.node(id).args {
+            uses[a.index()] += 1;
+            stack.push(*a);
+        }
+    }
+    let mut temps = Vec::new();
+    for i in 0..dag.len() {
+        let id = Id(i as u32);
+        let node = dag.node(id);
+        let trivial = node.args.is_empty() || (node.op == Op::Neg && dag.node(node.args[0]).args.is_empty());
+        if uses[i] >= 2 && !trivial && !p.names.contains_key(&id) {
+            temps.push(id);
+            p.name(id, format!("t{}", temps.len()));
+        }
+    }
+    temps
+}
+
+/// Bound names (lets) reachable from `roots`, in topological order, each once.
+fn used_lets(p: &Printer, dag: &Dag, roots: &[Id], lets: &[(String, Id)]) -> Vec<(String, Id)> {
+    let live = dag.reachable(roots);
+    let mut out: Vec<(String, Id)> = lets
+        .iter()
+        .filter(|(n, id)| live[id.index()] && p.names.get(id) == Some(n))
+        .cloned()
+        .collect();
+    out.sort_by_key(|(_, id)| *id);
+    out
+}
+
+fn range_text(p: &crate::Param) -> String {
+    p.range.map(|r| format!(" in {r}")).unwrap_or_default()
+}
+
+/// `--emit typed`: the resolved declarations with types and sources.
+pub fn typed(obj: &Objective) -> String {
+    let names: Vec<(String, Id)> = obj.lets.iter().map(|l| (l.name.clone(), l.id)).collect();
+    let p = Printer::new(&obj.dag, obj, &names, Style::Source);
+    let mut s = format!("objective {}\n", obj.name);
+    for (i, prm) in obj.params.iter().enumerate() {
+        s.push_str(&format!(
+            "param #{i} {}: num = {}{}\n",
+            prm.name,
+            poc_grammar::print::number(prm.default),
+            range_text(prm)
+        ));
+    }
+    for (i, inp) in obj.inputs.iter().enumerate() {
+        let d = if inp.differentiable { "differentiable" } else { "constant" };
+        s.push_str(&format!("input #{i} {}: num from {} ({d})\n", inp.name, inp.source.text()));
+    }
+    for l in &obj.lets {
+        s.push_str(&format!("let {}: {} = {}\n", l.name, l.ty, p.definition(l.id)));
+    }
+    s.push_str(&format!("loss: num = {}\n", p.reference(obj.loss)));
+    for m in &obj.metrics {
+        s.push_str(&format!("metric {}: {} = {}\n", m.name, m.ty, p.reference(m.id)));
+    }
+    s
+}
+
+/// `--emit grad`: simplified loss and gradients with shared terms named, and the rewrite trace.
+pub fn grad(c: &Compiled) -> String {
+    let obj = &c.objective;
+    let mut p = Printer::new(&c.dag, obj, &c.let_names, Style::Source);
+    let mut roots = vec![c.loss];
+    roots.extend(c.grads.iter().map(|g| g.1));
+    let mut s = String::new();
+    let trace: Vec<String> = c.trace.iter().map(|(r, n)| format!("{r} x{n}")).collect();
+    s.push_str(&format!("rewrites: {}\n", if trace.is_empty() { "none".into() } else { trace.join(", ") }));
+    let lets = used_lets(&p, &c.dag, &roots, &c.let_names);
+    let mut let_roots = roots.clone();
+    let_roots.extend(lets.iter().map(|l| l.1));
+    let temps = name_shared(&mut p, &c.dag, &let_roots);
+    // Definitions in topological order, lets and temporaries interleaved.
+    let mut defs: Vec<(String, Id)> = lets;
+    defs.extend(temps.iter().map(|&t| (p.reference(t), t)));
+    defs.sort_by_key(|d| d.1);
+    for (n, id) in &defs {
+        s.push_str(&format!("let {n} = {}\n", p.definition(*id)));
+    }
+    s.push_str(&format!("loss = {}\n", p.reference(c.loss)));
+    for &(k, id) in &c.grads {
+        s.push_str(&format!("d loss / d {} = {}\n", obj.inputs[k as usize].name, p.reference(id)));
+    }
+    s
+}
+
+/// `poc explain`: parameters, inputs, definitions, loss, gradients and metrics as math.
+pub fn explain(c: &Compiled, style: Style) -> String {
+    let obj = &c.objective;
+    let latex = style == Style::Latex;
+    let mut p = Printer::new(&c.dag, obj, &c.let_names, style);
+    let mut s = String::new();
+    s.push_str(&format!("objective {}\n", obj.name));
+    for d in &obj.docs {
+        s.push_str(&format!("  {d}\n"));
+    }
+    if !obj.params.is_empty() {
+        s.push_str("\nparameters (override with --set NAME=VALUE):\n");
+        for prm in &obj.params {
+            s.push_str(&format!(
+                "  {:<18} = {}{}\n",
+                prm.name,
+                poc_grammar::print::number(prm.default),
+                range_text(prm)
+            ));
+        }
+    }
+    s.push_str("\ninputs:\n");
+    for inp in &obj.inputs {
+        let d = if inp.differentiable { "differentiable" } else { "constant" };
+        s.push_str(&format!("  {:<22} {:<28} {d}\n", inp.name, inp.source.text()));
+    }
+    let mut roots = vec![c.loss];
+    roots.extend(c.grads.iter().map(|g| g.1));
+    roots.extend(c.metrics.iter().map(|m| m.1));
+    let lets = used_lets(&p, &c.dag, &roots, &c.let_names);
+    let mut all_roots = roots.clone();
+    all_roots.extend(lets.iter().map(|l| l.1));
+    let temps = name_shared(&mut p, &c.dag, &all_roots);
+    let mut defs: Vec<(String, Id)> = lets;
+    defs.extend(temps.iter().map(|&t| (p.reference(t), t)));
+    defs.sort_by_key(|d| d.1);
+    let eq = |lhs: String, rhs: String| {
+        if latex { format!("  {lhs} &= {rhs} \\\\\n") } else { format!("  {lhs} = {rhs}\n") }
+    };
+    if !defs.is_empty() {
+        s.push_str("\nwhere:\n");
+        for (n, id) in &defs {
+            s.push_str(&eq(p.reference(*id).replace(n, n), p.definition(*id)));
+        }
+    }
+    s.push_str("\nloss:\n");
+    s.push_str(&eq(if latex { "\\mathcal{L}".into() } else { "loss".into() }, p.reference(c.loss)));
+    s.push_str("\ngradient:\n");
+    for &(k, id) in &c.grads {
+        let name = &obj.inputs[k as usize].name;
+        let lhs = if latex {
+            format!("\\frac{{\\partial \\mathcal{{L}}}}{{\\partial {}}}", p_ident(&p, name))
+        } else {
+            format!("d loss / d {name}")
+        };
+        s.push_str(&eq(lhs, p.reference(id)));
+    }
+    if !c.metrics.is_empty() {
+        s.push_str("\nmetrics (batch mean):\n");
+        for (n, id) in &c.metrics {
+            let lhs = if latex { format!("\\text{{{n}}}") } else { n.clone() };
+            s.push_str(&eq(lhs, p.reference(*id)));
+        }
+    }
+    s
+}
+
+fn p_ident(p: &Printer, n: &str) -> String {
+    p.ident(n)
+}

@@ -1,0 +1,150 @@
+//! Simplification by named rewrite rules, applied bottom-up to a bounded fixpoint. Each rule
+//! is a small local identity; the trace of fired rules is part of `--emit grad`, so a
+//! snapshot shows what the simplifier did.
+//!
+//! Every rule preserves values for finite operands. `mul-zero` (x·0 → 0) also drops a NaN or
+//! infinity in x; it only ever fires on gradient terms where the zero is exact (an adjoint that
+//! does not flow), which is the standard convention of AD systems.
+
+use crate::dag::{Dag, Id};
+use crate::ops::Op;
+use std::collections::BTreeMap;
+
+/// At most this many rebuilding rounds (each round is one bottom-up pass).
+pub const MAX_ROUNDS: usize = 16;
+
+/// How often each named rule fired.
+pub type Trace = BTreeMap<&'static str, usize>;
+
+/// Rebuilds the parts of `dag` reachable from `roots` with every rule applied to a fixpoint
+/// (or [`MAX_ROUNDS`]). Returns the new DAG, the new ids of `roots` (same order) and the trace.
+pub fn simplify(dag: &Dag, roots: &[Id]) -> (Dag, Vec<Id>, Trace) {
+    let mut trace = Trace::new();
+    let mut current = dag.clone();
+    let mut current_roots = roots.to_vec();
+    for _ in 0..MAX_ROUNDS {
+        let before: usize = trace.values().sum();
+        let (next, next_roots) = round(&current, &current_roots, &mut trace);
+        current = next;
+        current_roots = next_roots;
+        if trace.values().sum::<usize>() == before {
+            break;
+        }
+    }
+    (current, current_roots, trace)
+}
+
+/// One bottom-up pass over the nodes reachable from `roots`.
+fn round(dag: &Dag, roots: &[Id], trace: &mut Trace) -> (Dag, Vec<Id>) {
+    let live = dag.reachable(roots);
+    let mut out = Dag::new();
+    let mut map: Vec<Option<Id>> = vec![None; dag.len()];
+    for i in 0..dag.len() {
+        if !live[i] {
+            continue;
+        }
+        let node = dag.node(Id(i as u32));
+        let args: Vec<Id> = node.args.iter().map(|a| map[a.index()].expect("operand mapped")).collect();
+        let id = match rewrite(&mut out, node.op, &args) {
+            Some((rule, id)) => {
+                *trace.entry(rule).or_default() += 1;
+                id
+            }
+            None => out.add(node.op, &args),
+        };
+        map[i] = Some(id);
+    }
+    let roots = roots.iter().map(|r| map[r.index()].expect("root mapped")).collect();
+    (out, roots)
+}
+
+/// The rules. Returns the rule's name and the replacement, or `None` if none applies.
+fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
+    use Op::*;
+    let k = |d: &Dag, i: usize| d.op(a[i]).const_value();
+    let is = |d: &Dag, i: usize, v: f64| k(d, i) == Some(v);
+    // Constant folding: every operand constant (and the op is not a leaf or a marker).
+    if op.arity() > 0 && op != StopGrad {
+        let vals: Option<Vec<f64>> = a
+            .iter()
+            .map(|&x| match d.op(x) {
+                Const(bits) => Some(f64::from_bits(bits)),
+                BoolConst(b) => Some(if b { 1.0 } else { 0.0 }),
+                _ => None,
+            })
+            .collect();
+        if let Some(v) = vals {
+            let r = op.eval(&v);
+            let id = if op.ty() == crate::ops::Ty::Bool {
+                d.add(BoolConst(r != 0.0), &[])
+            } else {
+                d.constant(r)
+            };
+            return Some(("const-fold", id));
+        }
+    }
+    let r = match op {
+        Add if is(d, 0, 0.0) => ("add-zero", a[1]),
+        Add if is(d, 1, 0.0) => ("add-zero", a[0]),
+        Add if d.op(a[1]) == Neg => ("add-neg", {
+            let b = d.node(a[1]).args[0];
+            d.add(Sub, &[a[0], b])
+        }),
+        Add if d.op(a[0]) == Neg => ("add-neg", {
+            let b = d.node(a[0]).args[0];
+            d.add(Sub, &[a[1], b])
+        }),
+        Add if a[0] == a[1] => ("add-self", {
+            let two = d.constant(2.0);
+            d.add(Mul, &[two, a[0]])
+        }),
+        Sub if is(d, 1, 0.0) => ("sub-zero", a[0]),
+        Sub if is(d, 0, 0.0) => ("zero-sub", d.add(Neg, &[a[1]])),
+        Sub if a[0] == a[1] => ("sub-self", d.constant(0.0)),
+        Sub if d.op(a[1]) == Neg => ("sub-neg", {
+            let b = d.node(a[1]).args[0];
+            d.add(Add, &[a[0], b])
+        }),
+        Mul if is(d, 0, 1.0) => ("mul-one", a[1]),
+        Mul if is(d, 1, 1.0) => ("mul-one", a[0]),
+        Mul if is(d, 0, 0.0) || is(d, 1, 0.0) => ("mul-zero", d.constant(0.0)),
+        Mul if is(d, 0, -1.0) => ("mul-neg-one", d.add(Neg, &[a[1]])),
+        Mul if is(d, 1, -1.0) => ("mul-neg-one", d.add(Neg, &[a[0]])),
+        Mul if d.op(a[0]) == Neg || d.op(a[1]) == Neg => ("mul-neg", {
+            let (x, y) = (strip_neg(d, a[0]), strip_neg(d, a[1]));
+            let m = d.add(Mul, &[x, y]);
+            if (d.op(a[0]) == Neg) != (d.op(a[1]) == Neg) { d.add(Neg, &[m]) } else { m }
+        }),
+        Div if is(d, 1, 1.0) => ("div-one", a[0]),
+        Div if is(d, 0, 0.0) => ("zero-div", d.constant(0.0)),
+        Div if d.op(a[0]) == Neg => ("div-neg", {
+            let x = d.node(a[0]).args[0];
+            let q = d.add(Div, &[x, a[1]]);
+            d.add(Neg, &[q])
+        }),
+        Neg if d.op(a[0]) == Neg => ("neg-neg", d.node(a[0]).args[0]),
+        Neg if d.op(a[0]) == Sub => ("neg-sub", {
+            let (x, y) = (d.node(a[0]).args[0], d.node(a[0]).args[1]);
+            d.add(Sub, &[y, x])
+        }),
+        Pow if is(d, 1, 1.0) => ("pow-one", a[0]),
+        Pow if is(d, 1, 0.0) => ("pow-zero", d.constant(1.0)),
+        Pow if is(d, 1, 2.0) => ("pow-two", d.add(Mul, &[a[0], a[0]])),
+        Select if a[1] == a[2] => ("select-same", a[1]),
+        Select if d.op(a[0]) == BoolConst(true) => ("select-true", a[1]),
+        Select if d.op(a[0]) == BoolConst(false) => ("select-false", a[2]),
+        Select if d.op(a[0]) == Not => ("select-not", {
+            let c = d.node(a[0]).args[0];
+            d.add(Select, &[c, a[2], a[1]])
+        }),
+        StopGrad if matches!(d.op(a[0]), Const(_)) => ("stop-grad-const", a[0]),
+        StopGrad if d.op(a[0]) == StopGrad => ("stop-grad-twice", a[0]),
+        Not if d.op(a[0]) == Not => ("not-not", d.node(a[0]).args[0]),
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn strip_neg(d: &Dag, x: Id) -> Id {
+    if d.op(x) == Op::Neg { d.node(x).args[0] } else { x }
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what poc needs beside Rust: libtorch 2.9.0 (the version tch 0.22 binds), taken
+# from PyPI's torch wheel into a cache outside the clone. Idempotent: a second run only
+# checks. Prints nothing else; source scripts/env.sh afterwards to build against it.
+set -euo pipefail
+POC_CACHE="${POC_CACHE:-$HOME/.cache/poc}"
+VENV="$POC_CACHE/torch-2.9.0"
+mkdir -p "$POC_CACHE"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import torch,sys; sys.exit(0 if torch.__version__.startswith("2.9.0") else 1)' 2>/dev/null; then
+  echo "setup: libtorch 2.9.0 already in $VENV"
+  exit 0
+fi
+echo "setup: installing torch==2.9.0 from PyPI into $VENV (about 1-3 minutes, ~6.7 GB)"
+python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.9.0
+"$VENV/bin/python" -c 'import torch; print("setup: torch", torch.__version__, "ready")'
