@@ -6,8 +6,8 @@ use crate::dag::{Dag, Id};
 use crate::ops::{Op, Ty};
 use poc_grammar::diag::suggest;
 use poc_grammar::{
-    Ast, BinaryOp, Diagnostic, ErrorKind, Expr, ExprKind, Range, SourceExpr, Span,
-    StatementKind, UnaryOp,
+    Ast, BinaryOp, Diagnostic, ErrorKind, Expr, ExprKind, Range, SourceExpr, Span, StatementKind,
+    UnaryOp,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -186,7 +186,10 @@ impl Objective {
             let Some(i) = self.params.iter().position(|p| p.name == name) else {
                 let mut d = Diagnostic::global(
                     ErrorKind::BadSet,
-                    format!("`--set {s}`: objective `{}` has no parameter `{name}`", self.name),
+                    format!(
+                        "`--set {s}`: objective `{}` has no parameter `{name}`",
+                        self.name
+                    ),
                 );
                 let names = self.params.iter().map(|p| p.name.as_str());
                 d = match suggest(name, names) {
@@ -194,7 +197,11 @@ impl Objective {
                     None if self.params.is_empty() => d.with_hint("it has no parameters"),
                     None => d.with_hint(format!(
                         "its parameters are: {}",
-                        self.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                        self.params
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 };
                 errors.push(d);
@@ -218,7 +225,11 @@ impl Objective {
             }
             values[i] = x;
         }
-        if errors.is_empty() { Ok(values) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(values)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -320,7 +331,12 @@ impl Checker {
                         self.docs = st.docs.clone();
                     }
                 }
-                StatementKind::Param { name, default, default_span, range } => {
+                StatementKind::Param {
+                    name,
+                    default,
+                    default_span,
+                    range,
+                } => {
                     if let Some(r) = range {
                         if r.lo > r.hi || (r.lo == r.hi && !(r.lo_closed && r.hi_closed)) {
                             self.errors.push(Diagnostic::new(
@@ -518,8 +534,10 @@ impl Checker {
             LetState::Done(id) => id,
             LetState::InProgress => {
                 let start = self.resolving.iter().position(|&j| j == i).unwrap_or(0);
-                let mut cycle: Vec<&str> =
-                    self.resolving[start..].iter().map(|&j| self.let_exprs[j].0.as_str()).collect();
+                let mut cycle: Vec<&str> = self.resolving[start..]
+                    .iter()
+                    .map(|&j| self.let_exprs[j].0.as_str())
+                    .collect();
                 cycle.push(&self.let_exprs[i].0);
                 let span = use_span.unwrap_or(self.let_exprs[i].1.span);
                 self.errors.push(
@@ -546,7 +564,11 @@ impl Checker {
                     return None;
                 }
                 let id = result.map(|(id, ty)| {
-                    self.lets.push(Binding { name: self.let_exprs[i].0.clone(), id, ty });
+                    self.lets.push(Binding {
+                        name: self.let_exprs[i].0.clone(),
+                        id,
+                        ty,
+                    });
                     id
                 });
                 self.let_state[i] = LetState::Done(id);
@@ -627,7 +649,9 @@ impl Checker {
                 if let Some(c) = suggest(n, names) {
                     d = d.with_hint(format!("did you mean `{c}`?"));
                 } else if Source::standard(n).is_some() {
-                    d = d.with_hint(format!("`{n}` is a standard input: declare it with `input {n}`"));
+                    d = d.with_hint(format!(
+                        "`{n}` is a standard input: declare it with `input {n}`"
+                    ));
                 } else if FUNCTIONS.iter().any(|(f, _)| *f == n) {
                     d = d.with_hint(format!("`{n}` is a function: call it as `{n}(...)`"));
                 }
@@ -639,8 +663,11 @@ impl Checker {
 
     fn call(&mut self, f: &str, fspan: Span, args: &[Expr], span: Span) -> Option<(Id, Ty)> {
         let Some(&(_, arity)) = FUNCTIONS.iter().find(|(name, _)| *name == f) else {
-            let mut d =
-                Diagnostic::new(ErrorKind::UnknownFunction, fspan, format!("unknown function `{f}`"));
+            let mut d = Diagnostic::new(
+                ErrorKind::UnknownFunction,
+                fspan,
+                format!("unknown function `{f}`"),
+            );
             if let Some((_, to)) = ALIASES.iter().find(|(from, _)| *from == f) {
                 let to = if to.starts_with('`') || to.starts_with("the") {
                     to.to_string()
@@ -653,7 +680,11 @@ impl Checker {
             } else {
                 d = d.with_hint(format!(
                     "the functions are {}",
-                    FUNCTIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    FUNCTIONS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             self.errors.push(d);
@@ -668,12 +699,18 @@ impl Checker {
             self.errors.push(Diagnostic::new(
                 ErrorKind::WrongArity,
                 span,
-                format!("`{f}` takes {arity} argument{plural} but {} were given", args.len()),
+                format!(
+                    "`{f}` takes {arity} argument{plural} but {} were given",
+                    args.len()
+                ),
             ));
             return None;
         }
         let what = format!("an argument of `{f}`");
-        let ids: Vec<Option<Id>> = args.iter().map(|a| self.expect(a, Ty::Num, &what)).collect();
+        let ids: Vec<Option<Id>> = args
+            .iter()
+            .map(|a| self.expect(a, Ty::Num, &what))
+            .collect();
         let ids: Vec<Id> = ids.into_iter().collect::<Option<_>>()?;
         let id = match f {
             "clamp" => {
@@ -710,8 +747,11 @@ impl Checker {
         if self.name.is_none() {
             self.errors.insert(
                 0,
-                Diagnostic::global(ErrorKind::MissingObjective, "the file has no `objective NAME` line")
-                    .with_hint("start the file with `objective my_loss` (after its doc comment)"),
+                Diagnostic::global(
+                    ErrorKind::MissingObjective,
+                    "the file has no `objective NAME` line",
+                )
+                .with_hint("start the file with `objective my_loss` (after its doc comment)"),
             );
         }
         if !self.errors.is_empty() {

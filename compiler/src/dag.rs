@@ -44,7 +44,9 @@ impl Dag {
         debug_assert_eq!(args.len(), op.arity(), "wrong operand count for {op:?}");
         let mut args = args.to_vec();
         if op.commutative() {
-            args.sort();
+            // Leaves (constants, parameters, inputs) first, then by id: `beta * x`, `2 * y`.
+            let leaf_first = |id: &Id| (self.nodes[id.index()].op.arity() > 0, *id);
+            args.sort_by_key(leaf_first);
         }
         let node = Node { op, args };
         if let Some(&id) = self.memo.get(&node) {
@@ -105,7 +107,11 @@ impl Dag {
     pub fn verify(&self) -> Result<(), String> {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.args.len() != node.op.arity() {
-                return Err(format!("node %{i} ({}) has {} operands", node.op.name(), node.args.len()));
+                return Err(format!(
+                    "node %{i} ({}) has {} operands",
+                    node.op.name(),
+                    node.args.len()
+                ));
             }
             let (want, _) = node.op.signature();
             for (k, a) in node.args.iter().enumerate() {

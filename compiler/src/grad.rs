@@ -26,7 +26,9 @@ pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
     let mut adjoint: Vec<Option<Id>> = vec![None; dag.len()];
     adjoint[loss.index()] = Some(dag.constant(1.0));
     for i in (0..=loss.index()).rev() {
-        let (Some(g), true) = (adjoint[i], active[i]) else { continue };
+        let (Some(g), true) = (adjoint[i], active[i]) else {
+            continue;
+        };
         let id = Id(i as u32);
         let node = dag.node(id).clone();
         for (k, contribution) in local_grads(dag, id, node.op, &node.args, g) {
@@ -46,8 +48,15 @@ pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
         .filter(|(_, inp)| inp.differentiable)
         .map(|(k, _)| {
             let leaf = dag.add(Op::Input(k as u32), &[]);
-            let id = adjoint.get(leaf.index()).copied().flatten().unwrap_or_else(|| dag.constant(0.0));
-            Partial { input: k as u32, id }
+            let id = adjoint
+                .get(leaf.index())
+                .copied()
+                .flatten()
+                .unwrap_or_else(|| dag.constant(0.0));
+            Partial {
+                input: k as u32,
+                id,
+            }
         })
         .collect()
 }
@@ -137,13 +146,19 @@ pub fn local_grads(dag: &mut Dag, y: Id, op: Op, args: &[Id], g: Id) -> Vec<(usi
             let cmp = if op == Min { Le } else { Ge };
             let zero = c(Const(0f64.to_bits()), &[]);
             let first = c(cmp, &[args[0], args[1]]);
-            vec![(0, c(Select, &[first, g, zero])), (1, c(Select, &[first, zero, g]))]
+            vec![
+                (0, c(Select, &[first, g, zero])),
+                (1, c(Select, &[first, zero, g])),
+            ]
         }
         StopGrad => vec![],
         Lt | Le | Gt | Ge | Eq | Ne | And | Or | Not => vec![],
         Select => {
             let zero = c(Const(0f64.to_bits()), &[]);
-            vec![(1, c(Select, &[args[0], g, zero])), (2, c(Select, &[args[0], zero, g]))]
+            vec![
+                (1, c(Select, &[args[0], g, zero])),
+                (2, c(Select, &[args[0], zero, g])),
+            ]
         }
     }
 }

@@ -7,10 +7,12 @@
 
 use crate::ops::{self, Op, Ty};
 use crate::program::Program;
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types};
-use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{
+    AbiParam, InstBuilder, MemFlagsData, Signature, UserFuncName, Value, types,
+};
+use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module, default_libcall_names};
@@ -101,7 +103,9 @@ impl Kernel {
     pub fn compile(program: &Program) -> Result<Kernel, JitError> {
         let err = |e: &dyn std::fmt::Display| JitError::Codegen(e.to_string());
         let mut flags = settings::builder();
-        flags.set("use_colocated_libcalls", "false").map_err(|e| err(&e))?;
+        flags
+            .set("use_colocated_libcalls", "false")
+            .map_err(|e| err(&e))?;
         flags.set("is_pic", "false").map_err(|e| err(&e))?;
         flags.set("opt_level", "speed").map_err(|e| err(&e))?;
         let isa = cranelift_native::builder()
@@ -112,7 +116,10 @@ impl Kernel {
         for (name, f) in UNARY_HELPERS {
             jb.symbol(name, f as *const u8);
         }
-        jb.symbol("poc_pow", poc_pow as extern "C" fn(f64, f64) -> f64 as *const u8);
+        jb.symbol(
+            "poc_pow",
+            poc_pow as extern "C" fn(f64, f64) -> f64 as *const u8,
+        );
         let mut module = JITModule::new(jb);
 
         let ptr = module.target_config().pointer_type();
@@ -131,7 +138,9 @@ impl Kernel {
         let mut fctx = FunctionBuilderContext::new();
         build_body(&mut module, &mut ctx, &mut fctx, program, ptr).map_err(|e| err(&e))?;
         let clif = ctx.func.display().to_string();
-        module.define_function(func_id, &mut ctx).map_err(|e| err(&format!("{e:?}")))?;
+        module
+            .define_function(func_id, &mut ctx)
+            .map_err(|e| err(&format!("{e:?}")))?;
         module.clear_context(&mut ctx);
         module.finalize_definitions().map_err(|e| err(&e))?;
         let code = module.get_finalized_function(func_id);
@@ -154,8 +163,16 @@ impl Kernel {
 
     /// Runs the kernel: `columns[k]` is input k; `outputs[k]` receives output k. All columns
     /// must have the same length.
-    pub fn run(&self, params: &[f64], columns: &[&[f64]], outputs: &mut [Vec<f64>]) -> Result<(), JitError> {
-        if params.len() != self.n_params || columns.len() != self.n_inputs || outputs.len() != self.n_outputs {
+    pub fn run(
+        &self,
+        params: &[f64],
+        columns: &[&[f64]],
+        outputs: &mut [Vec<f64>],
+    ) -> Result<(), JitError> {
+        if params.len() != self.n_params
+            || columns.len() != self.n_inputs
+            || outputs.len() != self.n_outputs
+        {
             return Err(JitError::Shape(format!(
                 "kernel takes {} params, {} inputs, {} outputs; got {}, {}, {}",
                 self.n_params,
@@ -210,10 +227,14 @@ fn build_body(
     for ins in &program.instrs {
         match ins.op {
             Op::Param(k) => {
-                param_vals.entry(k).or_insert_with(|| b.ins().load(types::F64, flags, params_ptr, 8 * k as i32));
+                param_vals
+                    .entry(k)
+                    .or_insert_with(|| b.ins().load(types::F64, flags, params_ptr, 8 * k as i32));
             }
             Op::Input(k) => {
-                input_bases.entry(k).or_insert_with(|| b.ins().load(ptr, flags, inputs_ptr, word * k as i32));
+                input_bases
+                    .entry(k)
+                    .or_insert_with(|| b.ins().load(ptr, flags, inputs_ptr, word * k as i32));
             }
             _ => {}
         }
@@ -231,7 +252,9 @@ fn build_body(
                 sig.params.push(AbiParam::new(types::F64));
             }
             sig.returns.push(AbiParam::new(types::F64));
-            let id: FuncId = module.declare_function(name, Linkage::Import, &sig).map_err(|e| e.to_string())?;
+            let id: FuncId = module
+                .declare_function(name, Linkage::Import, &sig)
+                .map_err(|e| e.to_string())?;
             let fref = module.declare_func_in_func(id, b.func);
             helpers.insert(name, fref);
         }
@@ -242,12 +265,20 @@ fn build_body(
     // header(i): if i < n goto body(i) else exit
     b.switch_to_block(header);
     let i = b.append_block_param(header, types::I64);
-    let more = b.ins().icmp(cranelift_codegen::ir::condcodes::IntCC::SignedLessThan, i, n);
+    let more = b.ins().icmp(
+        cranelift_codegen::ir::condcodes::IntCC::SignedLessThan,
+        i,
+        n,
+    );
     b.ins().brif(more, body, &[], exit, &[]);
 
     b.switch_to_block(body);
     let offset = b.ins().imul_imm_s(i, 8);
-    let offset = if ptr == types::I64 { offset } else { b.ins().ireduce(ptr, offset) };
+    let offset = if ptr == types::I64 {
+        offset
+    } else {
+        b.ins().ireduce(ptr, offset)
+    };
     let mut regs: Vec<Value> = Vec::with_capacity(program.instrs.len());
     for ins in &program.instrs {
         let a: Vec<Value> = ins.args.iter().map(|r| regs[*r as usize]).collect();
@@ -286,8 +317,15 @@ fn build_body(
                 let inner = b.ins().select(neg, m1, xz);
                 b.ins().select(pos, one, inner)
             }
-            Op::Exp | Op::Log | Op::Log1p | Op::Expm1 | Op::Tanh | Op::Sigmoid | Op::Softplus
-            | Op::LogSigmoid | Op::Pow => {
+            Op::Exp
+            | Op::Log
+            | Op::Log1p
+            | Op::Expm1
+            | Op::Tanh
+            | Op::Sigmoid
+            | Op::Softplus
+            | Op::LogSigmoid
+            | Op::Pow => {
                 let name = helper_name(ins.op).ok_or("helper op without helper")?;
                 let call = b.ins().call(helpers[name], &a);
                 b.inst_results(call)[0]

@@ -91,8 +91,10 @@ pub fn lower(objective: Objective) -> Result<Compiled, CompileError> {
 
     let loss = new_roots[0];
     let mut rest = new_roots[1..].iter().copied();
-    let grads: Vec<(u32, Id)> =
-        partials.iter().map(|p| (p.input, rest.next().expect("one root per gradient"))).collect();
+    let grads: Vec<(u32, Id)> = partials
+        .iter()
+        .map(|p| (p.input, rest.next().expect("one root per gradient")))
+        .collect();
     let metrics: Vec<(String, Id)> = objective
         .metrics
         .iter()
@@ -123,10 +125,21 @@ pub fn lower(objective: Objective) -> Result<Compiled, CompileError> {
     loss_outputs.extend(metric_outputs);
     let loss_program = Program::schedule(&dag, &loss_outputs, input_names, param_names);
 
-    Ok(Compiled { objective, dag, loss, grads, metrics, let_names, trace, program, loss_program })
+    Ok(Compiled {
+        objective,
+        dag,
+        loss,
+        grads,
+        metrics,
+        let_names,
+        trace,
+        program,
+        loss_program,
+    })
 }
 
 /// The verifier between passes: a broken invariant is an internal error naming the stage.
 fn verify(stage: &'static str, dag: &Dag) -> Result<(), CompileError> {
-    dag.verify().map_err(|message| CompileError::Internal { stage, message })
+    dag.verify()
+        .map_err(|message| CompileError::Internal { stage, message })
 }

@@ -73,7 +73,9 @@ impl<'a> Printer<'a> {
         match self.style {
             Style::Source => n.to_string(),
             Style::Latex => {
-                let greek = ["beta", "gamma", "tau", "theta", "rho", "sigma", "delta", "epsilon", "phi"];
+                let greek = [
+                    "beta", "gamma", "tau", "theta", "rho", "sigma", "delta", "epsilon", "phi",
+                ];
                 if greek.contains(&n) {
                     format!("\\{n}")
                 } else if n.chars().count() == 1 {
@@ -125,7 +127,11 @@ impl<'a> Printer<'a> {
             Const(bits) => {
                 let x = f64::from_bits(bits);
                 let s = poc_grammar::print::number(x);
-                let s = if latex && x.is_infinite() { s.replace("inf", "\\infty") } else { s };
+                let s = if latex && x.is_infinite() {
+                    s.replace("inf", "\\infty")
+                } else {
+                    s
+                };
                 (s, if x < 0.0 { NEG } else { ATOM })
             }
             BoolConst(b) => (b.to_string(), ATOM),
@@ -151,7 +157,10 @@ impl<'a> Printer<'a> {
                 ),
                 ATOM,
             ),
-            Select => (format!("if {} then {} else {}", full(0), full(1), full(2)), IF),
+            Select => (
+                format!("if {} then {} else {}", full(0), full(1), full(2)),
+                IF,
+            ),
             Lt | Le | Gt | Ge | Eq | Ne => {
                 let sym = match (node.op, latex) {
                     (Lt, _) => "<",
@@ -165,7 +174,10 @@ impl<'a> Printer<'a> {
                     (Ne, true) => "\\ne",
                     _ => unreachable!(),
                 };
-                (format!("{} {sym} {}", arg(0, CMP + 1), arg(1, CMP + 1)), CMP)
+                (
+                    format!("{} {sym} {}", arg(0, CMP + 1), arg(1, CMP + 1)),
+                    CMP,
+                )
             }
             And => (format!("{} and {}", arg(0, AND), arg(1, AND + 1)), AND),
             Or => (format!("{} or {}", arg(0, OR), arg(1, OR + 1)), OR),
@@ -197,7 +209,8 @@ pub fn name_shared(p: &mut Printer, dag: &Dag, roots: &[Id]) -> Vec<Id> {
     for i in 0..dag.len() {
         let id = Id(i as u32);
         let node = dag.node(id);
-        let trivial = node.args.is_empty() || (node.op == Op::Neg && dag.node(node.args[0]).args.is_empty());
+        let trivial =
+            node.args.is_empty() || (node.op == Op::Neg && dag.node(node.args[0]).args.is_empty());
         if uses[i] >= 2 && !trivial && !p.names.contains_key(&id) {
             temps.push(id);
             p.name(id, format!("t{}", temps.len()));
@@ -236,15 +249,33 @@ pub fn typed(obj: &Objective) -> String {
         ));
     }
     for (i, inp) in obj.inputs.iter().enumerate() {
-        let d = if inp.differentiable { "differentiable" } else { "constant" };
-        s.push_str(&format!("input #{i} {}: num from {} ({d})\n", inp.name, inp.source.text()));
+        let d = if inp.differentiable {
+            "differentiable"
+        } else {
+            "constant"
+        };
+        s.push_str(&format!(
+            "input #{i} {}: num from {} ({d})\n",
+            inp.name,
+            inp.source.text()
+        ));
     }
     for l in &obj.lets {
-        s.push_str(&format!("let {}: {} = {}\n", l.name, l.ty, p.definition(l.id)));
+        s.push_str(&format!(
+            "let {}: {} = {}\n",
+            l.name,
+            l.ty,
+            p.definition(l.id)
+        ));
     }
     s.push_str(&format!("loss: num = {}\n", p.reference(obj.loss)));
     for m in &obj.metrics {
-        s.push_str(&format!("metric {}: {} = {}\n", m.name, m.ty, p.reference(m.id)));
+        s.push_str(&format!(
+            "metric {}: {} = {}\n",
+            m.name,
+            m.ty,
+            p.reference(m.id)
+        ));
     }
     s
 }
@@ -257,7 +288,14 @@ pub fn grad(c: &Compiled) -> String {
     roots.extend(c.grads.iter().map(|g| g.1));
     let mut s = String::new();
     let trace: Vec<String> = c.trace.iter().map(|(r, n)| format!("{r} x{n}")).collect();
-    s.push_str(&format!("rewrites: {}\n", if trace.is_empty() { "none".into() } else { trace.join(", ") }));
+    s.push_str(&format!(
+        "rewrites: {}\n",
+        if trace.is_empty() {
+            "none".into()
+        } else {
+            trace.join(", ")
+        }
+    ));
     let lets = used_lets(&p, &c.dag, &roots, &c.let_names);
     let mut let_roots = roots.clone();
     let_roots.extend(lets.iter().map(|l| l.1));
@@ -271,16 +309,27 @@ pub fn grad(c: &Compiled) -> String {
     }
     s.push_str(&format!("loss = {}\n", p.reference(c.loss)));
     for &(k, id) in &c.grads {
-        s.push_str(&format!("d loss / d {} = {}\n", obj.inputs[k as usize].name, p.reference(id)));
+        s.push_str(&format!(
+            "d loss / d {} = {}\n",
+            obj.inputs[k as usize].name,
+            p.reference(id)
+        ));
     }
     s
 }
 
-/// `poc explain`: parameters, inputs, definitions, loss, gradients and metrics as math.
+/// `poc explain`: parameters, inputs, the definitions and loss as written, the simplified
+/// gradient (shared terms named `t1`, `t2`, …) and the metrics, as math.
 pub fn explain(c: &Compiled, style: Style) -> String {
     let obj = &c.objective;
     let latex = style == Style::Latex;
-    let mut p = Printer::new(&c.dag, obj, &c.let_names, style);
+    let eq = |lhs: String, rhs: String| {
+        if latex {
+            format!("  {lhs} &= {rhs} \\\\\n")
+        } else {
+            format!("  {lhs} = {rhs}\n")
+        }
+    };
     let mut s = String::new();
     s.push_str(&format!("objective {}\n", obj.name));
     for d in &obj.docs {
@@ -299,50 +348,70 @@ pub fn explain(c: &Compiled, style: Style) -> String {
     }
     s.push_str("\ninputs:\n");
     for inp in &obj.inputs {
-        let d = if inp.differentiable { "differentiable" } else { "constant" };
-        s.push_str(&format!("  {:<22} {:<28} {d}\n", inp.name, inp.source.text()));
+        let d = if inp.differentiable {
+            "differentiable"
+        } else {
+            "constant"
+        };
+        s.push_str(&format!(
+            "  {:<22} {:<28} {d}\n",
+            inp.name,
+            inp.source.text()
+        ));
     }
-    let mut roots = vec![c.loss];
-    roots.extend(c.grads.iter().map(|g| g.1));
-    roots.extend(c.metrics.iter().map(|m| m.1));
-    let lets = used_lets(&p, &c.dag, &roots, &c.let_names);
-    let mut all_roots = roots.clone();
-    all_roots.extend(lets.iter().map(|l| l.1));
-    let temps = name_shared(&mut p, &c.dag, &all_roots);
-    let mut defs: Vec<(String, Id)> = lets;
-    defs.extend(temps.iter().map(|&t| (p.reference(t), t)));
-    defs.sort_by_key(|d| d.1);
-    let eq = |lhs: String, rhs: String| {
-        if latex { format!("  {lhs} &= {rhs} \\\\\n") } else { format!("  {lhs} = {rhs}\n") }
-    };
-    if !defs.is_empty() {
+
+    // Definitions, loss and metrics as the user wrote them.
+    let written: Vec<(String, Id)> = obj.lets.iter().map(|l| (l.name.clone(), l.id)).collect();
+    let p = Printer::new(&obj.dag, obj, &written, style);
+    if !obj.lets.is_empty() {
         s.push_str("\nwhere:\n");
-        for (n, id) in &defs {
-            s.push_str(&eq(p.reference(*id).replace(n, n), p.definition(*id)));
+        for l in &obj.lets {
+            s.push_str(&eq(p.ident(&l.name), p.definition(l.id)));
         }
     }
     s.push_str("\nloss:\n");
-    s.push_str(&eq(if latex { "\\mathcal{L}".into() } else { "loss".into() }, p.reference(c.loss)));
+    s.push_str(&eq(
+        if latex {
+            "\\mathcal{L}".into()
+        } else {
+            "loss".into()
+        },
+        p.reference(obj.loss),
+    ));
+
+    // The gradient after simplification, over the same names.
+    let mut g = Printer::new(&c.dag, obj, &c.let_names, style);
+    let roots: Vec<Id> = c.grads.iter().map(|g| g.1).collect();
+    let temps = name_shared(&mut g, &c.dag, &roots);
     s.push_str("\ngradient:\n");
     for &(k, id) in &c.grads {
         let name = &obj.inputs[k as usize].name;
         let lhs = if latex {
-            format!("\\frac{{\\partial \\mathcal{{L}}}}{{\\partial {}}}", p_ident(&p, name))
+            format!(
+                "\\frac{{\\partial \\mathcal{{L}}}}{{\\partial {}}}",
+                g.ident(name)
+            )
         } else {
             format!("d loss / d {name}")
         };
-        s.push_str(&eq(lhs, p.reference(id)));
+        s.push_str(&eq(lhs, g.reference(id)));
     }
-    if !c.metrics.is_empty() {
+    if !temps.is_empty() {
+        s.push_str("  with\n");
+        for t in temps {
+            s.push_str(&eq(g.reference(t), g.definition(t)));
+        }
+    }
+    if !obj.metrics.is_empty() {
         s.push_str("\nmetrics (batch mean):\n");
-        for (n, id) in &c.metrics {
-            let lhs = if latex { format!("\\text{{{n}}}") } else { n.clone() };
-            s.push_str(&eq(lhs, p.reference(*id)));
+        for m in &obj.metrics {
+            let lhs = if latex {
+                format!("\\text{{{}}}", m.name)
+            } else {
+                m.name.clone()
+            };
+            s.push_str(&eq(lhs, p.reference(m.id)));
         }
     }
     s
-}
-
-fn p_ident(p: &Printer, n: &str) -> String {
-    p.ident(n)
 }

@@ -88,12 +88,20 @@ impl Program {
                 ty: dag.ty(*id),
             })
             .collect();
-        Program { instrs, outputs, input_names, param_names }
+        Program {
+            instrs,
+            outputs,
+            input_names,
+            param_names,
+        }
     }
 
     /// The register of the loss.
     pub fn loss_reg(&self) -> Option<u32> {
-        self.outputs.iter().find(|o| o.kind == OutputKind::Loss).map(|o| o.reg)
+        self.outputs
+            .iter()
+            .find(|o| o.kind == OutputKind::Loss)
+            .map(|o| o.reg)
     }
 
     /// The canonical text form (`--emit graph`).
@@ -105,7 +113,9 @@ impl Program {
         );
         for (i, ins) in self.instrs.iter().enumerate() {
             let rhs = match ins.op {
-                Op::Const(bits) => format!("const {}", poc_grammar::print::number(f64::from_bits(bits))),
+                Op::Const(bits) => {
+                    format!("const {}", poc_grammar::print::number(f64::from_bits(bits)))
+                }
                 Op::BoolConst(b) => format!("bool {b}"),
                 Op::Input(k) => format!("input {}", self.input_names[k as usize]),
                 Op::Param(k) => format!("param {}", self.param_names[k as usize]),

@@ -44,7 +44,11 @@ fn round(dag: &Dag, roots: &[Id], trace: &mut Trace) -> (Dag, Vec<Id>) {
             continue;
         }
         let node = dag.node(Id(i as u32));
-        let args: Vec<Id> = node.args.iter().map(|a| map[a.index()].expect("operand mapped")).collect();
+        let args: Vec<Id> = node
+            .args
+            .iter()
+            .map(|a| map[a.index()].expect("operand mapped"))
+            .collect();
         let id = match rewrite(&mut out, node.op, &args) {
             Some((rule, id)) => {
                 *trace.entry(rule).or_default() += 1;
@@ -54,7 +58,10 @@ fn round(dag: &Dag, roots: &[Id], trace: &mut Trace) -> (Dag, Vec<Id>) {
         };
         map[i] = Some(id);
     }
-    let roots = roots.iter().map(|r| map[r.index()].expect("root mapped")).collect();
+    let roots = roots
+        .iter()
+        .map(|r| map[r.index()].expect("root mapped"))
+        .collect();
     (out, roots)
 }
 
@@ -98,6 +105,12 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
             let two = d.constant(2.0);
             d.add(Mul, &[two, a[0]])
         }),
+        // select(c, x, 0) ± select(c, 0, y) → select(c, x, ±y): how adjoints of `if` recombine.
+        Add | Sub if split_selects(d, a[0], a[1]).is_some() => ("select-merge", {
+            let (c, x, y) = split_selects(d, a[0], a[1]).expect("checked by the guard");
+            let y = if op == Sub { d.add(Neg, &[y]) } else { y };
+            d.add(Select, &[c, x, y])
+        }),
         Sub if is(d, 1, 0.0) => ("sub-zero", a[0]),
         Sub if is(d, 0, 0.0) => ("zero-sub", d.add(Neg, &[a[1]])),
         Sub if a[0] == a[1] => ("sub-self", d.constant(0.0)),
@@ -113,7 +126,11 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
         Mul if d.op(a[0]) == Neg || d.op(a[1]) == Neg => ("mul-neg", {
             let (x, y) = (strip_neg(d, a[0]), strip_neg(d, a[1]));
             let m = d.add(Mul, &[x, y]);
-            if (d.op(a[0]) == Neg) != (d.op(a[1]) == Neg) { d.add(Neg, &[m]) } else { m }
+            if (d.op(a[0]) == Neg) != (d.op(a[1]) == Neg) {
+                d.add(Neg, &[m])
+            } else {
+                m
+            }
         }),
         Div if is(d, 1, 1.0) => ("div-one", a[0]),
         Div if is(d, 0, 0.0) => ("zero-div", d.constant(0.0)),
@@ -145,6 +162,22 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
     Some(r)
 }
 
+/// `(c, x, y)` when `p = select(c, x, 0)` and `q = select(c, 0, y)`.
+fn split_selects(d: &Dag, p: Id, q: Id) -> Option<(Id, Id, Id)> {
+    let (np, nq) = (d.node(p), d.node(q));
+    let zero = |id: Id| d.op(id).const_value() == Some(0.0);
+    (np.op == Op::Select
+        && nq.op == Op::Select
+        && np.args[0] == nq.args[0]
+        && zero(np.args[2])
+        && zero(nq.args[1]))
+    .then(|| (np.args[0], np.args[1], nq.args[2]))
+}
+
 fn strip_neg(d: &Dag, x: Id) -> Id {
-    if d.op(x) == Op::Neg { d.node(x).args[0] } else { x }
+    if d.op(x) == Op::Neg {
+        d.node(x).args[0]
+    } else {
+        x
+    }
 }

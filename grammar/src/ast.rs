@@ -89,8 +89,16 @@ pub struct Range {
 impl Range {
     /// Whether `x` lies in the range.
     pub fn contains(&self, x: f64) -> bool {
-        let above = if self.lo_closed { x >= self.lo } else { x > self.lo };
-        let below = if self.hi_closed { x <= self.hi } else { x < self.hi };
+        let above = if self.lo_closed {
+            x >= self.lo
+        } else {
+            x > self.lo
+        };
+        let below = if self.hi_closed {
+            x <= self.hi
+        } else {
+            x < self.hi
+        };
         above && below
     }
 }

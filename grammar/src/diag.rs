@@ -83,11 +83,21 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `span`.
     pub fn new(kind: ErrorKind, span: Span, message: impl Into<String>) -> Self {
-        Diagnostic { kind, span: Some(span), message: message.into(), hint: None }
+        Diagnostic {
+            kind,
+            span: Some(span),
+            message: message.into(),
+            hint: None,
+        }
     }
     /// An error about the whole input.
     pub fn global(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Diagnostic { kind, span: None, message: message.into(), hint: None }
+        Diagnostic {
+            kind,
+            span: None,
+            message: message.into(),
+            hint: None,
+        }
     }
     /// Adds a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -112,7 +122,11 @@ impl Diagnostic {
                 let line_end_col = line_text.chars().count() + 1;
                 let end_col = if span.end > span.start {
                     let (end_line, end_col) = line_col(src, span.end);
-                    if end_line == line { end_col } else { line_end_col }
+                    if end_line == line {
+                        end_col
+                    } else {
+                        line_end_col
+                    }
                 } else {
                     col + 1
                 };
@@ -158,7 +172,11 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
 
 /// Renders a list of diagnostics, one after another.
 pub fn render_all(diags: &[Diagnostic], file: &str, src: &str) -> String {
-    diags.iter().map(|d| d.render(file, src)).collect::<Vec<_>>().join("\n")
+    diags
+        .iter()
+        .map(|d| d.render(file, src))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The closest candidate to `name` by edit distance, if it is close enough to be a likely typo.
@@ -168,7 +186,9 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         let d = edit_distance(&name.to_lowercase(), &c.to_lowercase());
         let limit = (name.len().max(c.len()) / 3).max(1);
         // Also catch `logsigmoid` -> `log_sigmoid`: same letters up to underscores.
-        let same_letters = name.replace('_', "").eq_ignore_ascii_case(&c.replace('_', ""));
+        let same_letters = name
+            .replace('_', "")
+            .eq_ignore_ascii_case(&c.replace('_', ""));
         let d = if same_letters { 0 } else { d };
         if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
             best = Some((d, c));

@@ -25,7 +25,11 @@ pub fn parse(src: &str) -> Result<Ast, Vec<Diagnostic>> {
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(Ast { statements }) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(Ast { statements })
+    } else {
+        Err(errors)
+    }
 }
 
 /// Byte ranges of the statements: each begins at the doc comment block (if any) before a line
@@ -50,8 +54,7 @@ fn chunks(src: &str) -> Vec<(usize, usize)> {
         offset += line.len();
     }
     starts.dedup();
-    let mut ranges: Vec<(usize, usize)> =
-        starts.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut ranges: Vec<(usize, usize)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
     ranges.push((*starts.last().unwrap_or(&0), src.len()));
     ranges
 }
@@ -67,10 +70,14 @@ fn parse_chunk(text: &str, offset: usize) -> Result<Option<Statement>, Diagnosti
     if PoParser::parse(Rule::trivia_only, text).is_ok() {
         return Ok(None);
     }
-    let mut pairs = PoParser::parse(Rule::statement_only, text)
-        .map_err(|e| syntax_error(e, text, offset))?;
+    let mut pairs =
+        PoParser::parse(Rule::statement_only, text).map_err(|e| syntax_error(e, text, offset))?;
     let pair = pairs.next().ok_or_else(|| {
-        Diagnostic::new(ErrorKind::Syntax, Span::new(offset, offset), "expected a statement")
+        Diagnostic::new(
+            ErrorKind::Syntax,
+            Span::new(offset, offset),
+            "expected a statement",
+        )
     })?;
     Ok(Some(Builder { offset }.statement(pair)))
 }
@@ -113,24 +120,46 @@ fn describe(rules: &[Rule]) -> String {
     let mut words: Vec<&str> = Vec::new();
     for r in rules {
         let w = match r {
-            Rule::expr | Rule::if_expr | Rule::or_expr | Rule::and_expr | Rule::not_expr
-            | Rule::cmp_expr | Rule::add_expr | Rule::mul_expr | Rule::neg_expr
-            | Rule::pow_expr | Rule::call | Rule::number | Rule::bool_lit | Rule::inf_lit => {
-                "an expression"
-            }
+            Rule::expr
+            | Rule::if_expr
+            | Rule::or_expr
+            | Rule::and_expr
+            | Rule::not_expr
+            | Rule::cmp_expr
+            | Rule::add_expr
+            | Rule::mul_expr
+            | Rule::neg_expr
+            | Rule::pow_expr
+            | Rule::call
+            | Rule::number
+            | Rule::bool_lit
+            | Rule::inf_lit => "an expression",
             Rule::ident | Rule::metric_name => "a name",
             Rule::signed_number => "a number",
             Rule::range => "`in [lo, hi]`",
             Rule::range_open => "`[` or `(`",
             Rule::range_close => "`]` or `)`",
-            Rule::source | Rule::column_src | Rule::call_src | Rule::path_src
+            Rule::source
+            | Rule::column_src
+            | Rule::call_src
+            | Rule::path_src
             | Rule::source_path => "an input source",
             Rule::string => "a string",
-            Rule::cmp_op | Rule::add_op | Rule::mul_op | Rule::pow_op | Rule::or_op
+            Rule::cmp_op
+            | Rule::add_op
+            | Rule::mul_op
+            | Rule::pow_op
+            | Rule::or_op
             | Rule::and_op => "an operator",
             Rule::EOI => "the end of the statement",
-            Rule::objective_stmt | Rule::param_stmt | Rule::input_stmt | Rule::let_stmt
-            | Rule::loss_stmt | Rule::metric_stmt | Rule::docs | Rule::doc_line => "a statement",
+            Rule::objective_stmt
+            | Rule::param_stmt
+            | Rule::input_stmt
+            | Rule::let_stmt
+            | Rule::loss_stmt
+            | Rule::metric_stmt
+            | Rule::docs
+            | Rule::doc_line => "a statement",
             _ => "something else",
         };
         if !words.contains(&w) {
@@ -155,7 +184,10 @@ impl Builder {
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
-        Ident { name: p.as_str().to_string(), span: self.span(&p) }
+        Ident {
+            name: p.as_str().to_string(),
+            span: self.span(&p),
+        }
     }
 
     fn statement(&self, pair: Pair<Rule>) -> Statement {
@@ -182,7 +214,12 @@ impl Builder {
                 let default_span = self.span(&default_pair);
                 let default = number(default_pair.as_str());
                 let range = inner.next().map(|r| self.range(r));
-                StatementKind::Param { name, default, default_span, range }
+                StatementKind::Param {
+                    name,
+                    default,
+                    default_span,
+                    range,
+                }
             }
             Rule::input_stmt => {
                 let name = self.ident(next());
@@ -191,12 +228,18 @@ impl Builder {
             }
             Rule::let_stmt => {
                 let name = self.ident(next());
-                StatementKind::Let { name, value: self.expr(next()) }
+                StatementKind::Let {
+                    name,
+                    value: self.expr(next()),
+                }
             }
             Rule::loss_stmt => StatementKind::Loss(self.expr(next())),
             Rule::metric_stmt => {
                 let name = self.ident(next());
-                StatementKind::Metric { name, value: self.expr(next()) }
+                StatementKind::Metric {
+                    name,
+                    value: self.expr(next()),
+                }
             }
             other => unreachable!("not a statement rule: {other:?}"),
         };
@@ -211,11 +254,20 @@ impl Builder {
         let lo = number(next().as_str());
         let hi = number(next().as_str());
         let hi_closed = next().as_str() == "]";
-        Range { lo, lo_closed, hi, hi_closed, span }
+        Range {
+            lo,
+            lo_closed,
+            hi,
+            hi_closed,
+            span,
+        }
     }
 
     fn source(&self, p: Pair<Rule>) -> SourceExpr {
-        let inner = p.into_inner().next().expect("grammar guarantees a source form");
+        let inner = p
+            .into_inner()
+            .next()
+            .expect("grammar guarantees a source form");
         let span = self.span(&inner);
         match inner.as_rule() {
             Rule::column_src => {
@@ -225,11 +277,20 @@ impl Builder {
             }
             Rule::call_src => {
                 let mut it = inner.into_inner();
-                let path = it.next().map(|p| p.as_str().to_string()).unwrap_or_default();
-                let arg = it.next().map(|p| p.as_str().to_string()).unwrap_or_default();
+                let path = it
+                    .next()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
+                let arg = it
+                    .next()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default();
                 SourceExpr::Call { path, arg, span }
             }
-            _ => SourceExpr::Path { path: inner.as_str().to_string(), span },
+            _ => SourceExpr::Path {
+                path: inner.as_str().to_string(),
+                span,
+            },
         }
     }
 
@@ -241,11 +302,12 @@ impl Builder {
                 let mut it = p.into_inner().map(|e| Box::new(self.expr(e)));
                 let mut next = || it.next().expect("if has three parts");
                 let (c, t, e) = (next(), next(), next());
-                Expr { kind: ExprKind::If(c, t, e), span }
+                Expr {
+                    kind: ExprKind::If(c, t, e),
+                    span,
+                }
             }
-            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => {
-                self.left_assoc(p)
-            }
+            Rule::or_expr | Rule::and_expr | Rule::add_expr | Rule::mul_expr => self.left_assoc(p),
             Rule::cmp_expr => self.left_assoc(p),
             Rule::not_expr | Rule::neg_expr => {
                 let mut ops = Vec::new();
@@ -258,9 +320,16 @@ impl Builder {
                 }
                 let mut e = operand.expect("prefix expression has an operand");
                 for (op, op_span) in ops.into_iter().rev() {
-                    let op = if op == Rule::not_op { UnaryOp::Not } else { UnaryOp::Neg };
+                    let op = if op == Rule::not_op {
+                        UnaryOp::Not
+                    } else {
+                        UnaryOp::Neg
+                    };
                     let span = op_span.join(e.span);
-                    e = Expr { kind: ExprKind::Unary(op, Box::new(e)), span };
+                    e = Expr {
+                        kind: ExprKind::Unary(op, Box::new(e)),
+                        span,
+                    };
                 }
                 e
             }
@@ -282,12 +351,27 @@ impl Builder {
                 let mut it = p.into_inner();
                 let name = self.ident(it.next().expect("call has a name"));
                 let args = it.map(|a| self.expr(a)).collect();
-                Expr { kind: ExprKind::Call(name, args), span }
+                Expr {
+                    kind: ExprKind::Call(name, args),
+                    span,
+                }
             }
-            Rule::number => Expr { kind: ExprKind::Number(number(p.as_str())), span },
-            Rule::inf_lit => Expr { kind: ExprKind::Number(f64::INFINITY), span },
-            Rule::bool_lit => Expr { kind: ExprKind::Bool(p.as_str() == "true"), span },
-            Rule::ident => Expr { kind: ExprKind::Name(p.as_str().to_string()), span },
+            Rule::number => Expr {
+                kind: ExprKind::Number(number(p.as_str())),
+                span,
+            },
+            Rule::inf_lit => Expr {
+                kind: ExprKind::Number(f64::INFINITY),
+                span,
+            },
+            Rule::bool_lit => Expr {
+                kind: ExprKind::Bool(p.as_str() == "true"),
+                span,
+            },
+            Rule::ident => Expr {
+                kind: ExprKind::Name(p.as_str().to_string()),
+                span,
+            },
             other => unreachable!("not an expression rule: {other:?}"),
         }
     }
@@ -299,7 +383,10 @@ impl Builder {
             let op = binary_op(op.as_str());
             let rhs = self.expr(rhs);
             let span = lhs.span.join(rhs.span);
-            lhs = Expr { kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)), span };
+            lhs = Expr {
+                kind: ExprKind::Binary(op, Box::new(lhs), Box::new(rhs)),
+                span,
+            };
         }
         lhs
     }

@@ -35,7 +35,12 @@ pub fn program(ast: &Ast) -> String {
 pub fn statement(kind: &StatementKind) -> String {
     match kind {
         StatementKind::Objective(n) => format!("objective {}", n.name),
-        StatementKind::Param { name, default, range, .. } => match range {
+        StatementKind::Param {
+            name,
+            default,
+            range,
+            ..
+        } => match range {
             Some(r) => format!("param {} = {} in {r}", name.name, number(*default)),
             None => format!("param {} = {}", name.name, number(*default)),
         },
@@ -108,7 +113,11 @@ pub fn expr(e: &Expr) -> String {
             let p = binary_prec(*op);
             let (lmin, rmin) = match op {
                 BinaryOp::Pow => (ATOM, NEG),
-                BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq
+                BinaryOp::Lt
+                | BinaryOp::Le
+                | BinaryOp::Gt
+                | BinaryOp::Ge
+                | BinaryOp::Eq
                 | BinaryOp::Ne => (p + 1, p + 1),
                 _ => (p, p + 1),
             };
@@ -118,5 +127,9 @@ pub fn expr(e: &Expr) -> String {
 }
 
 fn wrap(e: &Expr, min: u8) -> String {
-    if prec(e) >= min { expr(e) } else { format!("({})", expr(e)) }
+    if prec(e) >= min {
+        expr(e)
+    } else {
+        format!("({})", expr(e))
+    }
 }

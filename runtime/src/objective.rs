@@ -46,18 +46,26 @@ pub fn run_program(
     }
     let n = inputs.first().map(|t| t.dims()[0]).unwrap_or(1);
     if inputs.iter().any(|t| t.dims()[0] != n) {
-        return Err(BurnEvalError::Shape("input columns differ in length".into()));
+        return Err(BurnEvalError::Shape(
+            "input columns differ in length".into(),
+        ));
     }
     let full = |x: f64| Tensor::<1>::full([n], x, (device, dtype));
     let mut regs: Vec<Reg> = Vec::with_capacity(program.instrs.len());
     for ins in &program.instrs {
         let num = |k: usize| match &regs[ins.args[k] as usize] {
             Reg::Num(t) => t.clone(),
-            Reg::Bool(_) => unreachable!("checked program: operand {k} of {} is a number", ins.op.name()),
+            Reg::Bool(_) => unreachable!(
+                "checked program: operand {k} of {} is a number",
+                ins.op.name()
+            ),
         };
         let mask = |k: usize| match &regs[ins.args[k] as usize] {
             Reg::Bool(t) => t.clone(),
-            Reg::Num(_) => unreachable!("checked program: operand {k} of {} is a boolean", ins.op.name()),
+            Reg::Num(_) => unreachable!(
+                "checked program: operand {k} of {} is a boolean",
+                ins.op.name()
+            ),
         };
         use Op::*;
         let v = match ins.op {
@@ -112,9 +120,7 @@ pub fn run_program(
         .iter()
         .map(|o| match (&regs[o.reg as usize], o.ty) {
             (Reg::Num(t), _) => t.clone(),
-            (Reg::Bool(m), Ty::Bool | Ty::Num) => {
-                full(0.0).mask_where(m.clone(), full(1.0))
-            }
+            (Reg::Bool(m), Ty::Bool | Ty::Num) => full(0.0).mask_where(m.clone(), full(1.0)),
         })
         .collect())
 }
@@ -133,7 +139,10 @@ fn expm1(x: Tensor<1>) -> Tensor<1> {
 
 /// A column of f64 values as a `[n]` tensor of `dtype` on `device`.
 pub fn column(values: &[f64], device: &Device, dtype: DType) -> Tensor<1> {
-    Tensor::<1>::from_data(TensorData::new(values.to_vec(), [values.len()]), (device, dtype))
+    Tensor::<1>::from_data(
+        TensorData::new(values.to_vec(), [values.len()]),
+        (device, dtype),
+    )
 }
 
 /// A `[n]` tensor's values as f64.

@@ -1,0 +1,230 @@
+//! Command-line interface: argument definitions and the commands that only print.
+
+use crate::{Failure, eval, library};
+use clap::{Parser, Subcommand, ValueEnum};
+use poc_compiler::{CompileError, Compiled, print};
+use std::path::{Path, PathBuf};
+
+/// poc — the preference-objective compiler.
+///
+/// Write a preference-optimization loss (DPO, IPO, SimPO, MIPO, MallowsPO, MMPO, ...) as a
+/// short `.po` formula; poc checks it, differentiates it symbolically, and runs it on an
+/// interpreter, a Cranelift JIT, or burn tensors (libtorch, CPU or CUDA).
+///
+/// Objectives can be given as a path (`objectives/dpo.po`) or as the name of a shipped one
+/// (`dpo`); `poc list` shows those.
+#[derive(Parser, Debug)]
+#[command(name = "poc", version, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  poc list                                   the shipped objectives
+  poc explain mipo                           parameters, inputs, loss and gradients as math
+  poc check my_loss.po                       diagnostics, or nothing (exit 0)
+  poc compile dpo --emit grad                the simplified symbolic gradient
+  poc eval dpo --inputs rows.jsonl --set beta=0.2 --backend jit
+  poc bench eval                             interpreter vs JIT vs burn vs hand-written DPO";
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check objectives; print every error with its place, or nothing (exit 0).
+    Check {
+        /// `.po` files (or shipped objective names).
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Print an objective's parameters, inputs, loss, gradient and metrics as math.
+    Explain {
+        /// A `.po` file or a shipped objective name.
+        file: String,
+        /// Print the formulas as LaTeX (an `align` body).
+        #[arg(long)]
+        latex: bool,
+    },
+    /// Print the canonical text form of one compiler stage.
+    Compile {
+        /// A `.po` file or a shipped objective name.
+        file: String,
+        /// Which stage: the syntax tree (as canonical source), the typed objective, the
+        /// simplified gradient, the tensor program, or the Cranelift IR of the JIT kernel.
+        #[arg(long, value_enum, default_value_t = Emit::Typed)]
+        emit: Emit,
+    },
+    /// Evaluate loss, gradients and metrics on rows of inputs (JSON lines).
+    ///
+    /// Each line of --inputs is a JSON object with one number per input the objective
+    /// declares. Each output line is `{"loss": .., "grad": {input: ..}, "metrics": {..}}`.
+    Eval {
+        /// A `.po` file or a shipped objective name.
+        file: String,
+        /// JSON-lines file of input rows.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Override a parameter, e.g. `--set beta=0.2` (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        sets: Vec<String>,
+        /// Which lowering computes the results.
+        #[arg(long, value_enum, default_value_t = eval::Backend::Interp)]
+        backend: eval::Backend,
+        /// Float type for the burn backend.
+        #[arg(long, value_enum, default_value_t = eval::Precision::F64)]
+        dtype: eval::Precision,
+        /// Device for the burn backend: cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// List the shipped objectives, one line each.
+    List,
+    /// Benchmarks (reported as ratios against a baseline measured in the same run).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Rows/s of loss+gradient for dpo and mallows_phi: interpreter, JIT, burn (CPU) and a
+    /// hand-written Rust DPO loop.
+    Eval {
+        /// Number of random rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// Repetitions (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum Emit {
+    Ast,
+    Typed,
+    Grad,
+    Graph,
+    Clif,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Check { files } => {
+            let mut failed = String::new();
+            for f in &files {
+                let (label, src) = load(f)?;
+                if let Err(d) = poc_compiler::check_source(&src) {
+                    failed.push_str(&poc_grammar::diag::render_all(&d, &label, &src));
+                    failed.push('\n');
+                }
+            }
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::User(failed))
+            }
+        }
+        Command::Explain { file, latex } => {
+            let (label, src) = load(&file)?;
+            let c = compile(&label, &src)?;
+            let style = if latex {
+                print::Style::Latex
+            } else {
+                print::Style::Source
+            };
+            print!("{}", print::explain(&c, style));
+            Ok(())
+        }
+        Command::Compile { file, emit } => {
+            let (label, src) = load(&file)?;
+            let text = match emit {
+                Emit::Ast => {
+                    let ast = poc_grammar::parse(&src).map_err(|d| user_diags(&d, &label, &src))?;
+                    poc_grammar::print::program(&ast)
+                }
+                Emit::Typed => {
+                    let obj = poc_compiler::check_source(&src)
+                        .map_err(|d| user_diags(&d, &label, &src))?;
+                    print::typed(&obj)
+                }
+                Emit::Grad => print::grad(&compile(&label, &src)?),
+                Emit::Graph => {
+                    let c = compile(&label, &src)?;
+                    c.program.text(&c.objective.name)
+                }
+                Emit::Clif => {
+                    let c = compile(&label, &src)?;
+                    let k = poc_compiler::jit::Kernel::compile(&c.program)
+                        .map_err(|e| Failure::Internal(e.to_string()))?;
+                    k.clif().to_string()
+                }
+            };
+            print!("{text}");
+            Ok(())
+        }
+        Command::Eval {
+            file,
+            inputs,
+            sets,
+            backend,
+            dtype,
+            device,
+        } => {
+            let (label, src) = load(&file)?;
+            let c = compile(&label, &src)?;
+            eval::run(&c, &inputs, &sets, backend, dtype, &device)
+        }
+        Command::List => {
+            for (name, src) in library::SHIPPED {
+                let summary = poc_compiler::check_source(src)
+                    .ok()
+                    .and_then(|o| o.docs.first().cloned())
+                    .unwrap_or_default();
+                println!("{name:<20} {summary}");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            which: BenchCommand::Eval { rows, repeat },
+        } => crate::bench::eval(rows, repeat),
+    }
+}
+
+/// Reads a `.po` file, or a shipped objective by name. Returns (label for messages, source).
+pub fn load(arg: &str) -> Result<(String, String), Failure> {
+    let path = Path::new(arg);
+    if path.exists() {
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| Failure::User(format!("poc: cannot read `{arg}`: {e}")))?;
+        return Ok((arg.to_string(), src));
+    }
+    if let Some(src) = library::shipped(arg) {
+        return Ok((format!("<shipped>/{arg}.po"), src.to_string()));
+    }
+    let names: Vec<&str> = library::SHIPPED.iter().map(|(n, _)| *n).collect();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let hint = match poc_grammar::diag::suggest(&stem, names) {
+        Some(s) => format!("did you mean `{s}` (a shipped objective)?"),
+        None => "give a path to a .po file, or a shipped objective name (see `poc list`)".into(),
+    };
+    Err(Failure::User(format!(
+        "poc: no such file or shipped objective: `{arg}`\n  = hint: {hint}\n"
+    )))
+}
+
+fn user_diags(d: &[poc_compiler::Diagnostic], label: &str, src: &str) -> Failure {
+    Failure::User(poc_grammar::diag::render_all(d, label, src))
+}
+
+/// Compiles, mapping errors to failures with rendered diagnostics.
+pub fn compile(label: &str, src: &str) -> Result<Compiled, Failure> {
+    poc_compiler::compile(src).map_err(|e| match e {
+        CompileError::User(d) => user_diags(&d, label, src),
+        CompileError::Internal { .. } => Failure::Internal(format!("{label}: {e}")),
+    })
+}

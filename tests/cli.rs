@@ -1,0 +1,278 @@
+//! The `poc` binary, end to end: help, exit codes, messages, every command.
+
+use assert_cmd::Command;
+use std::io::Write;
+
+fn poc() -> Command {
+    Command::cargo_bin("poc").unwrap()
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn temp_file(contents: &str, suffix: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(suffix).tempfile().unwrap();
+    f.write_all(contents.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn help_teaches() {
+    let text = stdout(poc().arg("--help"));
+    for word in [
+        "check", "explain", "compile", "eval", "list", "bench", "Examples",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    let text = stdout(poc().args(["eval", "--help"]));
+    assert!(
+        text.contains("--set") && text.contains("--backend") && text.contains("JSON"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    poc().arg("frobnicate").assert().code(2);
+    poc()
+        .args(["compile", "dpo", "--emit", "llvm"])
+        .assert()
+        .code(2);
+    poc().args(["eval", "dpo"]).assert().code(2); // --inputs missing
+}
+
+#[test]
+fn check_passes_every_shipped_objective() {
+    let files: Vec<String> = std::fs::read_dir("objectives")
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".po"))
+        .collect();
+    assert!(files.len() >= 19);
+    poc()
+        .arg("check")
+        .args(&files)
+        .assert()
+        .success()
+        .stdout("")
+        .stderr("");
+}
+
+#[test]
+fn check_reports_errors_with_place_and_exit_1() {
+    let f = temp_file(
+        "objective x\ninput policy_chosen_logps\nloss = -logsigmoid(policy_chosen_logps)\n",
+        ".po",
+    );
+    let out = poc().arg("check").arg(f.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(":3:9: error[E0003]: unknown function `logsigmoid`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("^^^^^^^^^^") && err.contains("did you mean `log_sigmoid`?"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn missing_file_is_a_user_error_with_a_hint() {
+    let out = poc()
+        .args(["check", "objectives/dpoo.po"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("no such file") && err.contains("did you mean `dpo`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn list_shows_every_objective() {
+    let text = stdout(poc().arg("list"));
+    assert_eq!(text.lines().count(), 20, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("mipo ")), "{text}");
+}
+
+#[test]
+fn explain_prints_math() {
+    let text = stdout(poc().args(["explain", "objectives/dpo.po"]));
+    for part in [
+        "parameters",
+        "beta",
+        "inputs",
+        "policy_chosen_logps",
+        "differentiable",
+        "loss:",
+        "gradient:",
+        "d loss / d policy_chosen_logps",
+        "rewards/chosen",
+    ] {
+        assert!(text.contains(part), "explain lacks {part}:\n{text}");
+    }
+    let tex = stdout(poc().args(["explain", "dpo", "--latex"]));
+    assert!(
+        tex.contains("\\frac{\\partial \\mathcal{L}}") && tex.contains("\\beta"),
+        "{tex}"
+    );
+}
+
+#[test]
+fn compile_emits_every_stage() {
+    for (emit, marker) in [
+        ("ast", "objective dpo"),
+        ("typed", "input #0"),
+        ("grad", "d loss / d"),
+        ("graph", "out loss ="),
+        ("clif", "function"),
+    ] {
+        let text = stdout(poc().args(["compile", "dpo", "--emit", emit]));
+        assert!(
+            text.contains(marker),
+            "--emit {emit} lacks {marker}:\n{text}"
+        );
+    }
+}
+
+const DPO_ROW: &str = r#"{"policy_chosen_logps": -12, "policy_rejected_logps": -15, "ref_chosen_logps": -13, "ref_rejected_logps": -14}"#;
+
+#[test]
+fn eval_agrees_across_backends_and_honours_set() {
+    let rows = temp_file(&format!("{DPO_ROW}\n\n{DPO_ROW}\n"), ".jsonl");
+    let mut outs = Vec::new();
+    for backend in ["interp", "jit", "burn"] {
+        let text = stdout(
+            poc()
+                .args(["eval", "dpo", "--backend", backend, "--inputs"])
+                .arg(rows.path()),
+        );
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let loss = v["loss"].as_f64().unwrap();
+        assert!(
+            (loss - 0.5981388693815918).abs() < 1e-12,
+            "{backend}: {loss}"
+        );
+        assert!(v["grad"]["policy_chosen_logps"].as_f64().unwrap() < 0.0);
+        assert_eq!(v["metrics"]["rewards/accuracies"].as_f64(), Some(1.0));
+        outs.push(loss);
+    }
+    let text = stdout(
+        poc()
+            .args(["eval", "dpo", "--set", "label_smoothing=0.1", "--inputs"])
+            .arg(rows.path()),
+    );
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!((v["loss"].as_f64().unwrap() - 0.6181388693815918).abs() < 1e-12);
+}
+
+#[test]
+fn eval_names_the_line_of_bad_rows() {
+    let rows = temp_file(
+        &format!(
+            "{DPO_ROW}\n{{\"policy_chosen_logps\": -1}}\n{{\"policy_chosen_logps\": \"x\", \"policy_rejected_logps\": -15, \"ref_chosen_logps\": -13, \"ref_rejected_logps\": -14, \"extra\": 1}}\nnot json\n"
+        ),
+        ".jsonl",
+    );
+    let out = poc()
+        .args(["eval", "dpo", "--inputs"])
+        .arg(rows.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(":2: missing input `policy_rejected_logps`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":3: `policy_chosen_logps` must be a number"),
+        "{err}"
+    );
+    assert!(err.contains(":3: `extra` is not an input"), "{err}");
+    assert!(err.contains(":4: invalid JSON"), "{err}");
+}
+
+#[test]
+fn eval_rejects_bad_set_and_missing_inputs_file() {
+    let rows = temp_file(DPO_ROW, ".jsonl");
+    let out = poc()
+        .args(["eval", "dpo", "--set", "bta=1", "--inputs"])
+        .arg(rows.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("no parameter `bta`") && err.contains("did you mean `beta`?"),
+        "{err}"
+    );
+    let out = poc()
+        .args(["eval", "dpo", "--inputs", "/nonexistent/rows.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("cannot read `/nonexistent/rows.jsonl`")
+    );
+    let out = poc()
+        .args([
+            "eval",
+            "dpo",
+            "--backend",
+            "burn",
+            "--device",
+            "tpu",
+            "--inputs",
+        ])
+        .arg(rows.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown device `tpu`")
+    );
+}
+
+#[test]
+fn eval_reports_nan_losses_with_rows() {
+    let f = temp_file(
+        "objective bad\ninput policy_chosen_logps\nloss = log(policy_chosen_logps)\n",
+        ".po",
+    );
+    let rows = temp_file(
+        "{\"policy_chosen_logps\": 2}\n{\"policy_chosen_logps\": -1}\n",
+        ".jsonl",
+    );
+    let out = poc()
+        .arg("eval")
+        .arg(f.path())
+        .arg("--inputs")
+        .arg(rows.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("NaN or infinite on 1 row(s)") && err.contains("rows 2"),
+        "{err}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().nth(1).unwrap().contains("\"NaN\""), "{text}");
+}

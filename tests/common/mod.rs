@@ -1,0 +1,150 @@
+//! Shared test helpers: the shipped objectives, random input rows with realistic ranges,
+//! and the finite-difference checker.
+#![allow(dead_code)]
+
+use poc_compiler::{Compiled, OutputKind};
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+
+/// Every `objectives/*.po`, as (name, source), sorted by name.
+pub fn objectives() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("objectives");
+    let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("objectives/ exists")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "po"))
+        .map(|p| {
+            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Compiles a shipped objective by name.
+pub fn compiled(name: &str) -> Compiled {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("objectives")
+        .join(format!("{name}.po"));
+    let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    poc_compiler::compile(&src).unwrap_or_else(|e| panic!("{name} does not compile: {e:?}"))
+}
+
+/// `n` random rows for the inputs of `c`, as columns, with the ranges real data has.
+pub fn random_columns(c: &Compiled, n: usize, seed: u64) -> Vec<Vec<f64>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let names = &c.program.input_names;
+    let mut cols: Vec<Vec<f64>> = vec![Vec::with_capacity(n); names.len()];
+    for _ in 0..n {
+        let ref_c: f64 = rng.random_range(-80.0..-5.0);
+        let ref_r: f64 = rng.random_range(-80.0..-5.0);
+        let len_c = rng.random_range(3..60) as f64;
+        let len_r = rng.random_range(3..60) as f64;
+        for (k, name) in names.iter().enumerate() {
+            let v = match name.as_str() {
+                "ref_chosen_logps" => ref_c,
+                "ref_rejected_logps" => ref_r,
+                "policy_chosen_logps" => (ref_c + rng.random_range(-4.0..4.0)).min(-0.5),
+                "policy_rejected_logps" => (ref_r + rng.random_range(-4.0..4.0)).min(-0.5),
+                "chosen_len" => len_c,
+                "rejected_len" => len_r,
+                "ref_chosen_entropy" | "ref_rejected_entropy" => rng.random_range(0.2..5.0),
+                "vocab_size" => [512.0, 32000.0, 128256.0][rng.random_range(0..3)],
+                "score_chosen" | "score_rejected" => rng.random_range(1.0..10.0),
+                _ => rng.random_range(-3.0..3.0),
+            };
+            cols[k].push(v);
+        }
+    }
+    cols
+}
+
+/// The loss at one row, by the interpreter.
+pub fn loss_at(c: &Compiled, params: &[f64], row: &[f64]) -> f64 {
+    let mut regs = Vec::new();
+    poc_compiler::interp::eval_row(&c.loss_program, params, row, &mut regs);
+    regs[c.loss_program.loss_reg().unwrap() as usize]
+}
+
+/// The loss at `row` with every `stop_grad(e)` frozen at its value in `frozen` (the registers
+/// of an evaluation at the unperturbed row): the function whose derivative the symbolic
+/// gradient is.
+pub fn loss_frozen(c: &Compiled, params: &[f64], row: &[f64], frozen: &[f64]) -> f64 {
+    use poc_compiler::ops::Op;
+    let p = &c.loss_program;
+    let mut regs: Vec<f64> = Vec::with_capacity(p.instrs.len());
+    for (i, ins) in p.instrs.iter().enumerate() {
+        let v = match ins.op {
+            Op::Input(k) => row[k as usize],
+            Op::Param(k) => params[k as usize],
+            Op::StopGrad => frozen[i],
+            op => {
+                let a: Vec<f64> = ins.args.iter().map(|r| regs[*r as usize]).collect();
+                op.eval(&a)
+            }
+        };
+        regs.push(v);
+    }
+    regs[p.loss_reg().unwrap() as usize]
+}
+
+/// Outcome of a finite-difference sweep.
+#[derive(Debug, Default)]
+pub struct FdReport {
+    /// Gradient entries compared.
+    pub checked: usize,
+    /// Entries skipped because the stencil straddles a kink (one-sided slopes disagree).
+    pub kinks: usize,
+    /// Mismatches, described.
+    pub failures: Vec<String>,
+}
+
+/// Compares every symbolic gradient with central differences on every row.
+pub fn check_fd(c: &Compiled, params: &[f64], cols: &[Vec<f64>]) -> FdReport {
+    let out = poc_compiler::interp::eval_batch(&c.program, params, cols);
+    let n = cols[0].len();
+    let mut report = FdReport::default();
+    for r in 0..n {
+        let row: Vec<f64> = cols.iter().map(|c| c[r]).collect();
+        for (k, o) in c.program.outputs.iter().enumerate() {
+            let OutputKind::Grad(i) = o.kind else {
+                continue;
+            };
+            let i = i as usize;
+            let g = out[k][r];
+            let x = row[i];
+            let h = 1e-5 * x.abs().max(1.0);
+            let mut frozen = Vec::new();
+            poc_compiler::interp::eval_row(&c.loss_program, params, &row, &mut frozen);
+            let f = |v: f64| {
+                let mut rr = row.clone();
+                rr[i] = v;
+                loss_frozen(c, params, &rr, &frozen)
+            };
+            let (fp, f0, fm) = (f(x + h), f(x), f(x - h));
+            let central = (fp - fm) / (2.0 * h);
+            let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
+            let scale = 1.0 + g.abs().max(central.abs());
+            let tol = 1e-5 * scale + 1e-7 * (f0.abs() / h).min(1e3);
+            if (right - left).abs() > 1e-3 * scale + 10.0 * tol {
+                report.kinks += 1;
+                continue;
+            }
+            report.checked += 1;
+            if !g.is_finite() || (g - central).abs() > tol {
+                report.failures.push(format!(
+                    "row {r}, d/{}: symbolic {g:e}, finite difference {central:e} (inputs {row:?})",
+                    c.program.input_names[i]
+                ));
+            }
+        }
+    }
+    report
+}
+
+/// Relative closeness.
+pub fn close(a: f64, b: f64, rel: f64, abs: f64) -> bool {
+    (a - b).abs() <= abs + rel * a.abs().max(b.abs()) || (a.is_nan() && b.is_nan())
+}
