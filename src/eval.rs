@@ -166,7 +166,7 @@ pub fn run(
     let params = c
         .objective
         .params_with(sets)
-        .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "--set", "")))?;
+        .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
     let columns = read_rows(inputs, &c.program.input_names)?;
     let out = evaluate(&c.program, &params, &columns, backend, precision, device)?;
     let n = columns.first().map(|c| c.len()).unwrap_or(0);

@@ -83,7 +83,7 @@ fn bad_set_is_reported_with_hints() {
     assert!(diags.iter().all(|d| d.kind == ErrorKind::BadSet));
     insta::assert_snapshot!(
         "diag_bad_set",
-        poc_grammar::diag::render_all(&diags, "--set", "")
+        poc_grammar::diag::render_all(&diags, "poc", "")
     );
     // A good override passes and lands in its slot.
     let p = obj.params_with(&["beta=0.25".into()]).unwrap();

@@ -700,8 +700,9 @@ impl Checker {
                 ErrorKind::WrongArity,
                 span,
                 format!(
-                    "`{f}` takes {arity} argument{plural} but {} were given",
-                    args.len()
+                    "`{f}` takes {arity} argument{plural} but {} {} given",
+                    args.len(),
+                    if args.len() == 1 { "was" } else { "were" }
                 ),
             ));
             return None;

@@ -87,6 +87,10 @@ fn syntax_error(e: pest::error::Error<Rule>, text: &str, offset: usize) -> Diagn
         pest::error::InputLocation::Pos(p) => p,
         pest::error::InputLocation::Span((s, _)) => s,
     };
+    // An error at the end of the chunk belongs right after the statement's last character,
+    // not at the start of the next statement.
+    let content_end = statement_end(text);
+    let pos = pos.min(content_end);
     let found = text[pos..]
         .split(|c: char| c.is_whitespace())
         .next()
@@ -105,7 +109,11 @@ fn syntax_error(e: pest::error::Error<Rule>, text: &str, offset: usize) -> Diagn
         Span::new(offset + pos, offset + pos + len),
         format!("expected {expected}, {found_text}"),
     );
-    if pos == 0 && found.is_some() {
+    let opens = code_of(text).matches('(').count();
+    let closes = code_of(text).matches(')').count();
+    if found.is_none() && opens > closes {
+        d = d.with_hint("this statement has an unclosed `(`");
+    } else if pos == 0 && found.is_some() {
         d = d.with_hint(
             "every statement starts with `objective`, `param`, `input`, `let`, `loss` or `metric`",
         );
@@ -113,6 +121,32 @@ fn syntax_error(e: pest::error::Error<Rule>, text: &str, offset: usize) -> Diagn
         d = d.with_hint("powers are written `x ^ y`");
     }
     d
+}
+
+/// Byte offset just past the last character of the statement that is not whitespace or a
+/// comment.
+fn statement_end(text: &str) -> usize {
+    let mut end = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let code = code_of(line);
+        let trimmed = code.trim_end();
+        if !trimmed.is_empty() {
+            end = offset + trimmed.len();
+        }
+        offset += line.len();
+    }
+    end
+}
+
+/// The text without `//` comments (doc comments included).
+fn code_of(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect()
 }
 
 /// Plain words for what the parser wanted.
