@@ -156,7 +156,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Emit::Clif => {
                     let c = compile(&label, &src)?;
-                    let k = poc_compiler::jit::Kernel::compile(&c.program)
+                    let k = poc_compiler::jit::Kernel::compile(&c.native_program(None, true))
                         .map_err(|e| Failure::Internal(e.to_string()))?;
                     k.clif().to_string()
                 }

@@ -168,7 +168,15 @@ pub fn run(
         .params_with(sets)
         .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
     let columns = read_rows(inputs, &c.program.input_names)?;
-    let out = evaluate(&c.program, &params, &columns, backend, precision, device)?;
+    // The JIT runs the native form: parameters bound, sigmoid family sharing exponentials.
+    let native;
+    let program = if backend == Backend::Jit {
+        native = c.native_program(Some(&params), true);
+        &native
+    } else {
+        &c.program
+    };
+    let out = evaluate(program, &params, &columns, backend, precision, device)?;
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
     let mut bad_rows = Vec::new();
     let mut stdout = String::new();

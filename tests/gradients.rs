@@ -76,9 +76,12 @@ fn jit_agrees_with_interpreter_to_the_bit() {
         let cols = random_columns(&c, ROWS, 3);
         let want = poc_compiler::interp::eval_batch(&c.program, &params, &cols);
         let kernel = poc_compiler::jit::Kernel::compile(&c.program).unwrap();
+        let native = poc_compiler::jit::Kernel::compile(&c.native_program(Some(&params), true)).unwrap();
+        let mut got_native = vec![Vec::new(); c.program.outputs.len()];
         let refs: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
         let mut got = vec![Vec::new(); c.program.outputs.len()];
         kernel.run(&params, &refs, &mut got).unwrap();
+        native.run(&params, &refs, &mut got_native).unwrap();
         for (k, o) in c.program.outputs.iter().enumerate() {
             for r in 0..ROWS {
                 assert!(
@@ -88,6 +91,13 @@ fn jit_agrees_with_interpreter_to_the_bit() {
                     o.name,
                     want[k][r],
                     got[k][r]
+                );
+                assert!(
+                    close(want[k][r], got_native[k][r], 1e-14, 1e-300),
+                    "{name} {} row {r}: interpreter {} specialized native JIT {}",
+                    o.name,
+                    want[k][r],
+                    got_native[k][r]
                 );
             }
         }

@@ -20,7 +20,7 @@ fn expr_strategy() -> impl Strategy<Value = String> {
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} + {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} - {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} * {b})")),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} / (1 + {b} ^ 2))")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} / (1 + ({b}) ^ 2))")),
             inner.clone().prop_map(|a| format!("sigmoid({a})")),
             inner.clone().prop_map(|a| format!("log_sigmoid({a})")),
             inner.clone().prop_map(|a| format!("softplus({a})")),
@@ -28,8 +28,8 @@ fn expr_strategy() -> impl Strategy<Value = String> {
             inner.clone().prop_map(|a| format!("exp(tanh({a}))")),
             inner.clone().prop_map(|a| format!("expm1(tanh({a}))")),
             inner.clone().prop_map(|a| format!("log1p(sigmoid({a}))")),
-            inner.clone().prop_map(|a| format!("log(1 + {a} ^ 2)")),
-            inner.clone().prop_map(|a| format!("sqrt(1 + {a} ^ 2)")),
+            inner.clone().prop_map(|a| format!("log(1 + ({a}) ^ 2)")),
+            inner.clone().prop_map(|a| format!("sqrt(1 + ({a}) ^ 2)")),
             inner.clone().prop_map(|a| format!("-{a}")),
             inner.clone().prop_map(|a| format!("abs({a})")),
             inner.clone().prop_map(|a| format!("relu({a})")),
@@ -37,7 +37,7 @@ fn expr_strategy() -> impl Strategy<Value = String> {
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("min({a}, {b})")),
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("max({a}, {b})")),
             (inner.clone(), inner.clone(), inner.clone())
-                .prop_map(|(a, b, c)| format!("clamp({a}, -{b} ^ 2 - 1, {c} ^ 2 + 1)")),
+                .prop_map(|(a, b, c)| format!("clamp({a}, -({b}) ^ 2 - 1, ({c}) ^ 2 + 1)")),
             (inner.clone(), inner.clone(), inner.clone())
                 .prop_map(|(c, a, b)| format!("(if {c} > 0 and not ({a} < -1) then {a} else {b})")),
         ]

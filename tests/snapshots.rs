@@ -8,7 +8,7 @@ fn objective_snapshots() {
     for (name, src) in common::objectives() {
         let ast = poc_grammar::parse(&src).unwrap();
         let c = common::compiled(&name);
-        let kernel = poc_compiler::jit::Kernel::compile(&c.program).unwrap();
+        let kernel = poc_compiler::jit::Kernel::compile(&c.native_program(None, true)).unwrap();
         let text = format!(
             "=== SOURCE\n{src}\n=== AST\n{}\n=== TYPED\n{}\n=== GRADIENT\n{}\n=== GRAPH\n{}\n=== CLIF\n{}",
             poc_grammar::print::program(&ast),

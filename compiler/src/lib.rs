@@ -11,6 +11,7 @@ pub mod dag;
 pub mod grad;
 pub mod interp;
 pub mod jit;
+pub mod native;
 pub mod ops;
 pub mod print;
 pub mod program;
@@ -60,6 +61,42 @@ pub struct Compiled {
     pub program: Program,
     /// Loss and metrics only: what a backend with its own autodiff differentiates.
     pub loss_program: Program,
+}
+
+impl Compiled {
+    /// The program for native execution (the JIT): sigmoid-family ops expanded so they share
+    /// their exponentials, and, when `params` is given, parameters bound to those values
+    /// (constant-folded away). `with_metrics: false` keeps only the loss and gradients.
+    pub fn native_program(&self, params: Option<&[f64]>, with_metrics: bool) -> Program {
+        let keep: Vec<&program::Output> = self
+            .program
+            .outputs
+            .iter()
+            .filter(|o| with_metrics || !matches!(o.kind, K::Metric(_)))
+            .collect();
+        // Outputs refer to registers; map them back to the DAG through the schedule order.
+        let live = self.dag.reachable(
+            &std::iter::once(self.loss)
+                .chain(self.grads.iter().map(|g| g.1))
+                .chain(self.metrics.iter().map(|m| m.1))
+                .collect::<Vec<_>>(),
+        );
+        let reg_to_id: Vec<Id> =
+            (0..self.dag.len()).filter(|&i| live[i]).map(|i| Id(i as u32)).collect();
+        let roots: Vec<Id> = keep.iter().map(|o| reg_to_id[o.reg as usize]).collect();
+        let (dag, roots) = native::prepare(&self.dag, &roots, params);
+        let outputs: Vec<(K, String, Id)> = keep
+            .iter()
+            .zip(roots)
+            .map(|(o, id)| (o.kind.clone(), o.name.clone(), id))
+            .collect();
+        Program::schedule(
+            &dag,
+            &outputs,
+            self.program.input_names.clone(),
+            self.program.param_names.clone(),
+        )
+    }
 }
 
 /// Parses and checks `src`.

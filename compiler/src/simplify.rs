@@ -156,6 +156,10 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
         }),
         StopGrad if matches!(d.op(a[0]), Const(_)) => ("stop-grad-const", a[0]),
         StopGrad if d.op(a[0]) == StopGrad => ("stop-grad-twice", a[0]),
+        Abs if d.op(a[0]) == Neg => ("abs-neg", {
+            let x = d.node(a[0]).args[0];
+            d.add(Abs, &[x])
+        }),
         Not if d.op(a[0]) == Not => ("not-not", d.node(a[0]).args[0]),
         _ => return None,
     };
