@@ -76,7 +76,8 @@ fn jit_agrees_with_interpreter_to_the_bit() {
         let cols = random_columns(&c, ROWS, 3);
         let want = poc_compiler::interp::eval_batch(&c.program, &params, &cols);
         let kernel = poc_compiler::jit::Kernel::compile(&c.program).unwrap();
-        let native = poc_compiler::jit::Kernel::compile(&c.native_program(Some(&params), true)).unwrap();
+        let native =
+            poc_compiler::jit::Kernel::compile(&c.native_program(Some(&params), true)).unwrap();
         let mut got_native = vec![Vec::new(); c.program.outputs.len()];
         let refs: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
         let mut got = vec![Vec::new(); c.program.outputs.len()];

@@ -32,7 +32,8 @@ fn loss(name: &str, row: &HashMap<&str, f64>, sets: &[&str]) -> f64 {
         .map(|n| vec![row[n.as_str()]])
         .collect();
     let interp = poc_compiler::interp::eval_batch(&c.program, &params, &cols)[0][0];
-    let kernel = poc_compiler::jit::Kernel::compile(&c.native_program(Some(&params), true)).unwrap();
+    let kernel =
+        poc_compiler::jit::Kernel::compile(&c.native_program(Some(&params), true)).unwrap();
     let refs: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
     let mut out = vec![Vec::new(); c.program.outputs.len()];
     kernel.run(&params, &refs, &mut out).unwrap();

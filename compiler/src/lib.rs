@@ -81,8 +81,10 @@ impl Compiled {
                 .chain(self.metrics.iter().map(|m| m.1))
                 .collect::<Vec<_>>(),
         );
-        let reg_to_id: Vec<Id> =
-            (0..self.dag.len()).filter(|&i| live[i]).map(|i| Id(i as u32)).collect();
+        let reg_to_id: Vec<Id> = (0..self.dag.len())
+            .filter(|&i| live[i])
+            .map(|i| Id(i as u32))
+            .collect();
         let roots: Vec<Id> = keep.iter().map(|o| reg_to_id[o.reg as usize]).collect();
         let (dag, roots) = native::prepare(&self.dag, &roots, params);
         let outputs: Vec<(K, String, Id)> = keep

@@ -20,7 +20,11 @@ pub fn prepare(dag: &Dag, roots: &[Id], params: Option<&[f64]>) -> (Dag, Vec<Id>
             continue;
         }
         let node = dag.node(Id(i as u32));
-        let a: Vec<Id> = node.args.iter().map(|x| map[x.index()].expect("operand mapped")).collect();
+        let a: Vec<Id> = node
+            .args
+            .iter()
+            .map(|x| map[x.index()].expect("operand mapped"))
+            .collect();
         let id = match node.op {
             Op::Param(k) if params.is_some_and(|p| (k as usize) < p.len()) => {
                 out.constant(params.map(|p| p[k as usize]).unwrap_or_default())
@@ -47,14 +51,21 @@ pub fn prepare(dag: &Dag, roots: &[Id], params: Option<&[f64]>) -> (Dag, Vec<Id>
         };
         map[i] = Some(id);
     }
-    let new_roots: Vec<Id> = roots.iter().map(|r| map[r.index()].expect("root mapped")).collect();
+    let new_roots: Vec<Id> = roots
+        .iter()
+        .map(|r| map[r.index()].expect("root mapped"))
+        .collect();
     let (dag, roots, _) = simplify::simplify(&out, &new_roots);
     (dag, roots)
 }
 
 /// `exp(-|x|)`, with `|-y| = |y|` so that x and -x share it.
 fn exp_neg_abs(d: &mut Dag, x: Id) -> Id {
-    let inner = if d.op(x) == Op::Neg { d.node(x).args[0] } else { x };
+    let inner = if d.op(x) == Op::Neg {
+        d.node(x).args[0]
+    } else {
+        x
+    };
     let ax = d.add(Op::Abs, &[inner]);
     let nax = d.add(Op::Neg, &[ax]);
     d.add(Op::Exp, &[nax])
