@@ -10,4 +10,5 @@ if ! cargo insta --version >/dev/null 2>&1; then
   cargo install cargo-insta --locked --quiet
 fi
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 CI=true cargo insta test --workspace --check --unreferenced=reject

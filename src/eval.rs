@@ -155,6 +155,8 @@ pub fn evaluate(
 }
 
 /// The `poc eval` command.
+// Rows index every output column at once; an index loop is the clear form.
+#[allow(clippy::needless_range_loop)]
 pub fn run(
     c: &Compiled,
     inputs: &Path,

@@ -206,12 +206,12 @@ pub fn name_shared(p: &mut Printer, dag: &Dag, roots: &[Id]) -> Vec<Id> {
         }
     }
     let mut temps = Vec::new();
-    for i in 0..dag.len() {
+    for (i, &n_uses) in uses.iter().enumerate() {
         let id = Id(i as u32);
         let node = dag.node(id);
         let trivial =
             node.args.is_empty() || (node.op == Op::Neg && dag.node(node.args[0]).args.is_empty());
-        if uses[i] >= 2 && !trivial && !p.names.contains_key(&id) {
+        if n_uses >= 2 && !trivial && !p.names.contains_key(&id) {
             temps.push(id);
             p.name(id, format!("t{}", temps.len()));
         }
