@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod eval;
 mod library;
+mod run;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -7,3 +7,5 @@ pub mod data;
 pub mod device;
 pub mod model;
 pub mod objective;
+pub mod observe;
+pub mod train;

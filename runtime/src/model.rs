@@ -1,1 +1,9 @@
-//! (in progress)
+//! The Llama-3 family decoder: configuration from HF `config.json` (or a preset), the burn
+//! module, and HF-layout safetensors loading and saving.
+
+pub mod config;
+pub mod llama;
+pub mod load;
+
+pub use config::{LlamaConfig, ModelError};
+pub use llama::{Llama, SequenceStats};

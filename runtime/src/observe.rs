@@ -1,0 +1,105 @@
+//! Observables: from one forward of the policy (and of the reference) over a batch's chosen
+//! and rejected rows, every input an objective declares, by its [`Source`]. Only what the
+//! objective reads is computed (entropies only when declared).
+
+use crate::data::{Batch, Pair};
+use crate::model::SequenceStats;
+use burn::tensor::{Device, Tensor, TensorData};
+use poc_compiler::{Input, Side, Source};
+
+/// Which expensive statistics the objective needs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// Any reference input (log-probs or entropies).
+    pub reference: bool,
+    /// Reference entropies.
+    pub entropy: bool,
+}
+
+/// What `inputs` require of the models.
+pub fn needs(inputs: &[Input]) -> Needs {
+    let mut n = Needs::default();
+    for i in inputs {
+        match i.source {
+            Source::ReferenceLogps(_) => n.reference = true,
+            Source::ReferenceEntropy(_) => {
+                n.reference = true;
+                n.entropy = true;
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+/// An input the runtime cannot provide for these rows.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ObserveError(pub String);
+
+/// `[B]` halves of a `[2B]` statistic: chosen rows first.
+fn half(t: &Tensor<1>, side: Side, b: usize) -> Tensor<1> {
+    match side {
+        Side::Chosen => t.clone().slice([0..b]),
+        Side::Rejected => t.clone().slice([b..2 * b]),
+    }
+}
+
+/// Moves a statistic computed elsewhere (the reference, on a plain device) onto `device` as a
+/// constant.
+fn constant(t: Tensor<1>, device: &Device) -> Tensor<1> {
+    let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), device)
+}
+
+/// Every declared input for `batch`, on `device`: policy log-probs differentiable (they come
+/// from the policy's forward on an autodiff device), the rest constants.
+pub fn observe(
+    inputs: &[Input],
+    batch: &Batch,
+    pairs: &[Pair],
+    policy: &SequenceStats,
+    reference: Option<&SequenceStats>,
+    vocab_size: usize,
+    device: &Device,
+) -> Result<Vec<Tensor<1>>, ObserveError> {
+    let b = batch.pairs.len();
+    inputs
+        .iter()
+        .map(|inp| {
+            Ok(match &inp.source {
+                Source::PolicyLogps(s) => half(&policy.logps, *s, b),
+                Source::Tokens(s) => constant(half(&policy.tokens, *s, b), device),
+                Source::ReferenceLogps(s) => {
+                    let r = reference.ok_or_else(|| ObserveError("no reference model".into()))?;
+                    constant(half(&r.logps, *s, b), device)
+                }
+                Source::ReferenceEntropy(s) => {
+                    let r = reference.and_then(|r| r.entropy.as_ref()).ok_or_else(|| ObserveError("no reference entropies".into()))?;
+                    constant(half(r, *s, b), device)
+                }
+                Source::VocabSize => Tensor::full([b], vocab_size as f64, device),
+                Source::Column(c) => {
+                    let mut v = Vec::with_capacity(b);
+                    for &i in &batch.pairs {
+                        let x = pairs[i].columns.get(c).ok_or_else(|| {
+                            ObserveError(format!(
+                                "line {}: the objective reads `{}` from column `{c}`, which the row lacks",
+                                pairs[i].line, inp.name
+                            ))
+                        })?;
+                        v.push(*x as f32);
+                    }
+                    Tensor::from_data(TensorData::new(v, [b]), device)
+                }
+                Source::Reward(_) => {
+                    return Err(ObserveError(format!(
+                        "`{}` is a reward-model output; reward-model training (`--task reward`) is not available yet",
+                        inp.name
+                    )));
+                }
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,357 @@
+//! The training loop: policy versus reference under any compiled objective. Each step: one
+//! forward of the policy (and of the frozen reference) over chosen and rejected rows, the
+//! observables the objective declares, the compiled program (loss, symbolic gradients,
+//! metrics), and a backward of the surrogate `Σ detach(∂L/∂x)·x / B` through the policy —
+//! the compiler's gradient applied by burn's autodiff. AdamW with warm-up and cosine or linear
+//! decay, gradient accumulation, global-norm clipping, seeded.
+
+use crate::data::{Batch, Pair, Tok, batches};
+use crate::model::{Llama, load};
+use crate::objective::{run_program, surrogate, to_f64};
+use crate::observe::{needs, observe};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
+use burn::tensor::{DType, Device, Tensor};
+use poc_compiler::{Compiled, OutputKind};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Learning-rate decay after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Schedule {
+    /// Cosine to zero.
+    Cosine,
+    /// Linear to zero.
+    Linear,
+    /// Constant.
+    Constant,
+}
+
+/// Everything the loop needs besides the model, data and objective.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainOptions {
+    /// Pairs per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Optimizer steps (overrides `epochs` when set).
+    pub max_steps: Option<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Fraction of steps spent warming up linearly.
+    pub warmup_ratio: f64,
+    /// Decay after warm-up.
+    pub schedule: Schedule,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub max_grad_norm: f64,
+    /// Seed of initialization and data order.
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0: only at the end).
+    pub save_every: usize,
+    /// Objective parameters after `--set`.
+    pub params: Vec<f64>,
+    /// The run directory.
+    pub out: PathBuf,
+}
+
+/// One logged step (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepLog {
+    /// 1-based optimizer step.
+    pub step: usize,
+    /// Fractional epoch.
+    pub epoch: f64,
+    /// Batch-mean loss.
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Completion and prompt tokens processed per second (policy forward+backward).
+    pub tokens_per_sec: f64,
+    /// The objective's metrics (batch means), by name.
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Why training stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss or gradient became NaN/inf; the last good checkpoint is kept.
+    #[error(
+        "step {step}: {what} is not finite (data lines {lines}); stopped. The last good checkpoint is {checkpoint}"
+    )]
+    NotFinite {
+        /// The step.
+        step: usize,
+        /// Loss or gradient.
+        what: String,
+        /// Source lines of the offending rows.
+        lines: String,
+        /// Path of the last good checkpoint (or "none").
+        checkpoint: String,
+    },
+    /// Inputs the objective declares cannot be provided.
+    #[error("{0}")]
+    Observe(#[from] crate::observe::ObserveError),
+    /// Saving failed.
+    #[error("{0}")]
+    Model(#[from] crate::model::ModelError),
+    /// Something else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The learning rate at 0-based `step` of `total`.
+pub fn lr_at(o: &TrainOptions, step: usize, total: usize) -> f64 {
+    let warm = ((total as f64) * o.warmup_ratio).round() as usize;
+    if step < warm {
+        return o.lr * (step + 1) as f64 / warm as f64;
+    }
+    let progress = (step - warm) as f64 / (total - warm).max(1) as f64;
+    match o.schedule {
+        Schedule::Constant => o.lr,
+        Schedule::Linear => o.lr * (1.0 - progress),
+        Schedule::Cosine => o.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+    }
+}
+
+/// Collects the ids of every float parameter.
+struct ParamIds(Vec<(ParamId, usize)>);
+
+impl ModuleVisitor for ParamIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push((param.id, D));
+    }
+}
+
+fn with_dim<R>(d: usize, f1: impl FnOnce() -> R, f2: impl FnOnce() -> R) -> R {
+    if d == 1 { f1() } else { f2() }
+}
+
+/// Global L2 norm of `grads`, and the grads scaled to norm `max` when above it (max > 0).
+fn clip_global(model: &Llama, mut grads: GradientsParams, max: f64) -> (GradientsParams, f64) {
+    let mut ids = ParamIds(Vec::new());
+    model.visit(&mut ids);
+    let mut sq: f64 = 0.0;
+    for &(id, d) in &ids.0 {
+        sq += with_dim(
+            d,
+            || {
+                grads
+                    .get::<1>(id)
+                    .map(|g| g.powf_scalar(2.0).sum().into_scalar::<f64>())
+                    .unwrap_or(0.0)
+            },
+            || {
+                grads
+                    .get::<2>(id)
+                    .map(|g| g.powf_scalar(2.0).sum().into_scalar::<f64>())
+                    .unwrap_or(0.0)
+            },
+        );
+    }
+    let norm = sq.sqrt();
+    if max > 0.0 && norm > max && norm.is_finite() {
+        let scale = max / norm;
+        for &(id, d) in &ids.0 {
+            if d == 1 {
+                if let Some(g) = grads.remove::<1>(id) {
+                    grads.register(id, g * scale);
+                }
+            } else if let Some(g) = grads.remove::<2>(id) {
+                grads.register(id, g * scale);
+            }
+        }
+    }
+    (grads, norm)
+}
+
+/// Writes a checkpoint directory atomically: everything goes to `NAME.tmp`, which is then
+/// renamed into place.
+pub fn save_checkpoint(
+    model: &Llama,
+    tok: &Tok,
+    dir: &Path,
+    state: &serde_json::Value,
+) -> Result<(), TrainError> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    load::save(model, &tmp)?;
+    tok.save(&tmp).map_err(TrainError::Other)?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Other(e.to_string()))?;
+    load::write_atomic(&tmp.join("trainer_state.json"), text.as_bytes())?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&tmp, dir).map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))
+}
+
+/// Trains `policy` against `reference` on `pairs`. Calls `on_step` after every step (for
+/// progress display); stops cleanly when `stop` is set (Ctrl-C), saving a checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    compiled: &Compiled,
+    mut policy: Llama,
+    reference: Option<Llama>,
+    tok: &Tok,
+    pairs: &[Pair],
+    opts: &TrainOptions,
+    device: &Device,
+    stop: Arc<AtomicBool>,
+    mut on_step: impl FnMut(&StepLog, usize),
+) -> Result<Vec<StepLog>, TrainError> {
+    let ad = device.clone().autodiff();
+    let inputs = &compiled.objective.inputs;
+    let need = needs(inputs);
+    let program = &compiled.program;
+    let per_epoch = pairs
+        .len()
+        .div_ceil(opts.batch_size * opts.grad_accum)
+        .max(1);
+    let total = opts.max_steps.unwrap_or(per_epoch * opts.epochs.max(1));
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(opts.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
+    let vocab = policy.config.vocab_size;
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", opts.out.display())))?;
+    let metrics_path = opts.out.join("metrics.jsonl");
+    let mut metrics_file = std::fs::File::create(&metrics_path)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    let mut logs = Vec::new();
+    let mut last_checkpoint = "none".to_string();
+    let mut epoch_batches: Vec<Batch> = Vec::new();
+    let mut cursor = 0usize;
+    let mut epoch = 0usize;
+    for step in 0..total {
+        let started = std::time::Instant::now();
+        let mut accum = GradientsAccumulator::new();
+        let mut loss_sum = 0.0;
+        let mut metric_sums = vec![0.0; compiled.metrics.len()];
+        let mut rows = 0usize;
+        let mut tokens = 0usize;
+        let mut lines = Vec::new();
+        for _ in 0..opts.grad_accum {
+            if cursor >= epoch_batches.len() {
+                epoch_batches = batches(
+                    pairs,
+                    opts.batch_size,
+                    tok.pad,
+                    opts.seed.wrapping_add(epoch as u64),
+                );
+                cursor = 0;
+                epoch += 1;
+            }
+            let batch = &epoch_batches[cursor];
+            cursor += 1;
+            let b = batch.pairs.len();
+            tokens += batch
+                .mask
+                .iter()
+                .map(|r| r.iter().filter(|&&m| m).count())
+                .sum::<usize>();
+            lines.extend(batch.pairs.iter().map(|&i| pairs[i].line));
+            let pstats =
+                policy.sequence_stats(&batch.tokens, &batch.mask, &batch.completion, false, &ad);
+            let rstats = match (&reference, need.reference) {
+                (Some(r), true) => Some(r.sequence_stats(
+                    &batch.tokens,
+                    &batch.mask,
+                    &batch.completion,
+                    need.entropy,
+                    device,
+                )),
+                _ => None,
+            };
+            let xs = observe(inputs, batch, pairs, &pstats, rstats.as_ref(), vocab, &ad)?;
+            let outs = run_program(program, &opts.params, &xs, &ad, DType::F32)
+                .map_err(|e| TrainError::Other(e.to_string()))?;
+            let mut diff_x = Vec::new();
+            let mut diff_g = Vec::new();
+            for (k, o) in program.outputs.iter().enumerate() {
+                match o.kind {
+                    OutputKind::Loss => {
+                        let l = to_f64(outs[k].clone());
+                        if let Some(bad) = l.iter().position(|v| !v.is_finite()) {
+                            return Err(TrainError::NotFinite {
+                                step: step + 1,
+                                what: "the loss".into(),
+                                lines: pairs[batch.pairs[bad]].line.to_string(),
+                                checkpoint: last_checkpoint,
+                            });
+                        }
+                        loss_sum += l.iter().sum::<f64>();
+                    }
+                    OutputKind::Grad(i) => {
+                        diff_x.push(xs[i as usize].clone());
+                        diff_g.push(outs[k].clone());
+                    }
+                    OutputKind::Metric(m) => {
+                        metric_sums[m as usize] += to_f64(outs[k].clone()).iter().sum::<f64>()
+                    }
+                }
+            }
+            rows += b;
+            // Mean over the whole optimizer batch.
+            let scale = 1.0 / (b * opts.grad_accum) as f64;
+            let loss = surrogate(&diff_x, &diff_g) * scale;
+            let grads = GradientsParams::from_grads(loss.backward(), &policy);
+            accum.accumulate(&policy, grads);
+        }
+        let (grads, grad_norm) = clip_global(&policy, accum.grads(), opts.max_grad_norm);
+        let lr = lr_at(opts, step, total);
+        if !grad_norm.is_finite() {
+            lines.sort();
+            lines.dedup();
+            return Err(TrainError::NotFinite {
+                step: step + 1,
+                what: "the gradient norm".into(),
+                lines: lines
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                checkpoint: last_checkpoint,
+            });
+        }
+        policy = optim.step(lr, policy, grads);
+        let mut metrics = serde_json::Map::new();
+        for (m, sum) in compiled.metrics.iter().zip(&metric_sums) {
+            metrics.insert(m.0.clone(), serde_json::json!(sum / rows as f64));
+        }
+        let log = StepLog {
+            step: step + 1,
+            epoch: (step + 1) as f64 / per_epoch as f64,
+            loss: loss_sum / rows as f64,
+            grad_norm,
+            lr,
+            tokens_per_sec: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            metrics,
+        };
+        let line = serde_json::to_string(&log).map_err(|e| TrainError::Other(e.to_string()))?;
+        writeln!(metrics_file, "{line}")
+            .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+        on_step(&log, total);
+        logs.push(log);
+        let interrupted = stop.load(Ordering::SeqCst);
+        let last = step + 1 == total;
+        if last || interrupted || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
+            let dir = opts.out.join(format!("checkpoint-{}", step + 1));
+            let state = serde_json::json!({"step": step + 1, "total_steps": total, "epoch": epoch, "seed": opts.seed});
+            save_checkpoint(&policy, tok, &dir, &state)?;
+            last_checkpoint = dir.display().to_string();
+        }
+        if interrupted {
+            return Err(TrainError::Other(format!(
+                "interrupted at step {}; saved {last_checkpoint}",
+                step + 1
+            )));
+        }
+    }
+    Ok(logs)
+}

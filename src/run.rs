@@ -1,0 +1,308 @@
+//! `poc run` and `poc logps`: the training runtime behind the CLI. Model and data resolution,
+//! the run directory, the progress bar, Ctrl-C.
+
+use crate::Failure;
+use burn::module::Module;
+use poc_compiler::Compiled;
+use poc_runtime::data::{self, Pair, Tok};
+use poc_runtime::device::DeviceSpec;
+use poc_runtime::model::{Llama, LlamaConfig, load};
+use poc_runtime::train::{self, Schedule, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Arguments of `poc run` (see cli.rs for their help).
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub model: String,
+    pub data: Option<PathBuf>,
+    pub device: String,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub max_steps: Option<usize>,
+    pub epochs: usize,
+    pub max_length: usize,
+    pub lr: Option<f64>,
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub seed: u64,
+    pub save_every: usize,
+    pub out: Option<PathBuf>,
+    pub sets: Vec<String>,
+    pub strict: bool,
+    pub random_init: bool,
+    pub no_progress: bool,
+}
+
+fn user(e: impl std::fmt::Display) -> Failure {
+    Failure::User(format!("poc: {e}"))
+}
+
+/// A model, its tokenizer, and whether it is the embedded tiny default.
+pub fn resolve_model(
+    name: &str,
+    random_init: bool,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> Result<(Llama, Tok, bool), Failure> {
+    let path = Path::new(name);
+    if path.is_dir() {
+        let config = LlamaConfig::from_file(&path.join("config.json")).map_err(user)?;
+        let eos = config.eos_ids().first().copied().unwrap_or(0);
+        let tok_path = path.join("tokenizer.json");
+        let tok = Tok::from_file(&tok_path, eos).map_err(|e| {
+            user(format!(
+                "{e}\n  = hint: an HF model directory needs tokenizer.json beside config.json"
+            ))
+        })?;
+        let model = if random_init {
+            Llama::random(&config, seed, device)
+        } else {
+            load::load(path, device).map_err(user)?
+        };
+        return Ok((model, tok, false));
+    }
+    let Some(config) = LlamaConfig::preset(name) else {
+        return Err(Failure::User(format!(
+            "poc: `--model {name}` is neither a directory nor a preset\n  = hint: presets are {}; a directory holds config.json, *.safetensors and tokenizer.json",
+            LlamaConfig::PRESETS.join(", ")
+        )));
+    };
+    if name == "tiny" {
+        return Ok((Llama::random(&config, seed, device), Tok::tiny(), true));
+    }
+    if !random_init {
+        return Err(Failure::User(format!(
+            "poc: the preset `{name}` has no local weights\n  = hint: download the Hugging Face checkpoint (config.json, model*.safetensors, tokenizer.json) into a directory and pass `--model DIR`, or pass `--random-init` to benchmark the shape with random weights"
+        )));
+    }
+    Ok((Llama::random(&config, seed, device), Tok::tiny(), false))
+}
+
+fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure> {
+    let (pairs, bad) = match &args.data {
+        Some(p) => data::load_pairs(p, tok, args.max_length, args.strict).map_err(user)?,
+        None => {
+            let text = data::synthetic::synthetic_jsonl(2048, 7);
+            let path = out.join("data.jsonl");
+            std::fs::write(&path, &text).map_err(|e| user(format!("{}: {e}", path.display())))?;
+            data::pairs::parse_pairs(
+                &text,
+                &path.display().to_string(),
+                tok,
+                args.max_length,
+                args.strict,
+            )
+            .map_err(user)?
+        }
+    };
+    if !bad.is_empty() {
+        eprintln!(
+            "poc: skipped {} bad row(s) (use --strict to stop instead):",
+            bad.len()
+        );
+        for b in bad.iter().take(10) {
+            eprintln!("  {b}");
+        }
+        if bad.len() > 10 {
+            eprintln!("  ... and {} more", bad.len() - 10);
+        }
+    }
+    Ok(pairs)
+}
+
+/// The `poc run` command.
+pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
+    let params = c
+        .objective
+        .params_with(&args.sets)
+        .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
+    if args.batch_size == 0 || args.grad_accum == 0 || args.max_length < 4 {
+        return Err(user(
+            "--batch-size and --grad-accum must be at least 1, --max-length at least 4",
+        ));
+    }
+    let spec: DeviceSpec = args.device.parse().map_err(user)?;
+    let device = spec.device();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
+    let (policy, tok, tiny) = resolve_model(
+        &args.model,
+        args.random_init,
+        args.seed,
+        &device.clone().autodiff(),
+    )?;
+    let reference = if c.objective.inputs.iter().any(|i| {
+        matches!(
+            i.source,
+            poc_compiler::Source::ReferenceLogps(_) | poc_compiler::Source::ReferenceEntropy(_)
+        )
+    }) {
+        Some(policy.valid())
+    } else {
+        None
+    };
+    let pairs = load_data(&args, &tok, &out)?;
+    let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
+    let opts = TrainOptions {
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        lr,
+        warmup_ratio: args.warmup_ratio,
+        schedule: args.schedule,
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        save_every: args.save_every,
+        params: params.clone(),
+        out: out.clone(),
+    };
+    let resolved = serde_json::json!({
+        "objective": c.objective.name,
+        "params": c.objective.params.iter().zip(&params).map(|(p, v)| (p.name.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        "model": args.model,
+        "model_config": policy.config,
+        "data": args.data.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
+        "pairs": pairs.len(),
+        "device": args.device,
+        "max_length": args.max_length,
+        "train": opts,
+    });
+    let text =
+        serde_json::to_string_pretty(&resolved).map_err(|e| Failure::Internal(e.to_string()))?;
+    load::write_atomic(&out.join("run_config.json"), text.as_bytes()).map_err(user)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\npoc: interrupted; saving a checkpoint after this step (Ctrl-C again to quit now)"
+        );
+    });
+    eprintln!(
+        "poc run: {} on {} ({:.1}M parameters), {} pairs, lr {lr:e}, batch {}x{} -> {}",
+        c.objective.name,
+        args.model,
+        policy.config.num_params() as f64 / 1e6,
+        pairs.len(),
+        args.batch_size,
+        args.grad_accum,
+        out.display()
+    );
+    let bar = indicatif::ProgressBar::new(0);
+    if args.no_progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let result = train::train(
+        c,
+        policy,
+        reference,
+        &tok,
+        &pairs,
+        &opts,
+        &device,
+        stop,
+        |log, total| {
+            bar.set_length(total as u64);
+            bar.set_position(log.step as u64);
+            let acc = log
+                .metrics
+                .get("rewards/accuracies")
+                .and_then(|v| v.as_f64());
+            let acc = acc.map(|a| format!(" acc {a:.2}")).unwrap_or_default();
+            bar.set_message(format!(
+                "loss {:.4}{acc} |g| {:.2} lr {:.1e} {:.0} tok/s",
+                log.loss, log.grad_norm, log.lr, log.tokens_per_sec
+            ));
+        },
+    );
+    bar.finish();
+    let logs = result.map_err(|e| Failure::User(format!("poc: {e}")))?;
+    summarize(&logs, &out);
+    Ok(())
+}
+
+fn summarize(logs: &[train::StepLog], out: &Path) {
+    let n = logs.len();
+    if n == 0 {
+        return;
+    }
+    let k = (n / 10).max(1);
+    let mean = |xs: &[train::StepLog], f: &dyn Fn(&train::StepLog) -> Option<f64>| {
+        let v: Vec<f64> = xs.iter().filter_map(f).collect();
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let acc = |l: &train::StepLog| l.metrics.get("rewards/accuracies").and_then(|v| v.as_f64());
+    let loss = |l: &train::StepLog| Some(l.loss);
+    eprintln!(
+        "poc run: loss {:.4} -> {:.4}, reward accuracy {:.2} -> {:.2} (first vs last {k} steps); metrics in {}",
+        mean(&logs[..k], &loss),
+        mean(&logs[n - k..], &loss),
+        mean(&logs[..k], &acc),
+        mean(&logs[n - k..], &acc),
+        out.join("metrics.jsonl").display()
+    );
+}
+
+/// The `poc logps` command: per-row sequence log-probs and lengths under a model.
+pub fn logps(
+    model: &str,
+    data_path: &Path,
+    device: &str,
+    max_length: usize,
+    batch_size: usize,
+) -> Result<(), Failure> {
+    let spec: DeviceSpec = device.parse().map_err(user)?;
+    let device = spec.device();
+    let (m, tok, _) = resolve_model(model, false, 0, &device)?;
+    let (pairs, bad) = data::load_pairs(data_path, &tok, max_length, false).map_err(user)?;
+    for b in &bad {
+        eprintln!("poc: skipped {b}");
+    }
+    let mut out = String::new();
+    for chunk in (0..pairs.len())
+        .collect::<Vec<_>>()
+        .chunks(batch_size.max(1))
+    {
+        let batch = data::pairs::batch_of(&pairs, chunk, tok.pad);
+        let stats = m.sequence_stats(
+            &batch.tokens,
+            &batch.mask,
+            &batch.completion,
+            false,
+            &device,
+        );
+        let lp = poc_runtime::objective::to_f64(stats.logps);
+        let n = poc_runtime::objective::to_f64(stats.tokens);
+        let b = chunk.len();
+        for (j, &i) in chunk.iter().enumerate() {
+            out.push_str(&serde_json::json!({"line": pairs[i].line, "chosen_logps": lp[j], "rejected_logps": lp[b + j],
+                "chosen_len": n[j], "rejected_len": n[b + j]}).to_string());
+            out.push('\n');
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
