@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
-# Set-up plus the main job on the embedded default, on CPU.
+# Set-up plus the main job on the embedded default: MIPO trains the tiny Llama (random init,
+# byte-level tokenizer) against its frozen reference on bundled synthetic pairs, on CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/env.sh
 cargo build --quiet --bin poc
-POC="$CARGO_TARGET_DIR/debug/poc"
-echo "== poc explain objectives/mipo.po"
-"$POC" explain objectives/mipo.po
-echo
-echo "== poc eval objectives/mipo.po --inputs examples/pairs.jsonl --backend jit"
-"$POC" eval objectives/mipo.po --inputs examples/pairs.jsonl --backend jit
+"$CARGO_TARGET_DIR/debug/poc" run objectives/mipo.po "$@"

@@ -40,10 +40,12 @@ pub struct Pair {
     pub columns: BTreeMap<String, f64>,
 }
 
-/// Renders messages with the Llama-3 chat template.
-fn chat(messages: &[Value], generation_prompt: bool) -> Result<String, String> {
+/// Renders messages with the Llama-3 chat template. A completion (`continuation`) follows a
+/// prompt rendered with the generation prompt, so its first assistant turn has no header:
+/// prompt + completion is exactly the template applied to the whole conversation.
+fn chat(messages: &[Value], generation_prompt: bool, continuation: bool) -> Result<String, String> {
     let mut s = String::new();
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         let role = m
             .get("role")
             .and_then(|v| v.as_str())
@@ -52,10 +54,14 @@ fn chat(messages: &[Value], generation_prompt: bool) -> Result<String, String> {
             .get("content")
             .and_then(|v| v.as_str())
             .ok_or("a message lacks a string `content`")?;
-        s.push_str(&format!(
-            "<|start_header_id|>{role}<|end_header_id|>\n\n{}<|eot_id|>",
-            content.trim()
-        ));
+        if continuation && i == 0 && role == "assistant" {
+            s.push_str(&format!("{}<|eot_id|>", content.trim()));
+        } else {
+            s.push_str(&format!(
+                "<|start_header_id|>{role}<|end_header_id|>\n\n{}<|eot_id|>",
+                content.trim()
+            ));
+        }
     }
     if generation_prompt {
         s.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
@@ -114,9 +120,12 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
         (Value::String(p), Value::String(c), Value::String(r)) => {
             (p.clone(), c.clone(), r.clone(), true)
         }
-        (Value::Array(p), Value::Array(c), Value::Array(r)) => {
-            (chat(p, true)?, chat(c, false)?, chat(r, false)?, false)
-        }
+        (Value::Array(p), Value::Array(c), Value::Array(r)) => (
+            chat(p, true, false)?,
+            chat(c, false, true)?,
+            chat(r, false, true)?,
+            false,
+        ),
         _ => {
             return Err(
                 "`prompt`, `chosen`, `rejected` must all be strings or all be message lists".into(),

@@ -1,0 +1,207 @@
+//! The preference-data loader: TRL tokenization (BOS once, EOS appended to plain-text
+//! completions, completion starts where prompt and prompt+completion diverge), the Llama-3
+//! chat template, extra columns, truncation, bad rows (reported by line, skipped or fatal
+//! under strict), padding and length-bucketed batches; and the embedded tokenizer.
+
+use poc_runtime::data::pairs::parse_pairs;
+use poc_runtime::data::{BOS, EOS, PAD, Tok, batches};
+
+fn tok() -> Tok {
+    Tok::tiny()
+}
+
+#[test]
+fn tiny_tokenizer_is_byte_level_with_bos() {
+    let t = tok();
+    let ids = t.encode("Hi é", true).unwrap();
+    assert_eq!(
+        ids,
+        vec![BOS, b'H' as u32, b'i' as u32, b' ' as u32, 0xC3, 0xA9]
+    );
+    assert_eq!(t.decode(&ids), "Hi é");
+    assert_eq!(
+        t.encode("<|eot_id|>", false).unwrap(),
+        vec![260],
+        "special tokens are single ids"
+    );
+    // The JSON is a real tokenizer.json: it round-trips through a file.
+    let dir = tempfile::tempdir().unwrap();
+    t.save(dir.path()).unwrap();
+    let again = Tok::from_file(&dir.path().join("tokenizer.json"), EOS).unwrap();
+    assert_eq!(again.encode("Hi é", true).unwrap(), ids);
+}
+
+#[test]
+fn plain_rows_tokenize_like_trl() {
+    let text = r#"{"prompt": "The cat is", "chosen": " kind.", "rejected": " rude!", "score_chosen": 8, "score_rejected": 2.5, "note": "x"}"#;
+    let (pairs, bad) = parse_pairs(text, "d.jsonl", &tok(), 64, false).unwrap();
+    assert!(bad.is_empty());
+    let p = &pairs[0];
+    assert_eq!(p.line, 1);
+    let c = &p.chosen;
+    assert_eq!(c.ids[0], BOS);
+    assert_eq!(
+        c.ids.iter().filter(|&&i| i == BOS).count(),
+        1,
+        "no duplicate BOS"
+    );
+    assert_eq!(c.completion_start, 1 + "The cat is".len());
+    assert_eq!(
+        &c.ids[c.completion_start..],
+        &[
+            b' ' as u32,
+            b'k' as u32,
+            b'i' as u32,
+            b'n' as u32,
+            b'd' as u32,
+            b'.' as u32,
+            EOS
+        ]
+    );
+    assert_eq!(*p.rejected.ids.last().unwrap(), EOS);
+    assert_eq!(p.columns.get("score_chosen"), Some(&8.0));
+    assert_eq!(p.columns.get("score_rejected"), Some(&2.5));
+    assert!(
+        !p.columns.contains_key("note"),
+        "non-numeric extras are not inputs"
+    );
+}
+
+#[test]
+fn conversational_rows_use_the_llama3_template() {
+    let text = r#"{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello."}], "rejected": [{"role": "assistant", "content": "Go."}]}"#;
+    let t = tok();
+    let (pairs, _) = parse_pairs(text, "d.jsonl", &t, 128, false).unwrap();
+    let c = &pairs[0].chosen;
+    let full = t.decode(&c.ids);
+    assert!(full.starts_with("user\n\nHi"), "{full:?}");
+    assert_eq!(c.ids[0], BOS);
+    assert_eq!(c.ids.iter().filter(|&&i| i == BOS).count(), 1);
+    let completion = t.decode(&c.ids[c.completion_start..]);
+    assert_eq!(
+        completion, "Hello.",
+        "the completion is the assistant turn (special tokens skipped in decode)"
+    );
+    assert_eq!(
+        *c.ids.last().unwrap(),
+        260,
+        "ends with <|eot_id|>, no extra EOS"
+    );
+}
+
+#[test]
+fn bad_rows_are_reported_by_line_and_skipped() {
+    let text = [
+        r#"{"prompt": "a", "chosen": " b", "rejected": " c"}"#,
+        r#"{"prompt": "a", "chosen": " b"}"#,
+        r#"{"prompt": "a", "chosen": 3, "rejected": " c"}"#,
+        r#"{"prompt": "a", "chosen": "  ", "rejected": " c"}"#,
+        "not json",
+        "",
+        &format!(
+            r#"{{"prompt": "{}", "chosen": " b", "rejected": " c"}}"#,
+            "p".repeat(100)
+        ),
+    ]
+    .join("\n");
+    let (pairs, bad) = parse_pairs(&text, "d.jsonl", &tok(), 32, false).unwrap();
+    assert_eq!(pairs.len(), 1);
+    assert_eq!(bad.len(), 5, "{bad:#?}");
+    assert!(
+        bad[0].starts_with("d.jsonl:2: missing field `rejected`"),
+        "{}",
+        bad[0]
+    );
+    assert!(
+        bad[1].starts_with("d.jsonl:3:") && bad[1].contains("must all be strings"),
+        "{}",
+        bad[1]
+    );
+    assert!(
+        bad[2].starts_with("d.jsonl:4:") && bad[2].contains("empty completion"),
+        "{}",
+        bad[2]
+    );
+    assert!(bad[3].starts_with("d.jsonl:5: invalid JSON"), "{}", bad[3]);
+    assert!(
+        bad[4].starts_with("d.jsonl:7:") && bad[4].contains("--max-length 32"),
+        "{}",
+        bad[4]
+    );
+    // Strict mode stops at the first bad row.
+    let err = parse_pairs(&text, "d.jsonl", &tok(), 32, true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("d.jsonl:2: missing field `rejected`"), "{err}");
+    // Nothing usable is an error.
+    let err = parse_pairs("not json\n", "d.jsonl", &tok(), 32, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no usable preference rows"), "{err}");
+}
+
+#[test]
+fn long_completions_are_truncated() {
+    let text = format!(
+        r#"{{"prompt": "ab", "chosen": "{}", "rejected": " c"}}"#,
+        "x".repeat(50)
+    );
+    let (pairs, _) = parse_pairs(&text, "d", &tok(), 16, false).unwrap();
+    assert_eq!(pairs[0].chosen.ids.len(), 16);
+    assert_eq!(pairs[0].chosen.completion_start, 3);
+}
+
+#[test]
+fn batches_pad_mask_and_cover_every_pair_once() {
+    let text = poc_runtime::data::synthetic::synthetic_jsonl(50, 1);
+    let (pairs, _) = parse_pairs(&text, "s", &tok(), 64, false).unwrap();
+    let bs = batches(&pairs, 8, PAD, 3);
+    let mut seen: Vec<usize> = bs.iter().flat_map(|b| b.pairs.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    for b in &bs {
+        let n = b.pairs.len();
+        assert_eq!(b.tokens.len(), 2 * n, "chosen rows then rejected rows");
+        let t = b.tokens[0].len();
+        for (r, row) in b.tokens.iter().enumerate() {
+            assert_eq!(row.len(), t);
+            let real = b.mask[r].iter().filter(|&&m| m).count();
+            assert!(row[real..].iter().all(|&x| x == PAD));
+            assert!(
+                b.completion[r]
+                    .iter()
+                    .zip(&b.mask[r])
+                    .all(|(&c, &m)| !c || m),
+                "completion ⊆ real tokens"
+            );
+        }
+        for (k, &i) in b.pairs.iter().enumerate() {
+            assert_eq!(
+                &b.tokens[k][..pairs[i].chosen.ids.len()],
+                &pairs[i].chosen.ids[..]
+            );
+            assert_eq!(
+                &b.tokens[n + k][..pairs[i].rejected.ids.len()],
+                &pairs[i].rejected.ids[..]
+            );
+        }
+    }
+    // Seeded: the same seed gives the same order.
+    let again = batches(&pairs, 8, PAD, 3);
+    assert_eq!(
+        bs.iter().map(|b| b.pairs.clone()).collect::<Vec<_>>(),
+        again.iter().map(|b| b.pairs.clone()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn synthetic_data_is_deterministic() {
+    assert_eq!(
+        poc_runtime::data::synthetic::synthetic_jsonl(20, 9),
+        poc_runtime::data::synthetic::synthetic_jsonl(20, 9)
+    );
+    assert_ne!(
+        poc_runtime::data::synthetic::synthetic_jsonl(20, 9),
+        poc_runtime::data::synthetic::synthetic_jsonl(20, 10)
+    );
+}
