@@ -8,9 +8,14 @@ VENV="$POC_CACHE/torch-2.9.0"
 mkdir -p "$POC_CACHE"
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import torch,sys; sys.exit(0 if torch.__version__.startswith("2.9.0") else 1)' 2>/dev/null; then
   echo "setup: libtorch 2.9.0 already in $VENV"
-  exit 0
+else
+  echo "setup: installing torch==2.9.0 from PyPI into $VENV (about 1-3 minutes, ~6.7 GB)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.9.0
+  "$VENV/bin/python" -c 'import torch; print("setup: torch", torch.__version__, "ready")'
 fi
-echo "setup: installing torch==2.9.0 from PyPI into $VENV (about 1-3 minutes, ~6.7 GB)"
-python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.9.0
-"$VENV/bin/python" -c 'import torch; print("setup: torch", torch.__version__, "ready")'
+# transformers: the PyTorch baseline of `poc bench train` and scripts/make_llama_fixture.py.
+if ! "$VENV/bin/python" -c 'import transformers' 2>/dev/null; then
+  echo "setup: installing transformers==4.57.1 (PyTorch baseline of poc bench train)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check transformers==4.57.1
+fi

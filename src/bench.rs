@@ -153,3 +153,195 @@ pub fn eval(rows: usize, repeat: usize) -> Result<(), Failure> {
     println!("\nburn timings include moving the columns into and out of tensors.");
     Ok(())
 }
+
+/// The shape of `poc bench train`.
+pub struct TrainShape {
+    pub hidden: usize,
+    pub layers: usize,
+    pub pairs: usize,
+    pub seq: usize,
+    pub steps: usize,
+}
+
+/// Peak resident memory of this process, in MB (Linux `VmHWM`).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// `poc bench train`: poc's DPO step against PyTorch's on the same shape.
+pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<(), Failure> {
+    use poc_runtime::data::{Pair, Tokenized};
+    use poc_runtime::model::{Llama, LlamaConfig};
+    const WARMUP: usize = 2;
+    const PROMPT: usize = 16;
+    if shape.seq <= PROMPT || shape.pairs == 0 || shape.steps == 0 || shape.hidden % 64 != 0 {
+        return Err(Failure::User("poc: bench train needs --seq > 16, --pairs and --steps >= 1, --hidden a multiple of 64".into()));
+    }
+    let heads = shape.hidden / 32;
+    let inter = (shape.hidden * 11 / 4).div_ceil(32) * 32;
+    let mut config =
+        LlamaConfig::preset("tiny").ok_or_else(|| Failure::Internal("no tiny preset".into()))?;
+    config.hidden_size = shape.hidden;
+    config.num_hidden_layers = shape.layers;
+    config.num_attention_heads = heads;
+    config.num_key_value_heads = Some((heads / 2).max(1));
+    config.intermediate_size = inter;
+    let device = poc_runtime::device::DeviceSpec::Cpu.device();
+    let policy = Llama::random(&config, 0, &device.clone().autodiff());
+    let reference = Some(burn::module::Module::valid(&policy));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut random_seq = || Tokenized {
+        ids: (0..shape.seq)
+            .map(|_| rng.random_range(0..config.vocab_size as u32))
+            .collect(),
+        completion_start: PROMPT,
+    };
+    let pairs: Vec<Pair> = (0..shape.pairs)
+        .map(|i| Pair {
+            line: i + 1,
+            chosen: random_seq(),
+            rejected: random_seq(),
+            columns: Default::default(),
+        })
+        .collect();
+    let dpo = crate::cli::compile("dpo", crate::library::shipped("dpo").unwrap_or_default())?;
+    let out = std::env::temp_dir().join(format!("poc-bench-train-{}", std::process::id()));
+    let opts = poc_runtime::train::TrainOptions {
+        batch_size: shape.pairs,
+        grad_accum: 1,
+        max_steps: Some(WARMUP + shape.steps),
+        epochs: 1,
+        lr: 1e-4,
+        warmup_ratio: 0.0,
+        schedule: poc_runtime::train::Schedule::Constant,
+        weight_decay: 0.0,
+        max_grad_norm: 1.0,
+        seed: 0,
+        save_every: usize::MAX,
+        params: dpo.objective.default_params(),
+        out: out.clone(),
+    };
+    let tok = poc_runtime::data::Tok::tiny();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let logs = poc_runtime::train::train(
+        &dpo,
+        policy,
+        reference,
+        &tok,
+        &pairs,
+        &opts,
+        &device,
+        stop,
+        |_, _| {},
+    )
+    .map_err(|e| Failure::Internal(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&out);
+    let mut rates: Vec<f64> = logs[WARMUP..].iter().map(|l| l.tokens_per_sec).collect();
+    rates.sort_by(f64::total_cmp);
+    let poc_rate = rates[rates.len() / 2];
+    let poc_mem = peak_rss_mb();
+    println!(
+        "poc bench train: DPO steps, Llama hidden {} x {} layers ({:.1}M params), {} pairs x {} tokens, CPU f32, median of {} steps\n",
+        shape.hidden,
+        shape.layers,
+        config.num_params() as f64 / 1e6,
+        shape.pairs,
+        shape.seq,
+        shape.steps
+    );
+    println!("| implementation | tokens/s | peak RSS (MB) | ratio (tokens/s) |");
+    println!("|---|---:|---:|---:|");
+    let python = python.unwrap_or_else(|| {
+        let cache = std::env::var("POC_CACHE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/poc")
+            });
+        cache.join("torch-2.9.0/bin/python")
+    });
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dpo_step.py");
+    let baseline = std::process::Command::new(&python)
+        .arg(&script)
+        .args([
+            "--hidden",
+            &shape.hidden.to_string(),
+            "--layers",
+            &shape.layers.to_string(),
+        ])
+        .args([
+            "--heads",
+            &heads.to_string(),
+            "--kv-heads",
+            &(heads / 2).max(1).to_string(),
+        ])
+        .args([
+            "--inter",
+            &inter.to_string(),
+            "--vocab",
+            &config.vocab_size.to_string(),
+        ])
+        .args([
+            "--pairs",
+            &shape.pairs.to_string(),
+            "--seq",
+            &shape.seq.to_string(),
+        ])
+        .args([
+            "--steps",
+            &shape.steps.to_string(),
+            "--warmup",
+            &WARMUP.to_string(),
+            "--prompt",
+            &PROMPT.to_string(),
+        ])
+        .output();
+    match baseline {
+        Ok(o) if o.status.success() => {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            let rate = v["tokens_per_sec"].as_f64().unwrap_or(f64::NAN);
+            let mem = v["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| PyTorch {} eager (baseline) | {rate:.0} | {mem:.0} | 1.00x |",
+                v["torch"].as_str().unwrap_or("?")
+            );
+            println!(
+                "| poc (burn + libtorch, symbolic gradient) | {poc_rate:.0} | {poc_mem:.0} | {:.2}x |",
+                poc_rate / rate
+            );
+        }
+        other => {
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .to_string(),
+                Err(e) => e.to_string(),
+            };
+            println!(
+                "| poc (burn + libtorch, symbolic gradient) | {poc_rate:.0} | {poc_mem:.0} | |"
+            );
+            println!(
+                "\nPyTorch baseline unavailable ({} {}): {why}",
+                python.display(),
+                script.display()
+            );
+            println!(
+                "  = hint: it needs torch and transformers: {} -m pip install transformers==4.57.1",
+                python.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -190,6 +190,28 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
+    /// Tokens/s and peak memory of DPO training steps of a small Llama on CPU, beside the same
+    /// model, data and batch in PyTorch (bench/dpo_step.py with the set-up venv's torch).
+    Train {
+        /// Model width.
+        #[arg(long, default_value_t = 256)]
+        hidden: usize,
+        /// Decoder blocks.
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        /// Preference pairs per step (2x sequences).
+        #[arg(long, default_value_t = 8)]
+        pairs: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        seq: usize,
+        /// Timed steps (after 2 warm-up steps).
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// Python with torch + transformers for the baseline (default: the set-up venv).
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -352,6 +374,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench {
             which: BenchCommand::Eval { rows, repeat },
         } => crate::bench::eval(rows, repeat),
+        Command::Bench {
+            which:
+                BenchCommand::Train {
+                    hidden,
+                    layers,
+                    pairs,
+                    seq,
+                    steps,
+                    python,
+                },
+        } => crate::bench::train(
+            crate::bench::TrainShape {
+                hidden,
+                layers,
+                pairs,
+                seq,
+                steps,
+            },
+            python,
+        ),
     }
 }
 

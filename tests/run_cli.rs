@@ -219,3 +219,26 @@ fn run_errors_are_clear() {
             .contains("skipped 1 bad row(s)")
     );
 }
+
+#[test]
+fn bench_train_reports_a_table() {
+    // A smoke run of the benchmark's machinery (no timing is asserted: speed targets live in
+    // the benchmark's own report, not in tests).
+    let out = poc()
+        .args([
+            "bench", "train", "--hidden", "64", "--layers", "1", "--pairs", "1", "--seq", "24",
+            "--steps", "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("| poc (burn + libtorch, symbolic gradient) |"),
+        "{text}"
+    );
+}

@@ -132,16 +132,18 @@ impl Llama {
             let a = rms_norm(x.clone(), &layer.attn_norm.val(), cfg.rms_norm_eps);
             x = x + self.attention(layer, a, &cos, &sin, &allowed);
             let m = rms_norm(x.clone(), &layer.mlp_norm.val(), cfg.rms_norm_eps);
-            let gate = silu(m.clone().matmul(layer.w_gate.val().unsqueeze()));
-            let up = m.matmul(layer.w_up.val().unsqueeze());
-            x = x + (gate * up).matmul(layer.w_down.val().unsqueeze());
+            let gate = silu(linear(m.clone(), &layer.w_gate));
+            let up = linear(m, &layer.w_up);
+            x = x + linear(gate * up, &layer.w_down);
         }
         let x = rms_norm(x, &self.norm.val(), cfg.rms_norm_eps);
         let head = match &self.lm_head {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
         };
-        x.matmul(head.unsqueeze())
+        let [b, t, _] = x.dims();
+        let v = head.dims()[1];
+        x.reshape([b * t, h]).matmul(head).reshape([b, t, v])
     }
 
     fn attention(
@@ -243,6 +245,14 @@ impl Llama {
             entropy,
         }
     }
+}
+
+/// `x · w` for `x` `[b, t, in]` and `w` `[in, out]`, as one 2-D matrix product.
+fn linear(x: Tensor<3>, w: &Param<Tensor<2>>) -> Tensor<3> {
+    let [b, t, i] = x.dims();
+    let w = w.val();
+    let o = w.dims()[1];
+    x.reshape([b * t, i]).matmul(w).reshape([b, t, o])
 }
 
 /// HF's RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.
