@@ -242,6 +242,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
         &opts,
         &device,
         stop,
+        None,
         |_, _| {},
     )
     .map_err(|e| Failure::Internal(e.to_string()))?;

@@ -149,6 +149,11 @@ enum Command {
         /// No progress bar (logs still go to metrics.jsonl).
         #[arg(long)]
         no_progress: bool,
+        /// Continue from a checkpoint of this run (OUT/checkpoint-N): same data order, learning
+        /// rate schedule and optimizer state, so the loss curve continues exactly. Give the
+        /// same flags as the original run.
+        #[arg(long, value_name = "CHECKPOINT_DIR")]
+        resume: Option<PathBuf>,
     },
     /// Per-row sequence log-probs and completion lengths under a model (JSON lines):
     /// `chosen_logps`, `rejected_logps`, `chosen_len`, `rejected_len`.
@@ -320,6 +325,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             strict,
             random_init,
             no_progress,
+            resume,
         } => {
             let (label, src) = load(&objective)?;
             let c = compile(&label, &src)?;
@@ -351,6 +357,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     strict,
                     random_init,
                     no_progress,
+                    resume,
                 },
             )
         }

@@ -35,6 +35,7 @@ pub struct RunArgs {
     pub strict: bool,
     pub random_init: bool,
     pub no_progress: bool,
+    pub resume: Option<PathBuf>,
 }
 
 fn user(e: impl std::fmt::Display) -> Failure {
@@ -149,6 +150,20 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     } else {
         None
     };
+    // The reference above is the starting model (--model), also when resuming.
+    let (policy, resume) = match &args.resume {
+        None => (policy, None),
+        Some(dir) => {
+            let loaded = load::load(dir, &device.clone().autodiff()).map_err(user)?;
+            let (p, r) = train::load_resume(dir, loaded).map_err(user)?;
+            eprintln!(
+                "poc run: resuming from {} at step {}",
+                dir.display(),
+                r.step
+            );
+            (p, Some(r))
+        }
+    };
     let pairs = load_data(&args, &tok, &out)?;
     let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
     let opts = TrainOptions {
@@ -220,6 +235,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         &opts,
         &device,
         stop,
+        resume,
         |log, total| {
             bar.set_length(total as u64);
             bar.set_position(log.step as u64);

@@ -242,3 +242,69 @@ fn bench_train_reports_a_table() {
         "{text}"
     );
 }
+
+#[test]
+fn resume_continues_the_loss_curve_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let args = [
+        "run",
+        "dpo",
+        "--max-steps",
+        "6",
+        "--save-every",
+        "3",
+        "--no-progress",
+        "--out",
+    ];
+    poc().args(args).arg(&a).assert().success();
+    // b: a copy of a's state at step 3 (as if a had been stopped there), then resumed.
+    std::fs::create_dir_all(&b).unwrap();
+    let ck = b.join("checkpoint-3");
+    std::fs::create_dir_all(&ck).unwrap();
+    for e in std::fs::read_dir(a.join("checkpoint-3")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), ck.join(e.file_name())).unwrap();
+    }
+    for f in [
+        "optimizer.bin",
+        "trainer_state.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
+        assert!(ck.join(f).exists(), "checkpoint lacks {f}");
+    }
+    let head: String = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .take(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(b.join("metrics.jsonl"), head).unwrap(); // steps 4-5 logged after the checkpoint are dropped
+    poc()
+        .args(args)
+        .arg(&b)
+        .arg("--resume")
+        .arg(&ck)
+        .assert()
+        .success();
+    let losses = |d: &Path| {
+        metrics(d)
+            .iter()
+            .map(|m| (m["step"].as_u64().unwrap(), m["loss"].as_f64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        losses(&a),
+        losses(&b),
+        "a resumed run reproduces the uninterrupted loss curve"
+    );
+    let err = poc()
+        .args(args)
+        .arg(tmp.path().join("c"))
+        .arg("--resume")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(err.status.code(), Some(1));
+}

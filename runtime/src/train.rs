@@ -9,7 +9,7 @@ use crate::data::{Batch, Pair, Tok, batches};
 use crate::model::{Llama, load};
 use crate::objective::{run_program, surrogate, to_f64};
 use crate::observe::{needs, observe};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{DType, Device, Tensor};
 use poc_compiler::{Compiled, OutputKind};
@@ -172,10 +172,88 @@ fn clip_global(model: &Llama, mut grads: GradientsParams, max: f64) -> (Gradient
     (grads, norm)
 }
 
+/// Where a resumed run picks up: the optimizer step, the epoch and batch within it, and the
+/// optimizer state (AdamW moments), all from a checkpoint's `trainer_state.json` and
+/// `optimizer.bin`.
+pub struct Resume {
+    /// Optimizer steps already taken.
+    pub step: usize,
+    /// Epochs started (batches of epoch e are shuffled with seed + e - 1).
+    pub epoch: usize,
+    /// Batches of the current epoch already consumed.
+    pub cursor: usize,
+    /// Serialized optimizer state.
+    pub optimizer: Vec<u8>,
+}
+
+/// Gives parameters the ids they had when a checkpoint was written (in visiting order), so
+/// the saved optimizer state, which is keyed by id, applies to them again.
+struct SetIds {
+    ids: Vec<u64>,
+    next: usize,
+}
+
+impl ModuleMapper for SetIds {
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if let Some(&id) = self.ids.get(self.next) {
+            param.id = ParamId::from(id);
+        }
+        self.next += 1;
+        param
+    }
+}
+
+/// Reads the resume state of checkpoint `dir` and re-keys `policy` (loaded from that
+/// checkpoint) to the saved parameter ids.
+pub fn load_resume(dir: &Path, policy: Llama) -> Result<(Llama, Resume), TrainError> {
+    let state_path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| {
+        TrainError::Other(format!(
+            "{}: {e} (is this a checkpoint written by poc run?)",
+            state_path.display()
+        ))
+    })?;
+    let state: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", state_path.display())))?;
+    let field = |k: &str| {
+        state[k]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| TrainError::Other(format!("{}: lacks `{k}`", state_path.display())))
+    };
+    let ids: Vec<u64> = state["param_ids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default();
+    let mut visitor = ParamIds(Vec::new());
+    policy.visit(&mut visitor);
+    if ids.len() != visitor.0.len() {
+        return Err(TrainError::Other(format!(
+            "{}: {} parameter ids for a model with {} parameters",
+            state_path.display(),
+            ids.len(),
+            visitor.0.len()
+        )));
+    }
+    let opt_path = dir.join("optimizer.bin");
+    let optimizer = std::fs::read(&opt_path)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", opt_path.display())))?;
+    let policy = policy.map(&mut SetIds { ids, next: 0 });
+    let resume = Resume {
+        step: field("step")?,
+        epoch: field("epoch")?,
+        cursor: field("cursor")?,
+        optimizer,
+    };
+    Ok((policy, resume))
+}
+
 /// Writes a checkpoint directory atomically: everything goes to `NAME.tmp`, which is then
-/// renamed into place.
+/// renamed into place. Holds the model in HF layout, the tokenizer, the optimizer state and
+/// `trainer_state.json` (step, data position, parameter ids) for `--resume`.
 pub fn save_checkpoint(
     model: &Llama,
+    optimizer: &[u8],
     tok: &Tok,
     dir: &Path,
     state: &serde_json::Value,
@@ -184,7 +262,14 @@ pub fn save_checkpoint(
     let _ = std::fs::remove_dir_all(&tmp);
     load::save(model, &tmp)?;
     tok.save(&tmp).map_err(TrainError::Other)?;
-    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Other(e.to_string()))?;
+    load::write_atomic(&tmp.join("optimizer.bin"), optimizer)?;
+    let mut ids = ParamIds(Vec::new());
+    model.visit(&mut ids);
+    let mut state = state.clone();
+    state["param_ids"] =
+        serde_json::json!(ids.0.iter().map(|(id, _)| id.val()).collect::<Vec<_>>());
+    let text =
+        serde_json::to_string_pretty(&state).map_err(|e| TrainError::Other(e.to_string()))?;
     load::write_atomic(&tmp.join("trainer_state.json"), text.as_bytes())?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir).map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))
@@ -202,6 +287,7 @@ pub fn train(
     opts: &TrainOptions,
     device: &Device,
     stop: Arc<AtomicBool>,
+    resume: Option<Resume>,
     mut on_step: impl FnMut(&StepLog, usize),
 ) -> Result<Vec<StepLog>, TrainError> {
     let ad = device.clone().autodiff();
@@ -221,14 +307,47 @@ pub fn train(
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| TrainError::Other(format!("{}: {e}", opts.out.display())))?;
     let metrics_path = opts.out.join("metrics.jsonl");
-    let mut metrics_file = std::fs::File::create(&metrics_path)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
-    let mut logs = Vec::new();
-    let mut last_checkpoint = "none".to_string();
     let mut epoch_batches: Vec<Batch> = Vec::new();
     let mut cursor = 0usize;
     let mut epoch = 0usize;
-    for step in 0..total {
+    let mut first_step = 0;
+    // A resumed run keeps the log lines up to its checkpoint and continues them.
+    let mut kept = String::new();
+    if let Some(r) = &resume {
+        first_step = r.step;
+        epoch = r.epoch;
+        cursor = r.cursor;
+        if epoch > 0 {
+            epoch_batches = batches(
+                pairs,
+                opts.batch_size,
+                tok.pad,
+                opts.seed.wrapping_add(epoch as u64 - 1),
+            );
+        }
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(r.optimizer.clone()))
+            .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
+        if let Ok(old) = std::fs::read_to_string(&metrics_path) {
+            for line in old.lines() {
+                let step = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["step"].as_u64());
+                if step.is_some_and(|s| s as usize <= r.step) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+    }
+    let mut metrics_file = std::fs::File::create(&metrics_path)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    metrics_file
+        .write_all(kept.as_bytes())
+        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    let mut logs = Vec::new();
+    let mut last_checkpoint = "none".to_string();
+    for step in first_step..total {
         let started = std::time::Instant::now();
         let mut accum = GradientsAccumulator::new();
         let mut loss_sum = 0.0;
@@ -342,8 +461,12 @@ pub fn train(
         let last = step + 1 == total;
         if last || interrupted || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
             let dir = opts.out.join(format!("checkpoint-{}", step + 1));
-            let state = serde_json::json!({"step": step + 1, "total_steps": total, "epoch": epoch, "seed": opts.seed});
-            save_checkpoint(&policy, tok, &dir, &state)?;
+            let state = serde_json::json!({"step": step + 1, "total_steps": total, "epoch": epoch,
+                                           "cursor": cursor, "seed": opts.seed});
+            let optimizer = optim
+                .into_bytes()
+                .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
+            save_checkpoint(&policy, &optimizer, tok, &dir, &state)?;
             last_checkpoint = dir.display().to_string();
         }
         if interrupted {
