@@ -184,7 +184,11 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
     use poc_runtime::model::{Llama, LlamaConfig};
     const WARMUP: usize = 2;
     const PROMPT: usize = 16;
-    if shape.seq <= PROMPT || shape.pairs == 0 || shape.steps == 0 || shape.hidden % 64 != 0 {
+    if shape.seq <= PROMPT
+        || shape.pairs == 0
+        || shape.steps == 0
+        || !shape.hidden.is_multiple_of(64)
+    {
         return Err(Failure::User("poc: bench train needs --seq > 16, --pairs and --steps >= 1, --hidden a multiple of 64".into()));
     }
     let heads = shape.hidden / 32;

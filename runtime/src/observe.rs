@@ -40,8 +40,8 @@ pub struct ObserveError(pub String);
 /// `[B]` halves of a `[2B]` statistic: chosen rows first.
 fn half(t: &Tensor<1>, side: Side, b: usize) -> Tensor<1> {
     match side {
-        Side::Chosen => t.clone().slice([0..b]),
-        Side::Rejected => t.clone().slice([b..2 * b]),
+        Side::Chosen => t.clone().narrow(0, 0, b),
+        Side::Rejected => t.clone().narrow(0, b, b),
     }
 }
 
