@@ -154,6 +154,11 @@ enum Command {
         /// same flags as the original run.
         #[arg(long, value_name = "CHECKPOINT_DIR")]
         resume: Option<PathBuf>,
+        /// Compute the reference's log-probs (and entropies) once, cache them in
+        /// OUT/ref_cache.json (reused by later runs on the same model and data), and train
+        /// without holding a reference model.
+        #[arg(long)]
+        precompute_ref: bool,
     },
     /// Per-row sequence log-probs and completion lengths under a model (JSON lines):
     /// `chosen_logps`, `rejected_logps`, `chosen_len`, `rejected_len`.
@@ -326,6 +331,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             random_init,
             no_progress,
             resume,
+            precompute_ref,
         } => {
             let (label, src) = load(&objective)?;
             let c = compile(&label, &src)?;
@@ -358,6 +364,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                     random_init,
                     no_progress,
                     resume,
+                    precompute_ref,
                 },
             )
         }

@@ -36,6 +36,7 @@ pub struct RunArgs {
     pub random_init: bool,
     pub no_progress: bool,
     pub resume: Option<PathBuf>,
+    pub precompute_ref: bool,
 }
 
 fn user(e: impl std::fmt::Display) -> Failure {
@@ -165,6 +166,57 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         }
     };
     let pairs = load_data(&args, &tok, &out)?;
+    let reference = match reference {
+        None => train::Reference::None,
+        Some(r) if args.precompute_ref => {
+            let needs = poc_runtime::observe::needs(&c.objective.inputs);
+            let fingerprint = format!(
+                "model={} seed={} data={} max_length={} pairs={} entropy={}",
+                args.model,
+                args.seed,
+                args.data
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "synthetic".into()),
+                args.max_length,
+                pairs.len(),
+                needs.entropy
+            );
+            let path = out.join("ref_cache.json");
+            let cached = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<train::RefCache>(&t).ok())
+                .filter(|c| c.fingerprint == fingerprint);
+            let cache = match cached {
+                Some(c) => {
+                    eprintln!("poc run: reference log-probs from {}", path.display());
+                    c
+                }
+                None => {
+                    eprintln!(
+                        "poc run: precomputing reference log-probs over {} pairs",
+                        pairs.len()
+                    );
+                    let c = train::RefCache::compute(
+                        &r,
+                        &pairs,
+                        tok.pad,
+                        args.batch_size,
+                        needs.entropy,
+                        fingerprint,
+                        &device,
+                    );
+                    let text =
+                        serde_json::to_string(&c).map_err(|e| Failure::Internal(e.to_string()))?;
+                    load::write_atomic(&path, text.as_bytes()).map_err(user)?;
+                    c
+                }
+            };
+            // The reference model is dropped here: training holds only the policy.
+            train::Reference::Cached(cache)
+        }
+        Some(r) => train::Reference::Model(r),
+    };
     let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
     let opts = TrainOptions {
         batch_size: args.batch_size,

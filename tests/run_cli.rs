@@ -308,3 +308,43 @@ fn resume_continues_the_loss_curve_exactly() {
         .unwrap();
     assert_eq!(err.status.code(), Some(1));
 }
+
+#[test]
+fn precomputed_reference_matches_the_live_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let args = ["run", "mipo", "--max-steps", "4", "--no-progress", "--out"];
+    poc().args(args).arg(&a).assert().success();
+    let out = poc()
+        .args(args)
+        .arg(&b)
+        .arg("--precompute-ref")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("precomputing reference log-probs")
+    );
+    assert!(b.join("ref_cache.json").exists());
+    let losses = |d: &Path| {
+        metrics(d)
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(losses(&a), losses(&b));
+    // A second run reuses the cache.
+    let out = poc()
+        .args(args)
+        .arg(&b)
+        .arg("--precompute-ref")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("reference log-probs from")
+    );
+}

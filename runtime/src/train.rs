@@ -275,13 +275,95 @@ pub fn save_checkpoint(
     std::fs::rename(&tmp, dir).map_err(|e| TrainError::Other(format!("{}: {e}", dir.display())))
 }
 
+/// Where reference statistics come from.
+pub enum Reference {
+    /// No reference (reference-free objectives).
+    None,
+    /// A frozen model, run on every batch.
+    Model(Llama),
+    /// Precomputed once (`--precompute-ref`); no reference model is held during training.
+    Cached(RefCache),
+}
+
+/// Reference log-probs (and entropies) of every pair, computed in one no-grad pass.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RefCache {
+    /// What the cache was computed for (model, data, max length); a mismatch recomputes.
+    pub fingerprint: String,
+    /// Per pair: [chosen_logps, rejected_logps].
+    pub logps: Vec<[f64; 2]>,
+    /// Per pair: [chosen_entropy, rejected_entropy], if computed.
+    pub entropy: Option<Vec<[f64; 2]>>,
+}
+
+impl RefCache {
+    /// One no-grad pass of `reference` over `pairs`, `batch_size` pairs at a time.
+    pub fn compute(
+        reference: &Llama,
+        pairs: &[Pair],
+        pad: u32,
+        batch_size: usize,
+        entropy: bool,
+        fingerprint: String,
+        device: &Device,
+    ) -> RefCache {
+        let mut logps = Vec::with_capacity(pairs.len());
+        let mut ents = Vec::with_capacity(pairs.len());
+        let idx: Vec<usize> = (0..pairs.len()).collect();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let batch = crate::data::pairs::batch_of(pairs, chunk, pad);
+            let st = reference.sequence_stats(
+                &batch.tokens,
+                &batch.mask,
+                &batch.completion,
+                entropy,
+                device,
+            );
+            let lp = to_f64(st.logps);
+            let en = st.entropy.map(to_f64);
+            let b = chunk.len();
+            for j in 0..b {
+                logps.push([lp[j], lp[b + j]]);
+                if let Some(e) = &en {
+                    ents.push([e[j], e[b + j]]);
+                }
+            }
+        }
+        RefCache {
+            fingerprint,
+            logps,
+            entropy: entropy.then_some(ents),
+        }
+    }
+
+    /// The cached statistics of `batch`, shaped like a reference forward's (chosen rows, then
+    /// rejected rows).
+    pub fn stats(&self, batch: &Batch, device: &Device) -> crate::model::SequenceStats {
+        let col = |k: usize, v: &[[f64; 2]]| -> Vec<f32> {
+            batch.pairs.iter().map(|&i| v[i][k] as f32).collect()
+        };
+        let both = |v: &[[f64; 2]]| {
+            let mut x = col(0, v);
+            x.extend(col(1, v));
+            let n = x.len();
+            Tensor::<1>::from_data(burn::tensor::TensorData::new(x, [n]), device)
+        };
+        let n = 2 * batch.pairs.len();
+        crate::model::SequenceStats {
+            logps: both(&self.logps),
+            tokens: Tensor::zeros([n], device),
+            entropy: self.entropy.as_deref().map(both),
+        }
+    }
+}
+
 /// Trains `policy` against `reference` on `pairs`. Calls `on_step` after every step (for
 /// progress display); stops cleanly when `stop` is set (Ctrl-C), saving a checkpoint.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     compiled: &Compiled,
     mut policy: Llama,
-    reference: Option<Llama>,
+    reference: Reference,
     tok: &Tok,
     pairs: &[Pair],
     opts: &TrainOptions,
@@ -378,13 +460,14 @@ pub fn train(
             let pstats =
                 policy.sequence_stats(&batch.tokens, &batch.mask, &batch.completion, false, &ad);
             let rstats = match (&reference, need.reference) {
-                (Some(r), true) => Some(r.sequence_stats(
+                (Reference::Model(r), true) => Some(r.sequence_stats(
                     &batch.tokens,
                     &batch.mask,
                     &batch.completion,
                     need.entropy,
                     device,
                 )),
+                (Reference::Cached(cache), true) => Some(cache.stats(batch, device)),
                 _ => None,
             };
             let xs = observe(inputs, batch, pairs, &pstats, rstats.as_ref(), vocab, &ad)?;
