@@ -202,7 +202,8 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
     config.intermediate_size = inter;
     let device = poc_runtime::device::DeviceSpec::Cpu.device();
     let policy = Llama::random(&config, 0, &device.clone().autodiff());
-    let reference = poc_runtime::train::Reference::Model(burn::module::Module::valid(&policy));
+    let reference =
+        poc_runtime::train::Reference::Model(Box::new(burn::module::Module::valid(&policy)));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut random_seq = || Tokenized {
         ids: (0..shape.seq)

@@ -215,7 +215,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
             // The reference model is dropped here: training holds only the policy.
             train::Reference::Cached(cache)
         }
-        Some(r) => train::Reference::Model(r),
+        Some(r) => train::Reference::Model(Box::new(r)),
     };
     let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
     let opts = TrainOptions {

@@ -280,7 +280,7 @@ pub enum Reference {
     /// No reference (reference-free objectives).
     None,
     /// A frozen model, run on every batch.
-    Model(Llama),
+    Model(Box<Llama>),
     /// Precomputed once (`--precompute-ref`); no reference model is held during training.
     Cached(RefCache),
 }
