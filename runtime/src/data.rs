@@ -3,9 +3,36 @@
 //! conversational message lists rendered with the Llama-3 chat template), tokenized as TRL's
 //! DPOTrainer does, and padded, length-bucketed batches.
 
+pub mod chat;
 pub mod pairs;
 pub mod synthetic;
 pub mod tokenizer;
 
-pub use pairs::{Batch, DataError, Pair, Tokenized, batches, load_pairs};
+pub use pairs::{Batch, Pair, Tokenized, batch_of, batches, load_pairs, parse_pairs};
 pub use tokenizer::{BOS, EOS, PAD, Tok, tiny_tokenizer_json, tiny_vocab_size};
+
+use std::path::PathBuf;
+
+/// A data problem, naming the file (and, for a row, the line).
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file could not be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A `tokenizer.json` could not be loaded.
+    #[error("{}: not a usable tokenizer.json: {message}", path.display())]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What the tokenizers crate said.
+        message: String,
+    },
+    /// A bad row under `strict`, or no usable row at all; the message names file and line.
+    #[error("{0}")]
+    BadRows(String),
+}

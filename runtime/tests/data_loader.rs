@@ -205,3 +205,158 @@ fn synthetic_data_is_deterministic() {
         poc_runtime::data::synthetic::synthetic_jsonl(20, 10)
     );
 }
+
+fn bad_reason(row: &str, max_length: usize) -> String {
+    let (_, bad) = parse_pairs(
+        &format!("{{\"prompt\": \"ok\", \"chosen\": \" a\", \"rejected\": \" b\"}}\n{row}"),
+        "d.jsonl",
+        &tok(),
+        max_length,
+        false,
+    )
+    .unwrap();
+    assert_eq!(bad.len(), 1, "{row} should be bad: {bad:?}");
+    assert!(bad[0].starts_with("d.jsonl:2: "), "{}", bad[0]);
+    bad[0]["d.jsonl:2: ".len()..].to_string()
+}
+
+#[test]
+fn conversational_bad_rows_say_why() {
+    let user = r#"[{"role": "user", "content": "Hi"}]"#;
+    let said = |s: &str| format!(r#"[{{"role": "assistant", "content": "{s}"}}]"#);
+    let row =
+        |p: &str, c: &str, r: &str| format!(r#"{{"prompt": {p}, "chosen": {c}, "rejected": {r}}}"#);
+    assert_eq!(
+        bad_reason(&row(user, &said("  "), &said("No.")), 128),
+        "chosen: empty completion"
+    );
+    assert_eq!(
+        bad_reason(&row(user, "[]", &said("No.")), 128),
+        "chosen: empty completion"
+    );
+    assert!(
+        bad_reason(&row(user, user, &said("No.")), 128)
+            .contains("chosen: the completion starts with a `user` message")
+    );
+    assert_eq!(
+        bad_reason(&row("[]", &said("a"), &said("b")), 128),
+        "empty prompt"
+    );
+    assert!(
+        bad_reason(&row(user, r#"[{"role": "assistant"}]"#, &said("b")), 128)
+            .contains("`chosen` message 1 lacks a string `content`")
+    );
+    assert!(bad_reason(&row(user, "\" a\"", &said("b")), 128).contains("must all be strings"));
+    assert!(bad_reason(&row("\"p\"", &said("a"), &said("b")), 128).contains("must all be strings"));
+    assert!(
+        bad_reason(r#"{"prompt": 3, "chosen": " a", "rejected": " b"}"#, 128)
+            .contains("must all be strings")
+    );
+    assert_eq!(bad_reason("[1, 2]", 128), "expected a JSON object");
+    assert_eq!(
+        bad_reason(r#"{"chosen": " a", "rejected": " b"}"#, 128),
+        "missing field `prompt`"
+    );
+}
+
+#[test]
+fn implicit_prompts_are_the_shared_leading_messages() {
+    let t = tok();
+    let explicit = r#"{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Hello."}], "rejected": [{"role": "assistant", "content": "Go."}]}"#;
+    let implicit = r#"{"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}], "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Go."}]}"#;
+    let (a, _) = parse_pairs(explicit, "d", &t, 128, true).unwrap();
+    let (b, _) = parse_pairs(implicit, "d", &t, 128, true).unwrap();
+    assert_eq!(a[0].chosen, b[0].chosen);
+    assert_eq!(a[0].rejected, b[0].rejected);
+    let nothing_shared = r#"{"chosen": [{"role": "user", "content": "A"}], "rejected": [{"role": "user", "content": "B"}]}"#;
+    assert!(bad_reason(nothing_shared, 128).contains("missing field `prompt`"));
+}
+
+#[test]
+fn a_prompt_that_already_has_bos_gets_no_second_one() {
+    let t = tok();
+    let row =
+        r#"{"prompt": "<|begin_of_text|>The cat is", "chosen": " kind.", "rejected": " rude."}"#;
+    let (with, _) = parse_pairs(row, "d", &t, 64, true).unwrap();
+    let row = r#"{"prompt": "The cat is", "chosen": " kind.", "rejected": " rude."}"#;
+    let (without, _) = parse_pairs(row, "d", &t, 64, true).unwrap();
+    assert_eq!(with[0].chosen, without[0].chosen);
+    assert_eq!(with[0].chosen.ids.iter().filter(|&&i| i == BOS).count(), 1);
+}
+
+#[test]
+fn max_length_cuts_completions_and_rejects_prompts_without_room() {
+    let t = tok();
+    // BOS + 6 prompt bytes = 7 tokens.
+    let row = r#"{"prompt": "abcdef", "chosen": " kind.", "rejected": " rude."}"#;
+    let (pairs, _) = parse_pairs(row, "d", &t, 8, true).unwrap();
+    assert_eq!(pairs[0].chosen.ids.len(), 8);
+    assert_eq!(
+        pairs[0].chosen.completion_start, 7,
+        "one completion token fits"
+    );
+    assert!(
+        bad_reason(row, 7).contains(
+            "prompt is 7 tokens, leaving no room for the completion under --max-length 7"
+        ),
+        "{}",
+        bad_reason(row, 7)
+    );
+    // A completion cut by max_length gets no EOS; an uncut one does.
+    assert_ne!(*pairs[0].chosen.ids.last().unwrap(), EOS);
+    let (pairs, _) = parse_pairs(row, "d", &t, 64, true).unwrap();
+    assert_eq!(*pairs[0].chosen.ids.last().unwrap(), EOS);
+}
+
+#[test]
+fn numeric_columns_are_kept_per_row() {
+    let text = [
+        r#"{"prompt": "a", "chosen": " b", "rejected": " c", "score_chosen": 9, "score_rejected": -1.5, "ok": true, "id": "x7", "meta": {"k": 1}}"#,
+        r#"{"prompt": "a", "chosen": " b", "rejected": " c", "score_chosen": 3.25}"#,
+    ]
+    .join("\n");
+    let (pairs, _) = parse_pairs(&text, "d", &tok(), 64, true).unwrap();
+    let cols = |i: usize| pairs[i].columns.clone().into_iter().collect::<Vec<_>>();
+    assert_eq!(
+        cols(0),
+        [
+            ("score_chosen".to_string(), 9.0),
+            ("score_rejected".to_string(), -1.5)
+        ]
+    );
+    assert_eq!(cols(1), [("score_chosen".to_string(), 3.25)]);
+    assert_eq!((pairs[0].line, pairs[1].line), (1, 2));
+}
+
+#[test]
+fn a_missing_data_file_is_named() {
+    let err = poc_runtime::data::load_pairs(
+        std::path::Path::new("/nonexistent/prefs.jsonl"),
+        &tok(),
+        64,
+        false,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/nonexistent/prefs.jsonl"), "{err}");
+}
+
+#[test]
+fn batch_masks_mark_real_and_completion_tokens() {
+    let text = [
+        r#"{"prompt": "ab", "chosen": " c", "rejected": " defg"}"#,
+        r#"{"prompt": "abcd", "chosen": " e", "rejected": " f"}"#,
+    ]
+    .join("\n");
+    let (pairs, _) = parse_pairs(&text, "d", &tok(), 64, true).unwrap();
+    let b = poc_runtime::data::batch_of(&pairs, &[0, 1], PAD);
+    // Rows: chosen 0, chosen 1, rejected 0, rejected 1; the widest is BOS+2+5+EOS = 9.
+    assert_eq!(b.tokens.iter().map(Vec::len).collect::<Vec<_>>(), [9; 4]);
+    let ones = |m: &Vec<bool>| m.iter().map(|&x| x as u8).collect::<Vec<_>>();
+    assert_eq!(ones(&b.mask[0]), [1, 1, 1, 1, 1, 1, 0, 0, 0]);
+    assert_eq!(ones(&b.completion[0]), [0, 0, 0, 1, 1, 1, 0, 0, 0]);
+    assert_eq!(ones(&b.completion[1]), [0, 0, 0, 0, 0, 1, 1, 1, 0]);
+    assert_eq!(ones(&b.completion[2]), [0, 0, 0, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(ones(&b.mask[2]), [1; 9]);
+    assert_eq!(&b.tokens[0][6..], &[PAD; 3]);
+}

@@ -1,22 +1,20 @@
 //! TRL preference rows → tokenized pairs → padded, length-bucketed batches.
+//!
+//! A row is a JSON object with `prompt`, `chosen` and `rejected`, either all strings or all
+//! message lists (`[{"role", "content"}]`, rendered with the Llama-3 chat template; a row
+//! without `prompt` takes the messages chosen and rejected share, as TRL's implicit prompt).
+//! Every other numeric field is kept as a column (objectives read e.g. `score_chosen`).
 
+use super::DataError;
+use super::chat::{
+    Message, parse_messages, render_completion, render_prompt, split_implicit_prompt,
+};
 use super::tokenizer::Tok;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// A data problem, naming the file and line.
-#[derive(Debug, thiserror::Error)]
-pub enum DataError {
-    /// The file could not be read.
-    #[error("cannot read `{0}`: {1}")]
-    Io(String, std::io::Error),
-    /// A bad row under `--strict` (or every row bad).
-    #[error("{0}")]
-    BadRows(String),
-}
 
 /// One completion: prompt + completion ids, and where the completion starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,66 +38,53 @@ pub struct Pair {
     pub columns: BTreeMap<String, f64>,
 }
 
-/// Renders messages with the Llama-3 chat template. A completion (`continuation`) follows a
-/// prompt rendered with the generation prompt, so its first assistant turn has no header:
-/// prompt + completion is exactly the template applied to the whole conversation.
-fn chat(messages: &[Value], generation_prompt: bool, continuation: bool) -> Result<String, String> {
-    let mut s = String::new();
-    for (i, m) in messages.iter().enumerate() {
-        let role = m
-            .get("role")
-            .and_then(|v| v.as_str())
-            .ok_or("a message lacks a string `role`")?;
-        let content = m
-            .get("content")
-            .and_then(|v| v.as_str())
-            .ok_or("a message lacks a string `content`")?;
-        if continuation && i == 0 && role == "assistant" {
-            s.push_str(&format!("{}<|eot_id|>", content.trim()));
-        } else {
-            s.push_str(&format!(
-                "<|start_header_id|>{role}<|end_header_id|>\n\n{}<|eot_id|>",
-                content.trim()
-            ));
-        }
-    }
-    if generation_prompt {
-        s.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
-    }
-    Ok(s)
+/// How a row's texts were written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Plain strings: the tokenizer adds BOS, poc appends EOS to the completion.
+    Plain,
+    /// Rendered by the chat template, which writes BOS and ends turns with `<|eot_id|>`.
+    Chat,
 }
 
-/// Tokenizes one completion as TRL's DPOTrainer does: the prompt and prompt+completion are
-/// encoded with special tokens, and the completion starts where the two diverge.
+/// Tokenizes one completion as TRL's DPOTrainer does (`build_tokenized_answer`): the prompt
+/// and prompt + completion are encoded, and the completion starts where the two diverge, so a
+/// token that merges across the boundary belongs to the completion. A completion longer than
+/// `max_length` allows is cut; a prompt that leaves no room for it is an error.
 fn tokenize(
     tok: &Tok,
     prompt: &str,
     completion: &str,
-    plain: bool,
+    format: Format,
     max_length: usize,
 ) -> Result<Tokenized, String> {
-    if completion.trim().is_empty() {
-        return Err("empty completion".into());
-    }
-    // Conversational text already carries <|begin_of_text|> from the template.
-    let (prompt_text, full_text, special) = if plain {
-        (prompt.to_string(), format!("{prompt}{completion}"), true)
-    } else {
-        (
-            format!("<|begin_of_text|>{prompt}"),
-            format!("<|begin_of_text|>{prompt}{completion}"),
-            false,
-        )
+    let special = format == Format::Plain;
+    let encode = |text: &str| -> Result<Vec<u32>, String> {
+        let mut ids = tok.encode(text, special)?;
+        // A plain prompt that already begins with the BOS text would get a second BOS.
+        if let Some(bos) = tok.bos
+            && special
+            && ids.len() >= 2
+            && ids[0] == bos
+            && ids[1] == bos
+        {
+            ids.remove(0);
+        }
+        Ok(ids)
     };
-    let p = tok.encode(&prompt_text, special)?;
-    let mut ids = tok.encode(&full_text, special)?;
-    let start = p.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-    if plain {
+    let prompt_ids = encode(prompt)?;
+    let mut ids = encode(&format!("{prompt}{completion}"))?;
+    let start = prompt_ids
+        .iter()
+        .zip(&ids)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if format == Format::Plain {
         ids.push(tok.eos);
     }
-    if start + 1 >= max_length {
+    if start >= max_length {
         return Err(format!(
-            "prompt is {start} tokens, not shorter than --max-length {max_length}"
+            "prompt is {start} tokens, leaving no room for the completion under --max-length {max_length}"
         ));
     }
     ids.truncate(max_length);
@@ -112,39 +97,80 @@ fn tokenize(
     })
 }
 
-fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<Pair, String> {
-    let obj = v.as_object().ok_or("expected a JSON object")?;
+/// The texts of a row: (prompt, chosen, rejected, format).
+fn row_texts(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<(String, String, String, Format), String> {
     let field = |k: &str| obj.get(k).ok_or_else(|| format!("missing field `{k}`"));
-    let (prompt, chosen, rejected) = (field("prompt")?, field("chosen")?, field("rejected")?);
-    let (prompt_text, chosen_text, rejected_text, plain) = match (prompt, chosen, rejected) {
-        (Value::String(p), Value::String(c), Value::String(r)) => {
-            (p.clone(), c.clone(), r.clone(), true)
-        }
-        (Value::Array(p), Value::Array(c), Value::Array(r)) => (
-            chat(p, true, false)?,
-            chat(c, false, true)?,
-            chat(r, false, true)?,
-            false,
-        ),
-        _ => {
-            return Err(
-                "`prompt`, `chosen`, `rejected` must all be strings or all be message lists".into(),
-            );
+    let (chosen, rejected) = (field("chosen")?, field("rejected")?);
+    let messages = |v: &Value, what: &str| -> Result<Option<Vec<Message>>, String> {
+        match v {
+            Value::Array(a) => parse_messages(a, what).map(Some),
+            _ => Ok(None),
         }
     };
-    let chosen = tokenize(tok, &prompt_text, &chosen_text, plain, max_length)
-        .map_err(|e| format!("chosen: {e}"))?;
-    let rejected = tokenize(tok, &prompt_text, &rejected_text, plain, max_length)
-        .map_err(|e| format!("rejected: {e}"))?;
-    let mut columns = BTreeMap::new();
-    for (k, v) in obj {
-        if matches!(k.as_str(), "prompt" | "chosen" | "rejected") {
-            continue;
+    let mixed =
+        || "`prompt`, `chosen`, `rejected` must all be strings or all be message lists".to_string();
+    match obj.get("prompt") {
+        Some(Value::String(p)) => match (chosen, rejected) {
+            (Value::String(c), Value::String(r)) => {
+                for (side, text) in [("chosen", c), ("rejected", r)] {
+                    if text.trim().is_empty() {
+                        return Err(format!("{side}: empty completion"));
+                    }
+                }
+                Ok((p.clone(), c.clone(), r.clone(), Format::Plain))
+            }
+            _ => Err(mixed()),
+        },
+        Some(p @ Value::Array(_)) => {
+            let (Some(p), Some(c), Some(r)) = (
+                messages(p, "prompt")?,
+                messages(chosen, "chosen")?,
+                messages(rejected, "rejected")?,
+            ) else {
+                return Err(mixed());
+            };
+            chat_texts(p, c, r)
         }
-        if let Some(x) = v.as_f64() {
-            columns.insert(k.clone(), x);
-        }
+        Some(_) => Err(mixed()),
+        None => match (messages(chosen, "chosen")?, messages(rejected, "rejected")?) {
+            (Some(c), Some(r)) => {
+                let conversation = split_implicit_prompt(c, r)?;
+                chat_texts(
+                    conversation.prompt,
+                    conversation.chosen,
+                    conversation.rejected,
+                )
+            }
+            _ => Err("missing field `prompt`".into()),
+        },
     }
+}
+
+fn chat_texts(
+    prompt: Vec<Message>,
+    chosen: Vec<Message>,
+    rejected: Vec<Message>,
+) -> Result<(String, String, String, Format), String> {
+    let prompt = render_prompt(&prompt)?;
+    let chosen = render_completion(&chosen).map_err(|e| format!("chosen: {e}"))?;
+    let rejected = render_completion(&rejected).map_err(|e| format!("rejected: {e}"))?;
+    Ok((prompt, chosen, rejected, Format::Chat))
+}
+
+fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<Pair, String> {
+    let obj = v.as_object().ok_or("expected a JSON object")?;
+    let (prompt, chosen, rejected, format) = row_texts(obj)?;
+    let chosen =
+        tokenize(tok, &prompt, &chosen, format, max_length).map_err(|e| format!("chosen: {e}"))?;
+    let rejected = tokenize(tok, &prompt, &rejected, format, max_length)
+        .map_err(|e| format!("rejected: {e}"))?;
+    let columns = obj
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "prompt" | "chosen" | "rejected"))
+        .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
+        .collect();
     Ok(Pair {
         line,
         chosen,
@@ -153,16 +179,20 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
     })
 }
 
-/// Reads TRL preference JSONL. Bad rows are reported (line and reason) and skipped, or are
-/// an error under `strict`. Returns the pairs and the warnings.
+/// Reads TRL preference JSONL from `path`. Bad rows (invalid JSON, a missing or mistyped
+/// field, an empty completion, a prompt with no room under `max_length`) are reported by
+/// 1-based line and skipped, or are an error under `strict`. Returns the pairs and one
+/// message per skipped row; no usable row at all is an error.
 pub fn load_pairs(
     path: &Path,
     tok: &Tok,
     max_length: usize,
     strict: bool,
 ) -> Result<(Vec<Pair>, Vec<String>), DataError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| DataError::Io(path.display().to_string(), e))?;
+    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse_pairs(&text, &path.display().to_string(), tok, max_length, strict)
 }
 

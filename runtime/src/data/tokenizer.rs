@@ -2,6 +2,7 @@
 //! a real `tokenizer.json` (byte-level BPE with no merges: one token per byte, plus Llama-3's
 //! special tokens), so the demo needs no download and checkpoints load in other tools.
 
+use super::DataError;
 use std::path::Path;
 
 /// `<|begin_of_text|>` in the tiny vocabulary.
@@ -90,19 +91,34 @@ pub struct Tok {
     inner: tokenizers::Tokenizer,
     /// End-of-sequence id appended to plain-text completions.
     pub eos: u32,
-    /// Padding id.
+    /// Padding id: `<|finetune_right_pad_id|>` where the vocabulary has it, else `eos`
+    /// (padding is masked out, so any id works).
     pub pad: u32,
+    /// `<|begin_of_text|>`, where the vocabulary has it.
+    pub bos: Option<u32>,
 }
 
 impl Tok {
     /// Reads `tokenizer.json`; `eos` comes from the model config.
-    pub fn from_file(path: &Path, eos: u32) -> Result<Tok, String> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_file(path: &Path, eos: u32) -> Result<Tok, DataError> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Tok::new(inner, eos))
+    }
+
+    fn new(inner: tokenizers::Tokenizer, eos: u32) -> Tok {
         let pad = inner
             .token_to_id("<|finetune_right_pad_id|>")
             .unwrap_or(eos);
-        Ok(Tok { inner, eos, pad })
+        let bos = inner.token_to_id(SPECIALS[0]);
+        Tok {
+            inner,
+            eos,
+            pad,
+            bos,
+        }
     }
 
     /// The embedded tiny tokenizer.
@@ -110,11 +126,7 @@ impl Tok {
         let inner = tiny_tokenizer_json()
             .parse::<tokenizers::Tokenizer>()
             .expect("the embedded tokenizer.json is valid (tested)");
-        Tok {
-            inner,
-            eos: EOS,
-            pad: PAD,
-        }
+        Tok::new(inner, EOS)
     }
 
     /// Token ids of `text`, with the tokenizer's special tokens (BOS) when `special`.

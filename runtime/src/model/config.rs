@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Errors of model configuration, loading and saving; each names the file and the field.
+/// Errors of model configuration, loading and saving; each names the file, and the tensor
+/// where one is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read or written.
@@ -17,7 +18,7 @@ pub enum ModelError {
         /// Why.
         source: std::io::Error,
     },
-    /// A file's contents are wrong.
+    /// A file's contents are malformed (JSON, safetensors header) or inconsistent.
     #[error("{path}: {message}")]
     Format {
         /// The file.
@@ -25,9 +26,50 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
-    /// Something else about the model is wrong.
-    #[error("{0}")]
-    Other(String),
+    /// A directory holds neither `model.safetensors` nor `model.safetensors.index.json`.
+    #[error("{}: no model.safetensors or model.safetensors.index.json", dir.display())]
+    NoWeights {
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+    /// The configuration implies a tensor the checkpoint lacks.
+    #[error("{}: checkpoint lacks tensor `{tensor}`", path.display())]
+    MissingTensor {
+        /// The HF name of the tensor.
+        tensor: String,
+        /// The file that should list it (`model.safetensors` or the index).
+        path: PathBuf,
+    },
+    /// A tensor's shape disagrees with the configuration.
+    #[error("{}: tensor `{tensor}` has shape {got:?}, config.json implies {want:?}", path.display())]
+    Shape {
+        /// The HF name of the tensor.
+        tensor: String,
+        /// The file holding it.
+        path: PathBuf,
+        /// Its shape in the file.
+        got: Vec<usize>,
+        /// The shape the configuration implies.
+        want: Vec<usize>,
+    },
+    /// A tensor is stored in a dtype poc does not read.
+    #[error("{}: tensor `{tensor}` has dtype {dtype}; poc reads F32, F16, BF16 and F64", path.display())]
+    Dtype {
+        /// The HF name of the tensor.
+        tensor: String,
+        /// The file holding it.
+        path: PathBuf,
+        /// The dtype as safetensors names it.
+        dtype: String,
+    },
+    /// A model tensor could not be read back from its device (saving).
+    #[error("reading tensor `{tensor}` from the device: {message}")]
+    Readback {
+        /// The HF name of the tensor.
+        tensor: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl ModelError {
@@ -158,14 +200,14 @@ impl LlamaConfig {
         if self.num_attention_heads == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return Err("hidden_size, vocab_size and num_attention_heads must be positive".into());
         }
-        if self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+        if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads,
                 self.kv_heads()
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head_dim ({}) must be even for RoPE",
                 self.head_dim()
@@ -196,7 +238,13 @@ impl LlamaConfig {
     /// RoPE parameters from either config form.
     pub fn rope(&self) -> Result<Rope, String> {
         let (theta, scaling) = match &self.rope_parameters {
-            Some(p) => (p.get("rope_theta").and_then(|v| v.as_f64()), Some(p)),
+            // transformers 5 moves rope_theta into rope_parameters; accept it at either place.
+            Some(p) => (
+                p.get("rope_theta")
+                    .and_then(|v| v.as_f64())
+                    .or(self.rope_theta),
+                Some(p),
+            ),
             None => (self.rope_theta, self.rope_scaling.as_ref()),
         };
         let theta = theta.unwrap_or(10000.0);
@@ -217,13 +265,23 @@ impl LlamaConfig {
                                 .and_then(|v| v.as_f64())
                                 .ok_or_else(|| format!("rope scaling lacks `{k}`"))
                         };
-                        Some(Llama3Scaling {
+                        let scaling = Llama3Scaling {
                             factor: f("factor")?,
                             low_freq_factor: f("low_freq_factor")?,
                             high_freq_factor: f("high_freq_factor")?,
                             original_max_position_embeddings: f("original_max_position_embeddings")?
                                 as usize,
-                        })
+                        };
+                        // The smooth band between the two wavelengths divides by their gap.
+                        if !(scaling.factor > 0.0
+                            && scaling.low_freq_factor > 0.0
+                            && scaling.low_freq_factor < scaling.high_freq_factor)
+                        {
+                            return Err(format!(
+                                "llama3 rope scaling needs factor > 0 and 0 < low_freq_factor < high_freq_factor, got {scaling:?}"
+                            ));
+                        }
+                        Some(scaling)
                     }
                     other => {
                         return Err(format!(

@@ -77,7 +77,9 @@ fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
 }
 
 impl Llama {
-    /// A randomly initialized model (HF's scheme: N(0, 0.02) weights, unit norms), seeded.
+    /// A randomly initialized model (HF's scheme: N(0, 0.02) weights, unit norms), the same
+    /// for the same seed. `config` should have passed [`LlamaConfig::validate`] (presets and
+    /// [`LlamaConfig::from_file`] do).
     pub fn random(config: &LlamaConfig, seed: u64, device: &Device) -> Llama {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut normal = |rows: usize, cols: usize| -> Tensor<2> {
@@ -114,8 +116,10 @@ impl Llama {
         }
     }
 
-    /// Logits `[batch, time, vocab]` for `tokens` `[batch, time]`; `mask` marks real tokens
-    /// (right padding: positions are 0..time for every row).
+    /// Logits `[batch, time, vocab]` for `tokens` `[batch, time]`. `mask` (`[batch][time]`)
+    /// marks real tokens: attention is causal and never looks at a padding token. Rows are
+    /// right-padded, so positions (for RoPE) are `0..time` in every row; logits at padding
+    /// positions are meaningless.
     pub fn forward(&self, tokens: Tensor<2, Int>, mask: &[Vec<bool>]) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let cfg = &self.config;
@@ -186,8 +190,8 @@ impl Llama {
         let mut cos = Vec::with_capacity(t * dh);
         let mut sin = Vec::with_capacity(t * dh);
         for pos in 0..t {
-            for half in 0..2 {
-                let _ = half;
+            // Both halves of a head share the frequencies (rotate-half layout).
+            for _half in 0..2 {
                 for f in &inv {
                     let angle = pos as f64 * f;
                     cos.push(angle.cos() as f32);
@@ -199,8 +203,16 @@ impl Llama {
         (make(cos), make(sin))
     }
 
-    /// Completion log-probs (summed), token counts and optionally mean entropies.
-    /// `completion[b][t]` is true when token t of row b belongs to the completion.
+    /// The observables of a batch: per row, the summed log-probability of its completion
+    /// tokens, their count, and (only when `want_entropy`) the mean full-vocabulary entropy of
+    /// the next-token distribution at the positions that predict them.
+    ///
+    /// `tokens`, `mask` and `completion` are `[batch][time]`, every row of the same length
+    /// (a [`crate::data::Batch`] is); `mask` marks real tokens and `completion[b][t]` marks
+    /// token `t` of row `b` as a completion token (a subset of the real ones). Token `t` is
+    /// scored by the distribution at position `t - 1`, so a completion token at position 0
+    /// is never counted. One `log_softmax` serves the log-probs and the entropies. On an
+    /// autodiff device the log-probs (and entropies) carry gradients.
     pub fn sequence_stats(
         &self,
         tokens: &[Vec<u32>],
@@ -211,11 +223,20 @@ impl Llama {
     ) -> SequenceStats {
         let b = tokens.len();
         let t = tokens.first().map(|r| r.len()).unwrap_or(0);
+        if b == 0 || t < 2 {
+            // Nothing is predicted: no completion token can be scored.
+            let zeros = || Tensor::<1>::zeros([b], device);
+            return SequenceStats {
+                logps: zeros(),
+                tokens: zeros(),
+                entropy: want_entropy.then(zeros),
+            };
+        }
         let flat: Vec<i64> = tokens
             .iter()
             .flat_map(|r| r.iter().map(|&x| x as i64))
             .collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [b, t]), device);
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
         let logits = self.forward(ids, mask);
         let v = self.config.vocab_size;
         let logp = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]), 2);

@@ -1,28 +1,40 @@
-//! HF-layout checkpoints: `config.json`, `model.safetensors` or sharded
-//! `model-0000k-of-0000n.safetensors` with `model.safetensors.index.json`. Tensors are read one
-//! at a time from memory-mapped files (never two full copies of the model in memory) and saved
-//! atomically (temporary file in the same directory, then rename).
+//! HF-layout checkpoints: `config.json` plus `model.safetensors`, or sharded
+//! `model-0000k-of-0000n.safetensors` files listed by `model.safetensors.index.json`.
+//!
+//! Loading memory-maps the files and moves one tensor at a time to the device (converted to
+//! f32 from F32, BF16, F16 or F64), so the host never holds more than the tensor in flight.
+//! Saving streams tensors the same way, one at a time from the device into the file, and
+//! writes every file atomically (a temporary file in the same directory, then a rename).
 
 use super::config::{LlamaConfig, ModelError};
 use super::llama::{Block, Llama};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The files a tensor name lives in.
+const SINGLE: &str = "model.safetensors";
+const INDEX: &str = "model.safetensors.index.json";
+
+/// The checkpoint's files, memory-mapped on first use, and which file holds each tensor.
 struct Shards {
+    /// Tensor name → file.
     files: HashMap<String, PathBuf>,
+    /// The file that lists the tensors (named when one is missing).
+    listing: PathBuf,
     maps: HashMap<PathBuf, memmap2::Mmap>,
 }
 
 impl Shards {
     fn open(dir: &Path) -> Result<Shards, ModelError> {
-        let index = dir.join("model.safetensors.index.json");
-        let single = dir.join("model.safetensors");
+        let index = dir.join(INDEX);
+        let single = dir.join(SINGLE);
         let mut files = HashMap::new();
-        if index.exists() {
+        let mut maps = HashMap::new();
+        // An index wins over a single file, as in transformers.
+        let listing = if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| ModelError::format(&index, e.to_string()))?;
@@ -36,6 +48,7 @@ impl Shards {
                 })?;
                 files.insert(name.clone(), dir.join(file));
             }
+            index
         } else if single.exists() {
             let map = mmap(&single)?;
             let st = SafeTensors::deserialize(&map)
@@ -43,25 +56,30 @@ impl Shards {
             for name in st.names() {
                 files.insert(name.to_string(), single.clone());
             }
+            maps.insert(single.clone(), map);
+            single
         } else {
-            return Err(ModelError::Other(format!(
-                "{}: no model.safetensors or model.safetensors.index.json",
-                dir.display()
-            )));
-        }
+            return Err(ModelError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        };
         Ok(Shards {
             files,
-            maps: HashMap::new(),
+            listing,
+            maps,
         })
     }
 
-    /// The tensor `name` as f32 values and its shape.
-    fn read(&mut self, name: &str) -> Result<(Vec<f32>, Vec<usize>), ModelError> {
+    /// The tensor `name` as f32 values, checked to have shape `want`.
+    fn read(&mut self, name: &str, want: &[usize]) -> Result<Vec<f32>, ModelError> {
         let path = self
             .files
             .get(name)
             .cloned()
-            .ok_or_else(|| ModelError::Other(format!("checkpoint lacks tensor `{name}`")))?;
+            .ok_or_else(|| ModelError::MissingTensor {
+                tensor: name.to_string(),
+                path: self.listing.clone(),
+            })?;
         if !self.maps.contains_key(&path) {
             let m = mmap(&path)?;
             self.maps.insert(path.clone(), m);
@@ -69,11 +87,20 @@ impl Shards {
         let map = &self.maps[&path];
         let st =
             SafeTensors::deserialize(map).map_err(|e| ModelError::format(&path, e.to_string()))?;
-        let view = st
-            .tensor(name)
-            .map_err(|e| ModelError::format(&path, format!("`{name}`: {e}")))?;
+        let view = st.tensor(name).map_err(|_| ModelError::MissingTensor {
+            tensor: name.to_string(),
+            path: path.clone(),
+        })?;
+        if view.shape() != want {
+            return Err(ModelError::Shape {
+                tensor: name.to_string(),
+                path,
+                got: view.shape().to_vec(),
+                want: want.to_vec(),
+            });
+        }
         let bytes = view.data();
-        let values: Vec<f32> = match view.dtype() {
+        Ok(match view.dtype() {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -86,24 +113,40 @@ impl Shards {
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
             other => {
-                return Err(ModelError::format(
-                    &path,
-                    format!("`{name}` has unsupported dtype {other:?}"),
-                ));
+                return Err(ModelError::Dtype {
+                    tensor: name.to_string(),
+                    path,
+                    dtype: format!("{other:?}"),
+                });
             }
-        };
-        Ok((values, view.shape().to_vec()))
+        })
     }
 }
 
 fn mmap(path: &Path) -> Result<memmap2::Mmap, ModelError> {
     let f = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    // SAFETY: the file is opened read-only; poc never writes to a checkpoint it is reading.
+    // SAFETY: the file is opened read-only and poc never writes to a checkpoint while it
+    // reads it (saves go to a temporary file and a rename, which leaves this mapping valid).
     unsafe { memmap2::Mmap::map(&f) }.map_err(|e| ModelError::io(path, e))
 }
 
-/// Loads `dir` (config.json + safetensors) onto `device`.
+/// The HF name of decoder block `layer`'s parameter `part` (e.g. `self_attn.q_proj`).
+fn block_name(layer: usize, part: &str) -> String {
+    format!("model.layers.{layer}.{part}.weight")
+}
+
+/// Loads the HF checkpoint in `dir` (`config.json` and its safetensors) onto `device`, in f32.
+///
+/// Tensors the model does not use (e.g. `lm_head.weight` of a tied model, or rotary buffers
+/// of old checkpoints) are ignored; a missing one or one of the wrong shape is an error that
+/// names the tensor and the file.
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
     let config = LlamaConfig::from_file(&dir.join("config.json"))?;
     let mut shards = Shards::open(dir)?;
@@ -114,33 +157,29 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
     );
     let q = config.num_attention_heads * config.head_dim();
     let kv = config.kv_heads() * config.head_dim();
-    let mut vector = |name: &str, n: usize| -> Result<Param<Tensor<1>>, ModelError> {
-        let (data, shape) = shards.read(name)?;
-        check_shape(name, &shape, &[n])?;
+    let mut vector = |name: &str| -> Result<Param<Tensor<1>>, ModelError> {
+        let data = shards.read(name, &[h])?;
         Ok(Param::from_tensor(Tensor::from_data(
-            TensorData::new(data, [n]),
+            TensorData::new(data, [h]),
             device,
         )))
     };
-    let mut norms = Vec::new();
+    let mut norms = Vec::with_capacity(config.num_hidden_layers);
     for l in 0..config.num_hidden_layers {
         norms.push((
-            vector(&format!("model.layers.{l}.input_layernorm.weight"), h)?,
-            vector(
-                &format!("model.layers.{l}.post_attention_layernorm.weight"),
-                h,
-            )?,
+            vector(&block_name(l, "input_layernorm"))?,
+            vector(&block_name(l, "post_attention_layernorm"))?,
         ));
     }
-    let norm = vector("model.norm.weight", h)?;
-    // HF stores linear weights [out, in]; burn multiplies by [in, out].
+    let norm = vector("model.norm.weight")?;
+    // HF stores linear weights [out, in]; the model multiplies by [in, out]. The transpose
+    // is a view on the device, not a copy.
     let mut matrix = |name: &str,
                       out: usize,
                       inp: usize,
                       transpose: bool|
      -> Result<Param<Tensor<2>>, ModelError> {
-        let (data, shape) = shards.read(name)?;
-        check_shape(name, &shape, &[out, inp])?;
+        let data = shards.read(name, &[out, inp])?;
         let t = Tensor::<2>::from_data(TensorData::new(data, [out, inp]), device);
         Ok(Param::from_tensor(if transpose {
             t.transpose()
@@ -151,17 +190,16 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
     let embed = matrix("model.embed_tokens.weight", v, h, false)?;
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
     for (l, (attn_norm, mlp_norm)) in norms.into_iter().enumerate() {
-        let p = |s: &str| format!("model.layers.{l}.{s}.weight");
         layers.push(Block {
             attn_norm,
-            wq: matrix(&p("self_attn.q_proj"), q, h, true)?,
-            wk: matrix(&p("self_attn.k_proj"), kv, h, true)?,
-            wv: matrix(&p("self_attn.v_proj"), kv, h, true)?,
-            wo: matrix(&p("self_attn.o_proj"), h, q, true)?,
+            wq: matrix(&block_name(l, "self_attn.q_proj"), q, h, true)?,
+            wk: matrix(&block_name(l, "self_attn.k_proj"), kv, h, true)?,
+            wv: matrix(&block_name(l, "self_attn.v_proj"), kv, h, true)?,
+            wo: matrix(&block_name(l, "self_attn.o_proj"), h, q, true)?,
             mlp_norm,
-            w_gate: matrix(&p("mlp.gate_proj"), i, h, true)?,
-            w_up: matrix(&p("mlp.up_proj"), i, h, true)?,
-            w_down: matrix(&p("mlp.down_proj"), h, i, true)?,
+            w_gate: matrix(&block_name(l, "mlp.gate_proj"), i, h, true)?,
+            w_up: matrix(&block_name(l, "mlp.up_proj"), i, h, true)?,
+            w_down: matrix(&block_name(l, "mlp.down_proj"), h, i, true)?,
         });
     }
     let lm_head = if config.tie_word_embeddings {
@@ -178,102 +216,303 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
     })
 }
 
-fn check_shape(name: &str, got: &[usize], want: &[usize]) -> Result<(), ModelError> {
-    if got != want {
-        return Err(ModelError::Other(format!(
-            "tensor `{name}` has shape {got:?}, the config implies {want:?}"
-        )));
-    }
-    Ok(())
+/// The dtype tensors are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaveDtype {
+    /// 32-bit floats: exactly the trained values.
+    #[default]
+    F32,
+    /// bfloat16, as Llama checkpoints are published (half the size; rounds the values).
+    Bf16,
 }
 
-/// HF names and `[out, in]` host values of every tensor of `model`, in f32.
-pub fn hf_tensors(model: &Llama) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let host2 = |t: Tensor<2>, transpose: bool| {
-        let t = if transpose { t.transpose() } else { t };
-        let dims = t.dims().to_vec();
-        (
-            dims,
-            t.into_data().try_into_vec_as::<f32>().unwrap_or_default(),
-        )
-    };
-    let host1 = |t: Tensor<1>| {
-        let dims = t.dims().to_vec();
-        (
-            dims,
-            t.into_data().try_into_vec_as::<f32>().unwrap_or_default(),
-        )
-    };
-    let mut out = Vec::new();
-    let mut push =
-        |name: String, (dims, data): (Vec<usize>, Vec<f32>)| out.push((name, dims, data));
-    push(
-        "model.embed_tokens.weight".into(),
-        host2(model.embed.val(), false),
-    );
-    for (l, b) in model.layers.iter().enumerate() {
-        let p = |s: &str| format!("model.layers.{l}.{s}.weight");
-        push(p("input_layernorm"), host1(b.attn_norm.val()));
-        push(p("post_attention_layernorm"), host1(b.mlp_norm.val()));
-        push(p("self_attn.q_proj"), host2(b.wq.val(), true));
-        push(p("self_attn.k_proj"), host2(b.wk.val(), true));
-        push(p("self_attn.v_proj"), host2(b.wv.val(), true));
-        push(p("self_attn.o_proj"), host2(b.wo.val(), true));
-        push(p("mlp.gate_proj"), host2(b.w_gate.val(), true));
-        push(p("mlp.up_proj"), host2(b.w_up.val(), true));
-        push(p("mlp.down_proj"), host2(b.w_down.val(), true));
+impl SaveDtype {
+    fn bytes_per_value(self) -> usize {
+        match self {
+            SaveDtype::F32 => 4,
+            SaveDtype::Bf16 => 2,
+        }
     }
-    push("model.norm.weight".into(), host1(model.norm.val()));
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            SaveDtype::F32 => "F32",
+            SaveDtype::Bf16 => "BF16",
+        }
+    }
+    fn torch_name(self) -> &'static str {
+        match self {
+            SaveDtype::F32 => "float32",
+            SaveDtype::Bf16 => "bfloat16",
+        }
+    }
+}
+
+/// How [`save_with`] writes a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveOptions {
+    /// Dtype of the written tensors.
+    pub dtype: SaveDtype,
+    /// Largest shard in bytes (transformers' default is 5 GB); a checkpoint that fits in one
+    /// is written as a single `model.safetensors`. A tensor larger than this gets a shard
+    /// of its own.
+    pub max_shard_bytes: u64,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        SaveOptions {
+            dtype: SaveDtype::F32,
+            max_shard_bytes: 5_000_000_000,
+        }
+    }
+}
+
+/// A model tensor as HF names and lays it out, not yet read from its device.
+struct HfTensor {
+    name: String,
+    /// The HF shape (`[out, in]` for linear weights).
+    shape: Vec<usize>,
+    tensor: DeviceTensor,
+}
+
+enum DeviceTensor {
+    Vector(Tensor<1>),
+    /// A matrix; `transpose` when the model stores the transpose of HF's layout.
+    Matrix(Tensor<2>, bool),
+}
+
+impl HfTensor {
+    fn values(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The values in HF layout (row-major), read from the device.
+    fn read(&self) -> Result<Vec<f32>, ModelError> {
+        let t = match &self.tensor {
+            DeviceTensor::Vector(t) => t.clone().try_into_vec_as::<f32>(),
+            DeviceTensor::Matrix(t, true) => t.clone().transpose().try_into_vec_as::<f32>(),
+            DeviceTensor::Matrix(t, false) => t.clone().try_into_vec_as::<f32>(),
+        };
+        t.map_err(|e| ModelError::Readback {
+            tensor: self.name.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Every tensor of `model` under its HF name, in checkpoint order.
+fn hf_tensors(model: &Llama) -> Vec<HfTensor> {
+    let vector = |name: String, t: Tensor<1>| HfTensor {
+        name,
+        shape: t.dims().to_vec(),
+        tensor: DeviceTensor::Vector(t),
+    };
+    let linear = |name: String, t: Tensor<2>| {
+        let [inp, out] = t.dims();
+        HfTensor {
+            name,
+            shape: vec![out, inp],
+            tensor: DeviceTensor::Matrix(t, true),
+        }
+    };
+    let embed = model.embed.val();
+    let mut out = vec![HfTensor {
+        name: "model.embed_tokens.weight".into(),
+        shape: embed.dims().to_vec(),
+        tensor: DeviceTensor::Matrix(embed, false),
+    }];
+    for (l, b) in model.layers.iter().enumerate() {
+        out.push(vector(block_name(l, "input_layernorm"), b.attn_norm.val()));
+        out.push(vector(
+            block_name(l, "post_attention_layernorm"),
+            b.mlp_norm.val(),
+        ));
+        out.push(linear(block_name(l, "self_attn.q_proj"), b.wq.val()));
+        out.push(linear(block_name(l, "self_attn.k_proj"), b.wk.val()));
+        out.push(linear(block_name(l, "self_attn.v_proj"), b.wv.val()));
+        out.push(linear(block_name(l, "self_attn.o_proj"), b.wo.val()));
+        out.push(linear(block_name(l, "mlp.gate_proj"), b.w_gate.val()));
+        out.push(linear(block_name(l, "mlp.up_proj"), b.w_up.val()));
+        out.push(linear(block_name(l, "mlp.down_proj"), b.w_down.val()));
+    }
+    out.push(vector("model.norm.weight".into(), model.norm.val()));
     if let Some(w) = &model.lm_head {
-        push("lm_head.weight".into(), host2(w.val(), true));
+        out.push(linear("lm_head.weight".into(), w.val()));
     }
     out
 }
 
-/// Writes `model` to `dir` in HF layout (config.json + model.safetensors, f32), each file
-/// atomically. Extra files (e.g. tokenizer.json) are the caller's.
+/// Writes `model` to `dir` in HF layout with the default [`SaveOptions`] (f32, shards of at
+/// most 5 GB). See [`save_with`].
 pub fn save(model: &Llama, dir: &Path) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let tensors = hf_tensors(model);
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, dims, data)| {
-            let bytes: &[u8] = bytemuck_f32(data);
-            safetensors::tensor::TensorView::new(Dtype::F32, dims.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| ModelError::Other(format!("tensor `{name}`: {e}")))
-        })
-        .collect::<Result<_, _>>()?;
-    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta.into_iter().collect()))
-        .map_err(|e| ModelError::Other(e.to_string()))?;
-    write_atomic(&dir.join("model.safetensors"), &bytes)?;
-    let mut config = model.config.clone();
-    config
-        .extra
-        .insert("torch_dtype".into(), serde_json::json!("float32"));
-    let text =
-        serde_json::to_string_pretty(&config).map_err(|e| ModelError::Other(e.to_string()))?;
-    write_atomic(&dir.join("config.json"), text.as_bytes())
+    save_with(model, dir, &SaveOptions::default())
 }
 
-fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    // SAFETY: f32 has no padding and any byte pattern is a valid u8; little-endian hosts
-    // (x86-64, aarch64) store f32 exactly as safetensors' F32 little-endian layout.
-    unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, std::mem::size_of_val(data)) }
+/// Writes `model` to `dir` in HF layout: `config.json` and `model.safetensors`, or
+/// `model-0000k-of-0000n.safetensors` shards with `model.safetensors.index.json` when the
+/// tensors exceed `options.max_shard_bytes`. Each file is written atomically; weight files of
+/// an earlier save in `dir` that the new one does not use are removed afterwards, so `dir`
+/// always loads as one consistent checkpoint. Other files (tokenizer.json, ...) are the
+/// caller's.
+pub fn save_with(model: &Llama, dir: &Path, options: &SaveOptions) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let tensors = hf_tensors(model);
+    let size = |t: &HfTensor| (t.values() * options.dtype.bytes_per_value()) as u64;
+    let mut shards: Vec<Vec<&HfTensor>> = Vec::new();
+    let mut current = 0u64;
+    for t in &tensors {
+        match shards.last_mut() {
+            Some(shard) if current + size(t) <= options.max_shard_bytes => shard.push(t),
+            _ => {
+                shards.push(vec![t]);
+                current = 0;
+            }
+        }
+        current += size(t);
+    }
+    let n = shards.len();
+    let names: Vec<String> = if n == 1 {
+        vec![SINGLE.to_string()]
+    } else {
+        (1..=n)
+            .map(|k| format!("model-{k:05}-of-{n:05}.safetensors"))
+            .collect()
+    };
+    for (shard, file) in shards.iter().zip(&names) {
+        let path = dir.join(file);
+        write_atomic_with(&path, |w| write_safetensors(w, shard, options.dtype, &path))?;
+    }
+    if n > 1 {
+        let weight_map: serde_json::Map<String, serde_json::Value> = shards
+            .iter()
+            .zip(&names)
+            .flat_map(|(shard, file)| {
+                shard
+                    .iter()
+                    .map(move |t| (t.name.clone(), file.clone().into()))
+            })
+            .collect();
+        let total: u64 = tensors.iter().map(size).sum();
+        let index =
+            serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        write_json(&dir.join(INDEX), &index)?;
+    }
+    let mut config = serde_json::to_value(&model.config)
+        .map_err(|e| ModelError::format(&dir.join("config.json"), e.to_string()))?;
+    if let Some(obj) = config.as_object_mut() {
+        // Spell out the defaults so other tools need not know poc's, and name the dtype under
+        // both the transformers-4.56+ key and the older one.
+        obj.insert("num_key_value_heads".into(), model.config.kv_heads().into());
+        obj.insert("head_dim".into(), model.config.head_dim().into());
+        obj.insert("dtype".into(), options.dtype.torch_name().into());
+        obj.insert("torch_dtype".into(), options.dtype.torch_name().into());
+    }
+    write_json(&dir.join("config.json"), &config)?;
+    remove_stale_weights(dir, &names)
+}
+
+/// Removes weight files and the index of an earlier save that `keep` does not include.
+fn remove_stale_weights(dir: &Path, keep: &[String]) -> Result<(), ModelError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_weights = name == SINGLE
+            || (name.starts_with("model-")
+                && name.contains("-of-")
+                && name.ends_with(".safetensors"))
+            || (name == INDEX && keep.len() == 1);
+        if is_weights && !keep.contains(&name) {
+            std::fs::remove_file(entry.path()).map_err(|e| ModelError::io(&entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams `tensors` into `w` in the safetensors format: an 8-byte little-endian header
+/// length, the JSON header (padded with spaces to a multiple of 8), then the data.
+fn write_safetensors(
+    w: &mut dyn Write,
+    tensors: &[&HfTensor],
+    dtype: SaveDtype,
+    path: &Path,
+) -> Result<(), ModelError> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for t in tensors {
+        let end = offset + t.values() * dtype.bytes_per_value();
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::Value::Object(header).to_string().into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let io = |e| ModelError::io(path, e);
+    w.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(&header).map_err(io)?;
+    for t in tensors {
+        let values = t.read()?;
+        let bytes: Vec<u8> = match dtype {
+            SaveDtype::F32 => values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            SaveDtype::Bf16 => values
+                .iter()
+                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                .collect(),
+        };
+        w.write_all(&bytes).map_err(io)?;
+    }
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelError> {
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| ModelError::format(path, e.to_string()))?;
+    write_atomic(path, text.as_bytes())
 }
 
 /// Writes `bytes` to `path` via a temporary file in the same directory and a rename, so a
 /// crash never leaves a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_with(path, |w| {
+        w.write_all(bytes).map_err(|e| ModelError::io(path, e))
+    })
+}
+
+/// [`write_atomic`] for contents produced by `write` (streamed, not held in memory).
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&tmp, bytes).map_err(|e| ModelError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    let result = (|| {
+        let file = std::fs::File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
+        let mut w = std::io::BufWriter::new(file);
+        write(&mut w)?;
+        let file = w
+            .into_inner()
+            .map_err(|e| ModelError::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| ModelError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
