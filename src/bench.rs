@@ -235,6 +235,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
         save_every: usize::MAX,
         params: dpo.objective.default_params(),
         out: out.clone(),
+        base_model: "bench".into(),
     };
     let tok = poc_runtime::data::Tok::tiny();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

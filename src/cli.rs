@@ -87,78 +87,8 @@ enum Command {
     Run {
         /// A `.po` file or a shipped objective name.
         objective: String,
-        /// A directory with config.json, model*.safetensors, tokenizer.json; or a preset:
-        /// tiny, llama3-8b, llama3.1-8b, llama3.2-1b, llama3.2-3b.
-        #[arg(long, default_value = "tiny")]
-        model: String,
-        /// TRL preference JSONL (`prompt`, `chosen`, `rejected`: strings or message lists;
-        /// extra numeric columns reach the objective). Default: bundled synthetic pairs.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// cpu, cuda or cuda:N.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Pairs per micro-batch.
-        #[arg(long, default_value_t = 8)]
-        batch_size: usize,
-        /// Micro-batches per optimizer step.
-        #[arg(long, default_value_t = 1)]
-        grad_accum: usize,
-        /// Stop after N optimizer steps (overrides --epochs).
-        #[arg(long)]
-        max_steps: Option<usize>,
-        /// Passes over the data.
-        #[arg(long, default_value_t = 1)]
-        epochs: usize,
-        /// Truncate prompt+completion to this many tokens (longer prompts are skipped).
-        #[arg(long, default_value_t = 512)]
-        max_length: usize,
-        /// Peak learning rate (default 1e-3 for the tiny model, 1e-6 otherwise, as TRL).
-        #[arg(long)]
-        lr: Option<f64>,
-        /// Fraction of steps of linear warm-up.
-        #[arg(long, default_value_t = 0.1)]
-        warmup_ratio: f64,
-        /// Decay after warm-up.
-        #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
-        schedule: ScheduleArg,
-        /// AdamW weight decay.
-        #[arg(long, default_value_t = 0.0)]
-        weight_decay: f64,
-        /// Clip the global gradient norm (0 disables).
-        #[arg(long, default_value_t = 1.0)]
-        max_grad_norm: f64,
-        /// Seed of initialization and data order.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Save a checkpoint every N steps (besides the last).
-        #[arg(long, default_value_t = 0)]
-        save_every: usize,
-        /// Run directory (default runs/OBJECTIVE).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Override an objective parameter (repeatable).
-        #[arg(long = "set", value_name = "NAME=VALUE")]
-        sets: Vec<String>,
-        /// Stop at the first bad data row instead of skipping it.
-        #[arg(long)]
-        strict: bool,
-        /// Random weights for a preset without local weights (benchmarks).
-        #[arg(long)]
-        random_init: bool,
-        /// No progress bar (logs still go to metrics.jsonl).
-        #[arg(long)]
-        no_progress: bool,
-        /// Continue from a checkpoint of this run (OUT/checkpoint-N): same data order, learning
-        /// rate schedule and optimizer state, so the loss curve continues exactly. Give the
-        /// same flags as the original run.
-        #[arg(long, value_name = "CHECKPOINT_DIR")]
-        resume: Option<PathBuf>,
-        /// Compute the reference's log-probs (and entropies) once, cache them in
-        /// OUT/ref_cache.json (reused by later runs on the same model and data), and train
-        /// without holding a reference model.
-        #[arg(long)]
-        precompute_ref: bool,
+        #[command(flatten)]
+        args: Box<crate::run::RunArgs>,
     },
     /// Per-row sequence log-probs and completion lengths under a model (JSON lines):
     /// `chosen_logps`, `rejected_logps`, `chosen_len`, `rejected_len`.
@@ -222,13 +152,6 @@ enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum ScheduleArg {
-    Cosine,
-    Linear,
-    Constant,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -308,65 +231,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let c = compile(&label, &src)?;
             eval::run(&c, &inputs, &sets, backend, dtype, &device)
         }
-        Command::Run {
-            objective,
-            model,
-            data,
-            device,
-            batch_size,
-            grad_accum,
-            max_steps,
-            epochs,
-            max_length,
-            lr,
-            warmup_ratio,
-            schedule,
-            weight_decay,
-            max_grad_norm,
-            seed,
-            save_every,
-            out,
-            sets,
-            strict,
-            random_init,
-            no_progress,
-            resume,
-            precompute_ref,
-        } => {
+        Command::Run { objective, args } => {
             let (label, src) = load(&objective)?;
             let c = compile(&label, &src)?;
-            let schedule = match schedule {
-                ScheduleArg::Cosine => poc_runtime::train::Schedule::Cosine,
-                ScheduleArg::Linear => poc_runtime::train::Schedule::Linear,
-                ScheduleArg::Constant => poc_runtime::train::Schedule::Constant,
-            };
-            crate::run::run(
-                &c,
-                crate::run::RunArgs {
-                    model,
-                    data,
-                    device,
-                    batch_size,
-                    grad_accum,
-                    max_steps,
-                    epochs,
-                    max_length,
-                    lr,
-                    warmup_ratio,
-                    schedule,
-                    weight_decay,
-                    max_grad_norm,
-                    seed,
-                    save_every,
-                    out,
-                    sets,
-                    strict,
-                    random_init,
-                    no_progress,
-                    resume,
-                    precompute_ref,
-                },
-            )
+            crate::run::run(&c, *args)
         }
         Command::Logps {
             model,

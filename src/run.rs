@@ -6,37 +6,134 @@ use burn::module::Module;
 use poc_compiler::Compiled;
 use poc_runtime::data::{self, Pair, Tok};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::model::{Llama, LlamaConfig, load};
+use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target, load};
 use poc_runtime::train::{self, Schedule, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Arguments of `poc run` (see cli.rs for their help).
-#[derive(Debug, Clone)]
+/// Arguments of `poc run`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
+    /// A directory with config.json, model*.safetensors, tokenizer.json; or a preset:
+    /// tiny, llama3-8b, llama3.1-8b, llama3.2-1b, llama3.2-3b.
+    #[arg(long, default_value = "tiny")]
     pub model: String,
+    /// TRL preference JSONL (`prompt`, `chosen`, `rejected`: strings or message lists;
+    /// extra numeric columns reach the objective). Default: bundled synthetic pairs.
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Pairs per micro-batch.
+    #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
     pub grad_accum: usize,
+    /// Stop after N optimizer steps (overrides --epochs).
+    #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
     pub epochs: usize,
+    /// Truncate prompt+completion to this many tokens (longer prompts are skipped).
+    #[arg(long, default_value_t = 512)]
     pub max_length: usize,
+    /// Peak learning rate (default 1e-3 for the tiny model, 1e-6 otherwise, as TRL).
+    #[arg(long)]
     pub lr: Option<f64>,
+    /// Fraction of steps of linear warm-up.
+    #[arg(long, default_value_t = 0.1)]
     pub warmup_ratio: f64,
-    pub schedule: Schedule,
+    /// Decay after warm-up.
+    #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
+    pub schedule: ScheduleArg,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
+    /// Seed of initialization and data order.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Save a checkpoint every N steps (besides the last).
+    #[arg(long, default_value_t = 0)]
     pub save_every: usize,
+    /// Run directory (default runs/OBJECTIVE).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Override an objective parameter (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE")]
     pub sets: Vec<String>,
+    /// Stop at the first bad data row instead of skipping it.
+    #[arg(long)]
     pub strict: bool,
+    /// Random weights for a preset without local weights (benchmarks).
+    #[arg(long)]
     pub random_init: bool,
+    /// No progress bar (logs still go to metrics.jsonl).
+    #[arg(long)]
     pub no_progress: bool,
+    /// Continue from a checkpoint of this run (OUT/checkpoint-N): same data order, learning
+    /// rate schedule and optimizer state, so the loss curve continues exactly. Give the
+    /// same flags as the original run.
+    #[arg(long, value_name = "CHECKPOINT_DIR")]
     pub resume: Option<PathBuf>,
+    /// Compute the reference's log-probs (and entropies) once, cache them in
+    /// OUT/ref_cache.json (reused by later runs on the same model and data), and train
+    /// without holding a reference model.
+    #[arg(long)]
     pub precompute_ref: bool,
+    /// Train LoRA adapters of this rank instead of the full model (the base weights are
+    /// frozen; the reference is the policy with its adapters switched off, so no second copy of
+    /// the model is held). Checkpoints hold the merged model and, in PEFT's layout, the
+    /// adapters alone.
+    #[arg(long, value_name = "RANK")]
+    pub lora: Option<usize>,
+    /// LoRA scaling numerator α (adapters are scaled by α / rank). Default: 2 x rank.
+    #[arg(long, value_name = "ALPHA", requires = "lora")]
+    pub lora_alpha: Option<f64>,
+    /// Projections that get adapters: a comma-separated list of q_proj, k_proj, v_proj,
+    /// o_proj, gate_proj, up_proj, down_proj, or `all-linear`.
+    #[arg(
+        long,
+        value_name = "MODULES",
+        default_value = "q_proj,k_proj,v_proj,o_proj",
+        requires = "lora"
+    )]
+    pub lora_target_modules: String,
+    /// Float type of the forward pass: f32, or bf16 with f32 master weights (the optimizer
+    /// updates f32 parameters; matrix products run in bf16, norms and log-probs in f32).
+    /// Default: bf16 on CUDA, f32 on CPU.
+    #[arg(long, value_enum)]
+    pub dtype: Option<ComputeArg>,
+    /// Recompute memory-bound activations during the backward pass instead of keeping
+    /// them (burn's balanced gradient checkpointing): less memory, more compute.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+}
+
+/// Learning-rate decay after warm-up.
+#[derive(Copy, Clone, Debug, clap::ValueEnum)]
+pub enum ScheduleArg {
+    /// Cosine to zero.
+    Cosine,
+    /// Linear to zero.
+    Linear,
+    /// Constant.
+    Constant,
+}
+
+/// `--dtype`.
+#[derive(Copy, Clone, Debug, clap::ValueEnum)]
+pub enum ComputeArg {
+    /// 32-bit floats throughout.
+    F32,
+    /// bfloat16 compute, f32 master weights.
+    Bf16,
 }
 
 fn user(e: impl std::fmt::Display) -> Failure {
@@ -129,34 +226,69 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     }
     let spec: DeviceSpec = args.device.parse().map_err(user)?;
     let device = spec.device();
+    let lora = match args.lora {
+        None => None,
+        Some(0) => return Err(user("--lora: the rank must be at least 1")),
+        Some(rank) => Some(LoraConfig {
+            rank,
+            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
+            targets: Target::parse_list(&args.lora_target_modules)
+                .map_err(|e| user(format!("--lora-target-modules: {e}")))?,
+        }),
+    };
+    let compute = match (args.dtype, spec) {
+        (Some(ComputeArg::F32), _) | (None, DeviceSpec::Cpu) => Compute::F32,
+        (Some(ComputeArg::Bf16), _) | (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
+    };
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
     std::fs::create_dir_all(&out)
         .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
-    let (policy, tok, tiny) = resolve_model(
-        &args.model,
-        args.random_init,
-        args.seed,
-        &device.clone().autodiff(),
-    )?;
-    let reference = if c.objective.inputs.iter().any(|i| {
+    // The policy lives on the training device (autodiff, optionally checkpointing); the
+    // reference and everything without gradients on the plain one.
+    let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
+    let (mut policy, tok, tiny) =
+        resolve_model(&args.model, args.random_init, args.seed, &train_device)?;
+    policy.compute = compute;
+    let wants_reference = c.objective.inputs.iter().any(|i| {
         matches!(
             i.source,
             poc_compiler::Source::ReferenceLogps(_) | poc_compiler::Source::ReferenceEntropy(_)
         )
-    }) {
-        Some(policy.valid())
-    } else {
-        None
+    });
+    // The reference is the starting model (--model), also when resuming: a frozen copy, or
+    // under LoRA the policy with its adapters off.
+    let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
+    let policy = match (&args.resume, lora.clone()) {
+        (Some(dir), Some(_)) if load::has_adapters(dir) => {
+            load::load_adapters(dir, policy).map_err(user)?
+        }
+        (Some(dir), Some(_)) => {
+            return Err(user(format!(
+                "--resume {}: the checkpoint has no LoRA adapters (adapter_config.json), but --lora was given",
+                dir.display()
+            )));
+        }
+        (Some(dir), None) if load::has_adapters(dir) => {
+            return Err(user(format!(
+                "--resume {}: the checkpoint holds LoRA adapters; give the same --lora flags as the original run",
+                dir.display()
+            )));
+        }
+        (Some(dir), None) => {
+            let mut loaded = load::load(dir, &train_device).map_err(user)?;
+            loaded.compute = compute;
+            loaded
+        }
+        (None, Some(l)) => policy.with_lora(l, args.seed),
+        (None, None) => policy,
     };
-    // The reference above is the starting model (--model), also when resuming.
     let (policy, resume) = match &args.resume {
         None => (policy, None),
         Some(dir) => {
-            let loaded = load::load(dir, &device.clone().autodiff()).map_err(user)?;
-            let (p, r) = train::load_resume(dir, loaded).map_err(user)?;
+            let (p, r) = train::load_resume(dir, policy).map_err(user)?;
             eprintln!(
                 "poc run: resuming from {} at step {}",
                 dir.display(),
@@ -167,54 +299,15 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     };
     let pairs = load_data(&args, &tok, &out)?;
     let reference = match reference {
-        None => train::Reference::None,
-        Some(r) if args.precompute_ref => {
-            let needs = poc_runtime::observe::needs(&c.objective.inputs);
-            let fingerprint = format!(
-                "model={} seed={} data={} max_length={} pairs={} entropy={}",
-                args.model,
-                args.seed,
-                args.data
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "synthetic".into()),
-                args.max_length,
-                pairs.len(),
-                needs.entropy
-            );
-            let path = out.join("ref_cache.json");
-            let cached = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<train::RefCache>(&t).ok())
-                .filter(|c| c.fingerprint == fingerprint);
-            let cache = match cached {
-                Some(c) => {
-                    eprintln!("poc run: reference log-probs from {}", path.display());
-                    c
-                }
-                None => {
-                    eprintln!(
-                        "poc run: precomputing reference log-probs over {} pairs",
-                        pairs.len()
-                    );
-                    let c = train::RefCache::compute(
-                        &r,
-                        &pairs,
-                        tok.pad,
-                        args.batch_size,
-                        needs.entropy,
-                        fingerprint,
-                        &device,
-                    );
-                    let text =
-                        serde_json::to_string(&c).map_err(|e| Failure::Internal(e.to_string()))?;
-                    load::write_atomic(&path, text.as_bytes()).map_err(user)?;
-                    c
-                }
-            };
-            // The reference model is dropped here: training holds only the policy.
-            train::Reference::Cached(cache)
+        None if wants_reference && args.precompute_ref => {
+            // LoRA: the reference is the policy with adapters off.
+            let mut base = policy.valid();
+            base.adapters_enabled = false;
+            precompute(c, &args, &pairs, &tok, &out, &base, &device)?
         }
+        None if wants_reference => train::Reference::AdaptersOff,
+        None => train::Reference::None,
+        Some(r) if args.precompute_ref => precompute(c, &args, &pairs, &tok, &out, &r, &device)?,
         Some(r) => train::Reference::Model(Box::new(r)),
     };
     let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
@@ -225,13 +318,18 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         epochs: args.epochs,
         lr,
         warmup_ratio: args.warmup_ratio,
-        schedule: args.schedule,
+        schedule: match args.schedule {
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Linear => Schedule::Linear,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
         weight_decay: args.weight_decay,
         max_grad_norm: args.max_grad_norm,
         seed: args.seed,
         save_every: args.save_every,
         params: params.clone(),
         out: out.clone(),
+        base_model: args.model.clone(),
     };
     let resolved = serde_json::json!({
         "objective": c.objective.name,
@@ -242,6 +340,9 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         "pairs": pairs.len(),
         "device": args.device,
         "max_length": args.max_length,
+        "lora": policy.lora,
+        "dtype": format!("{compute:?}").to_lowercase(),
+        "gradient_checkpointing": args.gradient_checkpointing,
         "train": opts,
     });
     let text =
@@ -306,6 +407,63 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let logs = result.map_err(|e| Failure::User(format!("poc: {e}")))?;
     summarize(&logs, &out);
     Ok(())
+}
+
+/// The reference's statistics over `pairs`, from OUT/ref_cache.json when it was computed for
+/// the same model and data, else computed now (one no-grad pass) and cached there.
+fn precompute(
+    c: &Compiled,
+    args: &RunArgs,
+    pairs: &[Pair],
+    tok: &Tok,
+    out: &Path,
+    r: &Llama,
+    device: &burn::tensor::Device,
+) -> Result<train::Reference, Failure> {
+    let needs = poc_runtime::observe::needs(&c.objective.inputs);
+    let fingerprint = format!(
+        "model={} seed={} data={} max_length={} pairs={} entropy={}",
+        args.model,
+        args.seed,
+        args.data
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "synthetic".into()),
+        args.max_length,
+        pairs.len(),
+        needs.entropy
+    );
+    let path = out.join("ref_cache.json");
+    let cached = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<train::RefCache>(&t).ok())
+        .filter(|c| c.fingerprint == fingerprint);
+    let cache = match cached {
+        Some(c) => {
+            eprintln!("poc run: reference log-probs from {}", path.display());
+            c
+        }
+        None => {
+            eprintln!(
+                "poc run: precomputing reference log-probs over {} pairs",
+                pairs.len()
+            );
+            let c = train::RefCache::compute(
+                r,
+                pairs,
+                tok.pad,
+                args.batch_size,
+                needs.entropy,
+                fingerprint,
+                device,
+            );
+            let text = serde_json::to_string(&c).map_err(|e| Failure::Internal(e.to_string()))?;
+            load::write_atomic(&path, text.as_bytes()).map_err(user)?;
+            c
+        }
+    };
+    // The reference model is dropped by the caller: training holds only the policy.
+    Ok(train::Reference::Cached(cache))
 }
 
 fn summarize(logs: &[train::StepLog], out: &Path) {

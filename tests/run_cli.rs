@@ -181,6 +181,11 @@ fn run_errors_are_clear() {
         "cannot read `/nonexistent/prefs.jsonl`",
     );
     case(&["run", "dpo", "--device", "tpu"], "unknown device `tpu`");
+    case(&["run", "dpo", "--lora", "0"], "rank must be at least 1");
+    case(
+        &["run", "dpo", "--lora", "4", "--lora-target-modules", "qkv"],
+        "unknown LoRA target module `qkv`",
+    );
     case(&["run", "dpo", "--set", "bta=1"], "did you mean `beta`?");
     case(&["run", "bt_reward"], "reward-model output");
     case(
@@ -250,11 +255,12 @@ fn bench_train_reports_a_table() {
     );
 }
 
-#[test]
-fn resume_continues_the_loss_curve_exactly() {
+/// Runs 6 steps with `extra` flags, and again resumed from the step-3 checkpoint of a copy;
+/// the loss curves must be identical. Returns the first run's directory's parent.
+fn check_resume(extra: &[&str]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let args = [
+    let mut args = vec![
         "run",
         "dpo",
         "--max-steps",
@@ -262,9 +268,10 @@ fn resume_continues_the_loss_curve_exactly() {
         "--save-every",
         "3",
         "--no-progress",
-        "--out",
     ];
-    poc().args(args).arg(&a).assert().success();
+    args.extend_from_slice(extra);
+    args.push("--out");
+    poc().args(&args).arg(&a).assert().success();
     // b: a copy of a's state at step 3 (as if a had been stopped there), then resumed.
     std::fs::create_dir_all(&b).unwrap();
     let ck = b.join("checkpoint-3");
@@ -289,7 +296,7 @@ fn resume_continues_the_loss_curve_exactly() {
         .collect();
     std::fs::write(b.join("metrics.jsonl"), head).unwrap(); // steps 4-5 logged after the checkpoint are dropped
     poc()
-        .args(args)
+        .args(&args)
         .arg(&b)
         .arg("--resume")
         .arg(&ck)
@@ -307,13 +314,145 @@ fn resume_continues_the_loss_curve_exactly() {
         "a resumed run reproduces the uninterrupted loss curve"
     );
     let err = poc()
-        .args(args)
+        .args(&args)
         .arg(tmp.path().join("c"))
         .arg("--resume")
         .arg(tmp.path())
         .output()
         .unwrap();
     assert_eq!(err.status.code(), Some(1));
+    tmp
+}
+
+#[test]
+fn resume_continues_the_loss_curve_exactly() {
+    check_resume(&[]);
+}
+
+#[test]
+fn lora_trains_adapters_against_the_base_and_resumes_exactly() {
+    let tmp = check_resume(&["--lora", "4", "--lr", "5e-3"]);
+    let ck = tmp.path().join("a/checkpoint-6");
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "model.safetensors",
+    ] {
+        assert!(ck.join(f).exists(), "LoRA checkpoint lacks {f}");
+    }
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("a/run_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["lora"]["rank"], 4);
+    assert_eq!(cfg["lora"]["alpha"], 8.0);
+    // Resuming a LoRA checkpoint needs the LoRA flags, and a full checkpoint must not get them.
+    let out = poc()
+        .args(["run", "dpo", "--no-progress", "--out"])
+        .arg(tmp.path().join("c"))
+        .arg("--resume")
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("same --lora flags")
+    );
+    // The reference is the policy with adapters off: identical to a precomputed reference.
+    let losses = |d: &Path| {
+        metrics(d)
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let args = [
+        "run",
+        "dpo",
+        "--max-steps",
+        "3",
+        "--lora",
+        "4",
+        "--no-progress",
+        "--out",
+    ];
+    let (live, cached) = (tmp.path().join("live"), tmp.path().join("cached"));
+    poc().args(args).arg(&live).assert().success();
+    poc()
+        .args(args)
+        .arg(&cached)
+        .arg("--precompute-ref")
+        .assert()
+        .success();
+    assert_eq!(losses(&live), losses(&cached));
+    // A fresh adapter leaves the policy equal to the reference: DPO's first loss is log 2.
+    assert!((losses(&live)[0] - std::f64::consts::LN_2).abs() < 1e-5);
+}
+
+#[test]
+fn lora_learns_the_easy_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    poc()
+        .args([
+            "run",
+            "dpo",
+            "--max-steps",
+            "40",
+            "--lora",
+            "8",
+            "--lr",
+            "5e-3",
+        ])
+        .args([
+            "--lora-target-modules",
+            "all-linear",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let m = metrics(&out);
+    let acc: f64 = m[35..]
+        .iter()
+        .map(|r| r["metrics"]["rewards/accuracies"].as_f64().unwrap())
+        .sum::<f64>()
+        / 5.0;
+    assert!(
+        acc > 0.9,
+        "LoRA reward accuracy over the last 5 steps: {acc}"
+    );
+    assert!(m[39]["loss"].as_f64().unwrap() < m[0]["loss"].as_f64().unwrap());
+}
+
+#[test]
+fn dtype_and_checkpointing_flags_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str], dir: &str| {
+        let out = tmp.path().join(dir);
+        poc()
+            .args(["run", "dpo", "--max-steps", "3", "--no-progress"])
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        metrics(&out)
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let plain = run(&[], "plain");
+    // Recomputing activations changes memory, not results.
+    let ckpt = run(&["--gradient-checkpointing"], "ckpt");
+    for (x, y) in plain.iter().zip(&ckpt) {
+        assert!((x - y).abs() < 1e-5, "{plain:?} vs {ckpt:?}");
+    }
+    let bf16 = run(&["--dtype", "bf16"], "bf16");
+    assert!(bf16.iter().all(|l| l.is_finite()));
+    assert!((bf16[0] - plain[0]).abs() < 0.05, "{bf16:?} vs {plain:?}");
 }
 
 #[test]

@@ -44,3 +44,14 @@ impl DeviceSpec {
         }
     }
 }
+
+/// The device the policy trains on: `device` with autodiff, and with burn's balanced gradient
+/// checkpointing (memory-bound activations recomputed in the backward pass) when asked.
+pub fn training(device: &Device, gradient_checkpointing: bool) -> Device {
+    let ad = device.clone().autodiff();
+    if gradient_checkpointing {
+        ad.gradient_checkpointing()
+    } else {
+        ad
+    }
+}

@@ -6,4 +6,4 @@ pub mod llama;
 pub mod load;
 
 pub use config::{LlamaConfig, ModelError};
-pub use llama::{Llama, SequenceStats};
+pub use llama::{Adapter, BlockAdapters, Compute, Llama, LoraConfig, SequenceStats, Target};

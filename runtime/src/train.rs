@@ -58,6 +58,8 @@ pub struct TrainOptions {
     pub params: Vec<f64>,
     /// The run directory.
     pub out: PathBuf,
+    /// What `--model` named (recorded in adapter checkpoints as the base model).
+    pub base_model: String,
 }
 
 /// One logged step (a line of `metrics.jsonl`).
@@ -249,10 +251,12 @@ pub fn load_resume(dir: &Path, policy: Llama) -> Result<(Llama, Resume), TrainEr
 }
 
 /// Writes a checkpoint directory atomically: everything goes to `NAME.tmp`, which is then
-/// renamed into place. Holds the model in HF layout, the tokenizer, the optimizer state and
-/// `trainer_state.json` (step, data position, parameter ids) for `--resume`.
+/// renamed into place. Holds the model in HF layout (adapters merged), the tokenizer, the
+/// optimizer state and `trainer_state.json` (step, data position, parameter ids) for
+/// `--resume`; under LoRA also the adapters alone in PEFT's layout, for `--resume` and PEFT.
 pub fn save_checkpoint(
     model: &Llama,
+    base_model: &str,
     optimizer: &[u8],
     tok: &Tok,
     dir: &Path,
@@ -261,6 +265,7 @@ pub fn save_checkpoint(
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     load::save(model, &tmp)?;
+    load::save_adapters(model, &tmp, base_model)?;
     tok.save(&tmp).map_err(TrainError::Other)?;
     load::write_atomic(&tmp.join("optimizer.bin"), optimizer)?;
     let mut ids = ParamIds(Vec::new());
@@ -281,6 +286,8 @@ pub enum Reference {
     None,
     /// A frozen model, run on every batch.
     Model(Box<Llama>),
+    /// The policy itself with its LoRA adapters switched off: no second copy of the weights.
+    AdaptersOff,
     /// Precomputed once (`--precompute-ref`); no reference model is held during training.
     Cached(RefCache),
 }
@@ -372,7 +379,8 @@ pub fn train(
     resume: Option<Resume>,
     mut on_step: impl FnMut(&StepLog, usize),
 ) -> Result<Vec<StepLog>, TrainError> {
-    let ad = device.clone().autodiff();
+    // The policy's own device: autodiff, possibly with gradient checkpointing (run.rs).
+    let ad = policy.embed.val().device();
     let inputs = &compiled.objective.inputs;
     let need = needs(inputs);
     let program = &compiled.program;
@@ -468,6 +476,17 @@ pub fn train(
                     device,
                 )),
                 (Reference::Cached(cache), true) => Some(cache.stats(batch, device)),
+                (Reference::AdaptersOff, true) => {
+                    let mut base = policy.valid();
+                    base.adapters_enabled = false;
+                    Some(base.sequence_stats(
+                        &batch.tokens,
+                        &batch.mask,
+                        &batch.completion,
+                        need.entropy,
+                        device,
+                    ))
+                }
                 _ => None,
             };
             let xs = observe(inputs, batch, pairs, &pstats, rstats.as_ref(), vocab, &ad)?;
@@ -549,7 +568,7 @@ pub fn train(
             let optimizer = optim
                 .into_bytes()
                 .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
-            save_checkpoint(&policy, &optimizer, tok, &dir, &state)?;
+            save_checkpoint(&policy, &opts.base_model, &optimizer, tok, &dir, &state)?;
             last_checkpoint = dir.display().to_string();
         }
         if interrupted {

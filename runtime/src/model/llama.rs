@@ -33,6 +33,183 @@ pub struct Block {
     pub w_up: Param<Tensor<2>>,
     /// SwiGLU down `[inter, hidden]`.
     pub w_down: Param<Tensor<2>>,
+    /// Low-rank adapters on this block's projections (all `None` without LoRA).
+    pub adapters: BlockAdapters,
+}
+
+/// A low-rank adapter on one linear layer (LoRA, Hu et al. 2021, arXiv 2106.09685): the
+/// layer computes `x·W + (α/r)·(x·A)·B`. `B` starts at zero, so a fresh adapter leaves the
+/// model unchanged.
+#[derive(Module, Debug)]
+pub struct Adapter {
+    /// Down-projection `[in, rank]` (PEFT's `lora_A.weight`, transposed).
+    pub a: Param<Tensor<2>>,
+    /// Up-projection `[rank, out]` (PEFT's `lora_B.weight`, transposed).
+    pub b: Param<Tensor<2>>,
+}
+
+/// The adapters of one block, by target projection.
+#[derive(Module, Debug, Default)]
+pub struct BlockAdapters {
+    /// On `self_attn.q_proj`.
+    pub q: Option<Adapter>,
+    /// On `self_attn.k_proj`.
+    pub k: Option<Adapter>,
+    /// On `self_attn.v_proj`.
+    pub v: Option<Adapter>,
+    /// On `self_attn.o_proj`.
+    pub o: Option<Adapter>,
+    /// On `mlp.gate_proj`.
+    pub gate: Option<Adapter>,
+    /// On `mlp.up_proj`.
+    pub up: Option<Adapter>,
+    /// On `mlp.down_proj`.
+    pub down: Option<Adapter>,
+}
+
+/// A projection of a decoder block that can carry an adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Target {
+    /// `self_attn.q_proj`
+    Q,
+    /// `self_attn.k_proj`
+    K,
+    /// `self_attn.v_proj`
+    V,
+    /// `self_attn.o_proj`
+    O,
+    /// `mlp.gate_proj`
+    Gate,
+    /// `mlp.up_proj`
+    Up,
+    /// `mlp.down_proj`
+    Down,
+}
+
+impl Target {
+    /// Every target, in checkpoint order.
+    pub const ALL: [Target; 7] = [
+        Target::Q,
+        Target::K,
+        Target::V,
+        Target::O,
+        Target::Gate,
+        Target::Up,
+        Target::Down,
+    ];
+
+    /// The HF module path inside a block (`self_attn.q_proj`, ...).
+    pub fn hf_path(self) -> &'static str {
+        match self {
+            Target::Q => "self_attn.q_proj",
+            Target::K => "self_attn.k_proj",
+            Target::V => "self_attn.v_proj",
+            Target::O => "self_attn.o_proj",
+            Target::Gate => "mlp.gate_proj",
+            Target::Up => "mlp.up_proj",
+            Target::Down => "mlp.down_proj",
+        }
+    }
+
+    /// The PEFT target-module name (`q_proj`, ...).
+    pub fn module_name(self) -> &'static str {
+        self.hf_path()
+            .rsplit('.')
+            .next()
+            .unwrap_or_else(|| self.hf_path())
+    }
+
+    /// Parses PEFT-style target lists: `q_proj,v_proj`, `all-linear`.
+    pub fn parse_list(s: &str) -> Result<Vec<Target>, String> {
+        if s.trim() == "all-linear" {
+            return Ok(Target::ALL.to_vec());
+        }
+        let mut out = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let t = Target::ALL
+                .into_iter()
+                .find(|t| t.module_name() == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown LoRA target module `{name}`: expected a comma-separated list of {} or `all-linear`",
+                        Target::ALL.map(|t| t.module_name()).join(", ")
+                    )
+                })?;
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        if out.is_empty() {
+            return Err("no LoRA target modules given".into());
+        }
+        Ok(out)
+    }
+}
+
+impl Block {
+    /// The base weight of projection `t`.
+    pub fn weight(&self, t: Target) -> &Param<Tensor<2>> {
+        match t {
+            Target::Q => &self.wq,
+            Target::K => &self.wk,
+            Target::V => &self.wv,
+            Target::O => &self.wo,
+            Target::Gate => &self.w_gate,
+            Target::Up => &self.w_up,
+            Target::Down => &self.w_down,
+        }
+    }
+}
+
+impl BlockAdapters {
+    /// The adapter on projection `t`, if any.
+    pub fn get(&self, t: Target) -> Option<&Adapter> {
+        match t {
+            Target::Q => self.q.as_ref(),
+            Target::K => self.k.as_ref(),
+            Target::V => self.v.as_ref(),
+            Target::O => self.o.as_ref(),
+            Target::Gate => self.gate.as_ref(),
+            Target::Up => self.up.as_ref(),
+            Target::Down => self.down.as_ref(),
+        }
+    }
+
+    /// The slot of projection `t`'s adapter.
+    pub fn slot_mut(&mut self, t: Target) -> &mut Option<Adapter> {
+        match t {
+            Target::Q => &mut self.q,
+            Target::K => &mut self.k,
+            Target::V => &mut self.v,
+            Target::O => &mut self.o,
+            Target::Gate => &mut self.gate,
+            Target::Up => &mut self.up,
+            Target::Down => &mut self.down,
+        }
+    }
+}
+
+/// LoRA settings: rank, scaling numerator α and the projections that get adapters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoraConfig {
+    /// Rank r of every adapter.
+    pub rank: usize,
+    /// α; adapters are scaled by α / r.
+    pub alpha: f64,
+    /// Which projections of every block get an adapter.
+    pub targets: Vec<Target>,
+}
+
+/// The float type the forward pass computes in. Parameters stay f32 either way (the master
+/// weights the optimizer updates); under `Bf16` each weight is cast on use, norms, softmax and
+/// log-probs are computed in f32, as mixed-precision training does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Compute {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Matrix products and activations in bfloat16.
+    Bf16,
 }
 
 /// The whole decoder.
@@ -49,6 +226,16 @@ pub struct Llama {
     /// The configuration (not trained).
     #[module(skip)]
     pub config: LlamaConfig,
+    /// The LoRA settings when the blocks carry adapters.
+    #[module(skip)]
+    pub lora: Option<LoraConfig>,
+    /// Whether the adapters take part in the forward pass (off: the base model, which is
+    /// the reference under LoRA, with no second copy of the weights).
+    #[module(skip)]
+    pub adapters_enabled: bool,
+    /// The float type of the forward pass.
+    #[module(skip)]
+    pub compute: Compute,
 }
 
 /// Per-sequence statistics over the completion tokens.
@@ -104,6 +291,7 @@ impl Llama {
                 w_gate: param(normal(h, i)),
                 w_up: param(normal(h, i)),
                 w_down: param(normal(i, h)),
+                adapters: BlockAdapters::default(),
             })
             .collect();
         let lm_head = (!config.tie_word_embeddings).then(|| param(normal(h, config.vocab_size)));
@@ -113,6 +301,96 @@ impl Llama {
             norm: param(ones(h)),
             lm_head,
             config: config.clone(),
+            lora: None,
+            adapters_enabled: true,
+            compute: Compute::F32,
+        }
+    }
+
+    /// Freezes every base parameter and attaches fresh adapters (A ~ U(±1/√in), B = 0, PEFT's
+    /// initialization) on `lora.targets` of every block, seeded. Only the adapters train
+    /// afterwards; the model computes exactly what it did before until B moves.
+    pub fn with_lora(self, lora: LoraConfig, seed: u64) -> Llama {
+        let mut model = self.no_grad();
+        let device = model.embed.val().device();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x4c6f5241);
+        let r = lora.rank;
+        for layer in &mut model.layers {
+            for &t in &lora.targets {
+                let [inp, out] = layer.weight(t).val().dims();
+                let bound = 1.0 / (inp as f64).sqrt();
+                let a: Vec<f32> = (0..inp * r)
+                    .map(|_| rand::Rng::random_range(&mut rng, -bound..bound) as f32)
+                    .collect();
+                let a = Tensor::<2>::from_data(TensorData::new(a, [inp, r]), &device);
+                *layer.adapters.slot_mut(t) = Some(Adapter {
+                    a: param(a),
+                    b: param(Tensor::zeros([r, out], &device)),
+                });
+            }
+        }
+        model.lora = Some(lora);
+        model.adapters_enabled = true;
+        model
+    }
+
+    /// Replaces the adapters with `adapters` (one per block, e.g. read from a checkpoint) and
+    /// freezes the base parameters.
+    pub fn with_adapters(self, lora: LoraConfig, adapters: Vec<BlockAdapters>) -> Llama {
+        let mut model = self.no_grad();
+        for (layer, a) in model.layers.iter_mut().zip(adapters) {
+            layer.adapters = a;
+        }
+        model.lora = Some(lora);
+        model.adapters_enabled = true;
+        model
+    }
+
+    /// The scale α / r of the adapters when they take part in the forward pass.
+    fn adapter_scale(&self) -> Option<f64> {
+        let lora = self.lora.as_ref()?;
+        self.adapters_enabled
+            .then(|| lora.alpha / lora.rank.max(1) as f64)
+    }
+
+    /// Projection `t` of block `l` applied to `x` `[b, t, in]`, with its adapter when enabled.
+    fn proj(&self, l: &Block, t: Target, x: Tensor<3>) -> Tensor<3> {
+        let [b, n, i] = x.dims();
+        let w = self.cast(l.weight(t).val());
+        let o = w.dims()[1];
+        let x = x.reshape([b * n, i]);
+        let mut y = x.clone().matmul(w);
+        if let (Some(scale), Some(ad)) = (self.adapter_scale(), l.adapters.get(t)) {
+            let low = x.matmul(self.cast(ad.a.val()));
+            y = y + low.matmul(self.cast(ad.b.val())) * scale;
+        }
+        y.reshape([b, n, o])
+    }
+
+    /// `t` in the compute dtype.
+    fn cast<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        match self.compute {
+            Compute::F32 => t,
+            Compute::Bf16 => t.cast(burn::tensor::DType::BF16),
+        }
+    }
+
+    /// `t` back in f32 (for norms, softmax and log-probs).
+    fn widen<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        match self.compute {
+            Compute::F32 => t,
+            Compute::Bf16 => t.cast(burn::tensor::DType::F32),
+        }
+    }
+
+    /// Weight `t` of `l` with its adapter merged in: `W + (α/r)·A·B` (just `W` without one).
+    pub fn merged_weight(&self, l: &Block, t: Target) -> Tensor<2> {
+        let w = l.weight(t).val();
+        match (&self.lora, l.adapters.get(t)) {
+            (Some(lora), Some(ad)) => {
+                w + ad.a.val().matmul(ad.b.val()) * (lora.alpha / lora.rank.max(1) as f64)
+            }
+            _ => w,
         }
     }
 
@@ -132,22 +410,28 @@ impl Llama {
             .reshape([b, t, h]);
         let (cos, sin) = self.rope_tables(t, &device);
         let allowed = attention_mask(mask, t, &device);
+        // The residual stream stays f32; each sublayer computes in the compute dtype.
         for layer in &self.layers {
-            let a = rms_norm(x.clone(), &layer.attn_norm.val(), cfg.rms_norm_eps);
-            x = x + self.attention(layer, a, &cos, &sin, &allowed);
-            let m = rms_norm(x.clone(), &layer.mlp_norm.val(), cfg.rms_norm_eps);
-            let gate = silu(linear(m.clone(), &layer.w_gate));
-            let up = linear(m, &layer.w_up);
-            x = x + linear(gate * up, &layer.w_down);
+            let a = self.cast(rms_norm(
+                x.clone(),
+                &layer.attn_norm.val(),
+                cfg.rms_norm_eps,
+            ));
+            x = x + self.widen(self.attention(layer, a, &cos, &sin, &allowed));
+            let m = self.cast(rms_norm(x.clone(), &layer.mlp_norm.val(), cfg.rms_norm_eps));
+            let gate = silu(self.proj(layer, Target::Gate, m.clone()));
+            let up = self.proj(layer, Target::Up, m);
+            x = x + self.widen(self.proj(layer, Target::Down, gate * up));
         }
-        let x = rms_norm(x, &self.norm.val(), cfg.rms_norm_eps);
+        let x = self.cast(rms_norm(x, &self.norm.val(), cfg.rms_norm_eps));
         let head = match &self.lm_head {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
         };
         let [b, t, _] = x.dims();
         let v = head.dims()[1];
-        x.reshape([b * t, h]).matmul(head).reshape([b, t, v])
+        self.widen(x.reshape([b * t, h]).matmul(self.cast(head)))
+            .reshape([b, t, v])
     }
 
     fn attention(
@@ -161,22 +445,21 @@ impl Llama {
         let cfg = &self.config;
         let [b, t, _] = x.dims();
         let (nh, nkv, dh) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let heads = |w: &Param<Tensor<2>>, n: usize| {
-            x.clone()
-                .matmul(w.val().unsqueeze())
+        let heads = |target: Target, n: usize| {
+            self.proj(l, target, x.clone())
                 .reshape([b, t, n, dh])
                 .swap_dims(1, 2)
         };
-        let q = rope(heads(&l.wq, nh), cos, sin);
-        let k = rope(heads(&l.wk, nkv), cos, sin);
-        let v = heads(&l.wv, nkv);
+        let (cos, sin) = (self.cast(cos.clone()), self.cast(sin.clone()));
+        let q = rope(heads(Target::Q, nh), &cos, &sin);
+        let k = rope(heads(Target::K, nkv), &cos, &sin);
+        let v = heads(Target::V, nkv);
         let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (dh as f64).sqrt();
+        // Scores and softmax in f32 (bf16 loses too much in the exponent's argument).
+        let scores = self.widen(q.matmul(k.swap_dims(2, 3))) / (dh as f64).sqrt();
         let scores = scores.mask_fill(allowed.clone().bool_not().expand([b, nh, t, t]), -1e9);
-        let out = softmax(scores, 3).matmul(v);
-        out.swap_dims(1, 2)
-            .reshape([b, t, nh * dh])
-            .matmul(l.wo.val().unsqueeze())
+        let out = self.cast(softmax(scores, 3)).matmul(v);
+        self.proj(l, Target::O, out.swap_dims(1, 2).reshape([b, t, nh * dh]))
     }
 
     /// `cos`, `sin` of shape `[1, 1, time, head_dim]` in HF's rotate-half layout.
@@ -266,14 +549,6 @@ impl Llama {
             entropy,
         }
     }
-}
-
-/// `x · w` for `x` `[b, t, in]` and `w` `[in, out]`, as one 2-D matrix product.
-fn linear(x: Tensor<3>, w: &Param<Tensor<2>>) -> Tensor<3> {
-    let [b, t, i] = x.dims();
-    let w = w.val();
-    let o = w.dims()[1];
-    x.reshape([b * t, i]).matmul(w).reshape([b, t, o])
 }
 
 /// HF's RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.

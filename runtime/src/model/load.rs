@@ -7,7 +7,7 @@
 //! writes every file atomically (a temporary file in the same directory, then a rename).
 
 use super::config::{LlamaConfig, ModelError};
-use super::llama::{Block, Llama};
+use super::llama::{Adapter, Block, BlockAdapters, Compute, Llama, LoraConfig, Target};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
@@ -32,7 +32,7 @@ impl Shards {
         let index = dir.join(INDEX);
         let single = dir.join(SINGLE);
         let mut files = HashMap::new();
-        let mut maps = HashMap::new();
+        let maps = HashMap::new();
         // An index wins over a single file, as in transformers.
         let listing = if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
@@ -50,14 +50,7 @@ impl Shards {
             }
             index
         } else if single.exists() {
-            let map = mmap(&single)?;
-            let st = SafeTensors::deserialize(&map)
-                .map_err(|e| ModelError::format(&single, e.to_string()))?;
-            for name in st.names() {
-                files.insert(name.to_string(), single.clone());
-            }
-            maps.insert(single.clone(), map);
-            single
+            return Shards::file(&single);
         } else {
             return Err(ModelError::NoWeights {
                 dir: dir.to_path_buf(),
@@ -66,6 +59,25 @@ impl Shards {
         Ok(Shards {
             files,
             listing,
+            maps,
+        })
+    }
+
+    /// One safetensors file on its own.
+    fn file(path: &Path) -> Result<Shards, ModelError> {
+        let map = mmap(path)?;
+        let st =
+            SafeTensors::deserialize(&map).map_err(|e| ModelError::format(path, e.to_string()))?;
+        let files = st
+            .names()
+            .into_iter()
+            .map(|name| (name.to_string(), path.to_path_buf()))
+            .collect();
+        let mut maps = HashMap::new();
+        maps.insert(path.to_path_buf(), map);
+        Ok(Shards {
+            files,
+            listing: path.to_path_buf(),
             maps,
         })
     }
@@ -200,6 +212,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
             w_gate: matrix(&block_name(l, "mlp.gate_proj"), i, h, true)?,
             w_up: matrix(&block_name(l, "mlp.up_proj"), i, h, true)?,
             w_down: matrix(&block_name(l, "mlp.down_proj"), h, i, true)?,
+            adapters: BlockAdapters::default(),
         });
     }
     let lm_head = if config.tie_word_embeddings {
@@ -213,7 +226,130 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
         norm,
         lm_head,
         config,
+        lora: None,
+        adapters_enabled: true,
+        compute: Compute::F32,
     })
+}
+
+const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+const ADAPTER_CONFIG: &str = "adapter_config.json";
+
+/// PEFT's name of adapter matrix `ab` (`lora_A`/`lora_B`) on projection `t` of block `layer`.
+fn adapter_name(layer: usize, t: Target, ab: &str) -> String {
+    format!(
+        "base_model.model.model.layers.{layer}.{}.{ab}.weight",
+        t.hf_path()
+    )
+}
+
+/// Writes the adapters of a LoRA model to `dir` in PEFT's layout (`adapter_config.json`,
+/// `adapter_model.safetensors`, f32), so `peft.PeftModel.from_pretrained` loads them onto the
+/// base model. Does nothing for a model without adapters.
+pub fn save_adapters(model: &Llama, dir: &Path, base_model: &str) -> Result<(), ModelError> {
+    let Some(lora) = &model.lora else {
+        return Ok(());
+    };
+    let mut tensors = Vec::new();
+    for (l, b) in model.layers.iter().enumerate() {
+        for t in Target::ALL {
+            if let Some(ad) = b.adapters.get(t) {
+                // PEFT stores A as [r, in] and B as [out, r]: the transposes of ours.
+                for (ab, w) in [("lora_A", ad.a.val()), ("lora_B", ad.b.val())] {
+                    let [rows, cols] = w.dims();
+                    tensors.push(HfTensor {
+                        name: adapter_name(l, t, ab),
+                        shape: vec![cols, rows],
+                        tensor: DeviceTensor::Matrix(w, true),
+                    });
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let path = dir.join(ADAPTER_WEIGHTS);
+    let refs: Vec<&HfTensor> = tensors.iter().collect();
+    write_atomic_with(&path, |w| {
+        write_safetensors(w, &refs, SaveDtype::F32, &path)
+    })?;
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": lora.rank,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "target_modules": lora.targets.iter().map(|t| t.module_name()).collect::<Vec<_>>(),
+    });
+    write_json(&dir.join(ADAPTER_CONFIG), &config)
+}
+
+/// Whether `dir` holds PEFT adapters (`adapter_config.json`).
+pub fn has_adapters(dir: &Path) -> bool {
+    dir.join(ADAPTER_CONFIG).is_file()
+}
+
+/// Reads the LoRA settings and adapters saved by [`save_adapters`] in `dir` and attaches them
+/// to `base` (whose base weights are frozen). The shapes are checked against `base`.
+pub fn load_adapters(dir: &Path, base: Llama) -> Result<Llama, ModelError> {
+    let cfg_path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ModelError::format(&cfg_path, e.to_string()))?;
+    let field = |k: &str| {
+        v.get(k)
+            .ok_or_else(|| ModelError::format(&cfg_path, format!("lacks `{k}`")))
+    };
+    let rank = field("r")?
+        .as_u64()
+        .filter(|&r| r > 0)
+        .ok_or_else(|| ModelError::format(&cfg_path, "`r` is not a positive integer"))?
+        as usize;
+    let alpha = field("lora_alpha")?
+        .as_f64()
+        .ok_or_else(|| ModelError::format(&cfg_path, "`lora_alpha` is not a number"))?;
+    let names: Vec<String> = field("target_modules")?
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let targets =
+        Target::parse_list(&names.join(",")).map_err(|e| ModelError::format(&cfg_path, e))?;
+    let mut shards = Shards::file(&dir.join(ADAPTER_WEIGHTS))?;
+    let device = base.embed.val().device();
+    let mut adapters = Vec::with_capacity(base.layers.len());
+    for (l, b) in base.layers.iter().enumerate() {
+        let mut set = BlockAdapters::default();
+        for &t in &targets {
+            let [inp, out] = b.weight(t).val().dims();
+            let mut matrix = |ab: &str, rows: usize, cols: usize| -> Result<_, ModelError> {
+                let data = shards.read(&adapter_name(l, t, ab), &[rows, cols])?;
+                // Transposed on the host: a contiguous [cols, rows] tensor, laid out exactly
+                // as the adapter was in training, so a resumed run computes bit for bit alike.
+                let mut tr = vec![0f32; data.len()];
+                for (k, v) in data.iter().enumerate() {
+                    tr[(k % cols) * rows + k / cols] = *v;
+                }
+                let m = Tensor::<2>::from_data(TensorData::new(tr, [cols, rows]), &device);
+                Ok(Param::from_tensor(m))
+            };
+            let a = matrix("lora_A", rank, inp)?;
+            let b = matrix("lora_B", out, rank)?;
+            *set.slot_mut(t) = Some(Adapter { a, b });
+        }
+        adapters.push(set);
+    }
+    let lora = LoraConfig {
+        rank,
+        alpha,
+        targets,
+    };
+    Ok(base.with_adapters(lora, adapters))
 }
 
 /// The dtype tensors are written in.
@@ -327,13 +463,14 @@ fn hf_tensors(model: &Llama) -> Vec<HfTensor> {
             block_name(l, "post_attention_layernorm"),
             b.mlp_norm.val(),
         ));
-        out.push(linear(block_name(l, "self_attn.q_proj"), b.wq.val()));
-        out.push(linear(block_name(l, "self_attn.k_proj"), b.wk.val()));
-        out.push(linear(block_name(l, "self_attn.v_proj"), b.wv.val()));
-        out.push(linear(block_name(l, "self_attn.o_proj"), b.wo.val()));
-        out.push(linear(block_name(l, "mlp.gate_proj"), b.w_gate.val()));
-        out.push(linear(block_name(l, "mlp.up_proj"), b.w_up.val()));
-        out.push(linear(block_name(l, "mlp.down_proj"), b.w_down.val()));
+        // Adapters (LoRA) are merged into their weights, so other tools load the trained model
+        // as a plain Llama; the adapters alone go to `adapter_model.safetensors`.
+        for t in Target::ALL {
+            out.push(linear(
+                block_name(l, t.hf_path()),
+                model.merged_weight(b, t),
+            ));
+        }
     }
     out.push(vector("model.norm.weight".into(), model.norm.val()));
     if let Some(w) = &model.lm_head {
