@@ -19,3 +19,8 @@ if ! "$VENV/bin/python" -c 'import transformers' 2>/dev/null; then
   echo "setup: installing transformers==4.57.1 (PyTorch baseline of poc bench train)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check transformers==4.57.1
 fi
+# peft: checks that LoRA checkpoints load in PEFT (tests/run_cli.rs, scripts/check_peft.py).
+if ! "$VENV/bin/python" -c 'import peft' 2>/dev/null; then
+  echo "setup: installing peft==0.17.1 (LoRA checkpoint compatibility test)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check peft==0.17.1
+fi

@@ -390,6 +390,59 @@ fn lora_trains_adapters_against_the_base_and_resumes_exactly() {
     assert!((losses(&live)[0] - std::f64::consts::LN_2).abs() < 1e-5);
 }
 
+/// The Python of the cached torch install (scripts/setup.sh), which also has transformers
+/// and peft.
+fn setup_python() -> std::path::PathBuf {
+    let cache = std::env::var("POC_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/poc")
+        });
+    cache.join("torch-2.9.0/bin/python")
+}
+
+#[test]
+fn lora_checkpoints_load_in_peft() {
+    // The transformers fixture is the base; PEFT's adapters on it must equal poc's merge.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/tiny-llama");
+    poc()
+        .args([
+            "run",
+            "dpo",
+            "--max-steps",
+            "2",
+            "--lora",
+            "4",
+            "--lr",
+            "5e-2",
+        ])
+        .args([
+            "--lora-target-modules",
+            "all-linear",
+            "--no-progress",
+            "--model",
+        ])
+        .arg(&base)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let check = std::process::Command::new(setup_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_peft.py"))
+        .arg(&base)
+        .arg(out.join("checkpoint-2"))
+        .output()
+        .expect("the Python of scripts/setup.sh");
+    assert!(
+        check.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 #[test]
 fn lora_learns_the_easy_pairs() {
     let tmp = tempfile::tempdir().unwrap();
