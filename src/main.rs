@@ -8,6 +8,7 @@ mod cli;
 mod eval;
 mod library;
 mod run;
+mod world;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -7,6 +7,7 @@ pub mod chat;
 pub mod pairs;
 pub mod synthetic;
 pub mod tokenizer;
+pub mod world;
 
 pub use pairs::{Batch, Pair, Tokenized, batch_of, batches, load_pairs, parse_pairs};
 pub use tokenizer::{BOS, EOS, PAD, Tok, tiny_tokenizer_json, tiny_vocab_size};
