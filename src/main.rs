@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod eval;
 mod library;
+mod plot;
 mod run;
 mod world;
 
