@@ -746,7 +746,9 @@ fn plot_runs(args: &PlotArgs) -> Result<(), Failure> {
                         })
                 })
                 .collect();
-            let (x0, x1) = padded(r_min_max(runs.iter().flat_map(|r| r.steps.iter().copied())));
+            let (x0, x1) = padded(finite_range(
+                runs.iter().flat_map(|r| r.steps.iter().copied()),
+            ));
             panel(
                 area,
                 name,
@@ -764,7 +766,8 @@ fn plot_runs(args: &PlotArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn r_min_max(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+/// The smallest and largest finite value, if any.
+fn finite_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     values
         .filter(|v| v.is_finite())
         .fold(None, |acc, v| match acc {
@@ -982,8 +985,11 @@ fn panel(
     series: &[Series],
     legend: bool,
 ) -> Result<(), Failure> {
-    let y = y_axis
-        .unwrap_or_else(|| padded(r_min_max(series.iter().flat_map(|s| s.ys.iter().copied()))));
+    let y = y_axis.unwrap_or_else(|| {
+        padded(finite_range(
+            series.iter().flat_map(|s| s.ys.iter().copied()),
+        ))
+    });
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(12)
