@@ -28,6 +28,7 @@ const EXAMPLES: &str = "Examples:
   poc eval dpo --inputs rows.jsonl --set beta=0.2 --backend jit
   poc run objectives/mipo.po                 train the embedded tiny model on bundled data (CPU)
   poc run dpo --model ./Llama-3.2-1B --data prefs.jsonl --device cuda --set beta=0.1
+  poc generate --model runs/dpo/checkpoint-400 --prompts prompts.jsonl --temperature 0.7
   poc plot dpo ipo hinge discopop            loss and dL/dΔ against the margin Δ, overlaid
   poc world --out world --seed 1             SFT data and noisy pairs with a known true reward
   poc bench eval                             interpreter vs JIT vs burn vs hand-written DPO";
@@ -111,6 +112,10 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
     },
+    /// Complete every prompt of a JSONL file under a model (KV-cache sampling: greedy,
+    /// temperature, top-p), one JSON object per prompt on stdout.
+    #[command(long_about = crate::generate::ABOUT, after_help = crate::generate::EXAMPLES)]
+    Generate(crate::generate::GenerateArgs),
     /// Draw objectives' loss and dL/dΔ against the reward margin Δ, or a run's curves (PNG).
     #[command(long_about = crate::plot::ABOUT, after_help = crate::plot::EXAMPLES)]
     Plot(crate::plot::PlotArgs),
@@ -251,6 +256,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             max_length,
             batch_size,
         } => crate::run::logps(&model, &data, &device, max_length, batch_size),
+        Command::Generate(args) => crate::generate::run(args),
         Command::Plot(args) => crate::plot::run(args),
         Command::World(args) => crate::world::run(args),
         Command::List => {

@@ -6,6 +6,7 @@
 mod bench;
 mod cli;
 mod eval;
+mod generate;
 mod library;
 mod plot;
 mod run;

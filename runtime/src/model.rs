@@ -1,7 +1,8 @@
 //! The Llama-3 family decoder: configuration from HF `config.json` (or a preset), the burn
-//! module, and HF-layout safetensors loading and saving.
+//! module, HF-layout safetensors loading and saving, and sampling with a KV cache.
 
 pub mod config;
+pub mod generate;
 pub mod llama;
 pub mod load;
 

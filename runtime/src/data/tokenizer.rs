@@ -142,6 +142,11 @@ impl Tok {
         self.inner.decode(ids, true).unwrap_or_default()
     }
 
+    /// The id of the token spelled `text` (e.g. `<|eot_id|>`), if the vocabulary has it.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.inner.token_to_id(text)
+    }
+
     /// Writes `tokenizer.json` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), String> {
         self.inner

@@ -354,7 +354,7 @@ impl Llama {
     }
 
     /// Projection `t` of block `l` applied to `x` `[b, t, in]`, with its adapter when enabled.
-    fn proj(&self, l: &Block, t: Target, x: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn proj(&self, l: &Block, t: Target, x: Tensor<3>) -> Tensor<3> {
         let [b, n, i] = x.dims();
         let w = self.cast(l.weight(t).val());
         let o = w.dims()[1];
@@ -368,7 +368,7 @@ impl Llama {
     }
 
     /// `t` in the compute dtype.
-    fn cast<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+    pub(crate) fn cast<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
         match self.compute {
             Compute::F32 => t,
             Compute::Bf16 => t.cast(burn::tensor::DType::BF16),
@@ -376,7 +376,7 @@ impl Llama {
     }
 
     /// `t` back in f32 (for norms, softmax and log-probs).
-    fn widen<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+    pub(crate) fn widen<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
         match self.compute {
             Compute::F32 => t,
             Compute::Bf16 => t.cast(burn::tensor::DType::F32),
@@ -552,13 +552,13 @@ impl Llama {
 }
 
 /// HF's RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.
-fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f64) -> Tensor<3> {
+pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f64) -> Tensor<3> {
     let ms = x.clone().powf_scalar(2.0).mean_dim(2);
     x * (ms + eps).sqrt().recip() * weight.clone().unsqueeze::<3>()
 }
 
 /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = [-x₂, x₁].
-fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+pub(crate) fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let [b, h, t, d] = x.dims();
     let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..d / 2]);
     let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
@@ -567,7 +567,7 @@ fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 }
 
 /// `[b, kv, t, d]` → `[b, kv·n, t, d]`, each kv head repeated n times (HF's repeat_kv).
-fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
+pub(crate) fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
     if n == 1 {
         return x;
     }
