@@ -249,6 +249,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
         &device,
         stop,
         None,
+        None,
         |_, _| {},
     )
     .map_err(|e| Failure::Internal(e.to_string()))?;

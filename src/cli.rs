@@ -122,6 +122,11 @@ enum Command {
     /// Write the synthetic preference world: a known true reward r*, SFT data, labelled pairs.
     #[command(long_about = crate::world::ABOUT, after_help = crate::world::EXAMPLES)]
     World(crate::world::WorldArgs),
+    /// MPO's easy/hard split: score every pair with a reward model and write easy.jsonl
+    /// (gap > δ), hard.jsonl (gap ≤ δ) and a histogram of the gaps.
+    ///
+    /// Example: poc split --reward-model runs/bt_reward/checkpoint-200 --data prefs.jsonl --threshold 1 --out split/
+    Split(crate::split::SplitArgs),
     /// List the shipped objectives, one line each.
     List,
     /// Benchmarks (reported as ratios against a baseline measured in the same run).
@@ -259,6 +264,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Generate(args) => crate::generate::run(args),
         Command::Plot(args) => crate::plot::run(args),
         Command::World(args) => crate::world::run(args),
+        Command::Split(args) => crate::split::run(args),
         Command::List => {
             for (name, src) in library::SHIPPED {
                 let summary = poc_compiler::check_source(src)

@@ -10,6 +10,7 @@ mod generate;
 mod library;
 mod plot;
 mod run;
+mod split;
 mod world;
 
 use clap::Parser;

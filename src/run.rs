@@ -8,6 +8,8 @@ use poc_runtime::data::{self, Pair, Tok};
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target, load};
 use poc_runtime::train::{self, Schedule, TrainOptions};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -114,6 +116,33 @@ pub struct RunArgs {
     /// them (burn's balanced gradient checkpointing): less memory, more compute.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// What is trained: a policy (log-probs against a reference) or a reward model (a scalar
+    /// head on the decoder, HF's LlamaForSequenceClassification). `auto` decides from the
+    /// objective: one that reads reward-model outputs (`input r from reward(chosen)`) trains a
+    /// reward model.
+    #[arg(long, value_enum, default_value_t = TaskArg::Auto)]
+    pub task: TaskArg,
+    /// Held-out pairs to evaluate the objective's loss and metrics on (logged as `eval/...`).
+    #[arg(long, value_name = "FILE")]
+    pub eval_data: Option<PathBuf>,
+    /// Hold out this fraction of --data for evaluation instead (seeded). Default: 0.1 for a
+    /// reward model (held-out pair accuracy), 0 for a policy.
+    #[arg(long, value_name = "F")]
+    pub eval_fraction: Option<f64>,
+    /// Evaluate every N steps (besides after the last).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub eval_every: usize,
+}
+
+/// `--task`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskArg {
+    /// From the objective's inputs.
+    Auto,
+    /// Train a policy's log-probs.
+    Policy,
+    /// Train a reward model's scalar head and backbone.
+    Reward,
 }
 
 /// Learning-rate decay after warm-up.
@@ -183,7 +212,7 @@ pub fn resolve_model(
 
 fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure> {
     let (pairs, bad) = match &args.data {
-        Some(p) => data::load_pairs(p, tok, args.max_length, args.strict).map_err(user)?,
+        Some(p) => load_file(p, tok, args)?,
         None => {
             let text = data::synthetic::synthetic_jsonl(2048, 7);
             let path = out.join("data.jsonl");
@@ -198,6 +227,15 @@ fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure
             .map_err(user)?
         }
     };
+    report_bad(&bad);
+    Ok(pairs)
+}
+
+fn load_file(path: &Path, tok: &Tok, args: &RunArgs) -> Result<(Vec<Pair>, Vec<String>), Failure> {
+    data::load_pairs(path, tok, args.max_length, args.strict).map_err(user)
+}
+
+fn report_bad(bad: &[String]) {
     if !bad.is_empty() {
         eprintln!(
             "poc: skipped {} bad row(s) (use --strict to stop instead):",
@@ -210,7 +248,67 @@ fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure
             eprintln!("  ... and {} more", bad.len() - 10);
         }
     }
-    Ok(pairs)
+}
+
+/// Splits off the evaluation pairs: --eval-data, or a seeded --eval-fraction of the training
+/// pairs (default 0.1 for a reward model, none for a policy).
+fn held_out(
+    pairs: Vec<Pair>,
+    args: &RunArgs,
+    tok: &Tok,
+    reward: bool,
+) -> Result<(Vec<Pair>, Vec<Pair>), Failure> {
+    if let Some(path) = &args.eval_data {
+        if args.eval_fraction.is_some() {
+            return Err(user("give --eval-data or --eval-fraction, not both"));
+        }
+        let (eval, bad) = load_file(path, tok, args)?;
+        report_bad(&bad);
+        return Ok((pairs, eval));
+    }
+    let fraction = args.eval_fraction.unwrap_or(if reward { 0.1 } else { 0.0 });
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(user(format!(
+            "--eval-fraction {fraction}: expected a fraction in [0, 1)"
+        )));
+    }
+    let n_eval = (pairs.len() as f64 * fraction).round() as usize;
+    if n_eval == 0 {
+        return Ok((pairs, Vec::new()));
+    }
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x6576616c);
+    order.shuffle(&mut rng);
+    let held: std::collections::HashSet<usize> = order[..n_eval].iter().copied().collect();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (i, p) in pairs.into_iter().enumerate() {
+        if held.contains(&i) {
+            eval.push(p);
+        } else {
+            train.push(p);
+        }
+    }
+    Ok((train, eval))
+}
+
+/// Whether `task` trains a reward model for objective `c`; an objective that reads reward
+/// outputs cannot train a policy and vice versa.
+fn reward_task(c: &Compiled, task: TaskArg) -> Result<bool, Failure> {
+    let needs = poc_runtime::observe::needs(&c.objective.inputs);
+    let reads_rewards = needs.reward_model();
+    match task {
+        TaskArg::Auto => Ok(reads_rewards),
+        TaskArg::Reward if reads_rewards => Ok(true),
+        TaskArg::Policy if !reads_rewards => Ok(false),
+        TaskArg::Reward => Err(user(format!(
+            "--task reward: `{}` reads no reward-model output (declare e.g. `input reward_chosen from reward(chosen)`, as bt_reward.po does)",
+            c.objective.name
+        ))),
+        TaskArg::Policy => Err(user(format!(
+            "--task policy: `{}` reads reward-model outputs; it trains a reward model (--task reward)",
+            c.objective.name
+        ))),
+    }
 }
 
 /// The `poc run` command.
@@ -236,6 +334,12 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
                 .map_err(|e| user(format!("--lora-target-modules: {e}")))?,
         }),
     };
+    let reward = reward_task(c, args.task)?;
+    if reward && lora.is_some() {
+        return Err(user(
+            "--lora with a reward model is not supported yet: train the reward model in full",
+        ));
+    }
     let compute = match (args.dtype, spec) {
         (Some(ComputeArg::F32), _) | (None, DeviceSpec::Cpu) => Compute::F32,
         (Some(ComputeArg::Bf16), _) | (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
@@ -252,6 +356,14 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let (mut policy, tok, tiny) =
         resolve_model(&args.model, args.random_init, args.seed, &train_device)?;
     policy.compute = compute;
+    if reward && policy.score.is_none() {
+        policy = policy.with_score_head(args.seed);
+        // transformers pools a reward model at the last token that is not padding.
+        policy
+            .config
+            .extra
+            .insert("pad_token_id".into(), tok.pad.into());
+    }
     let wants_reference = c.objective.inputs.iter().any(|i| {
         matches!(
             i.source,
@@ -280,6 +392,14 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         (Some(dir), None) => {
             let mut loaded = load::load(dir, &train_device).map_err(user)?;
             loaded.compute = compute;
+            if reward != loaded.score.is_some() {
+                return Err(user(format!(
+                    "--resume {}: the checkpoint is a {}, but this run trains a {}",
+                    dir.display(),
+                    if reward { "policy" } else { "reward model" },
+                    if reward { "reward model" } else { "policy" }
+                )));
+            }
             loaded
         }
         (None, Some(l)) => policy.with_lora(l, args.seed),
@@ -298,18 +418,50 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         }
     };
     let pairs = load_data(&args, &tok, &out)?;
-    let reference = match reference {
+    let (pairs, eval_pairs) = held_out(pairs, &args, &tok, reward)?;
+    // The reference of training and of evaluation: the same strategy for both.
+    let cache_both = |r: &Llama| -> Result<_, Failure> {
+        Ok((
+            precompute(
+                c,
+                &args,
+                &pairs,
+                &tok,
+                r,
+                &device,
+                &out.join("ref_cache.json"),
+            )?,
+            precompute(
+                c,
+                &args,
+                &eval_pairs,
+                &tok,
+                r,
+                &device,
+                &out.join("ref_cache_eval.json"),
+            )?,
+        ))
+    };
+    let (reference, eval_reference) = match reference {
         None if wants_reference && args.precompute_ref => {
             // LoRA: the reference is the policy with adapters off.
             let mut base = policy.valid();
             base.adapters_enabled = false;
-            precompute(c, &args, &pairs, &tok, &out, &base, &device)?
+            cache_both(&base)?
         }
-        None if wants_reference => train::Reference::AdaptersOff,
-        None => train::Reference::None,
-        Some(r) if args.precompute_ref => precompute(c, &args, &pairs, &tok, &out, &r, &device)?,
-        Some(r) => train::Reference::Model(Box::new(r)),
+        None if wants_reference => (train::Reference::AdaptersOff, train::Reference::AdaptersOff),
+        None => (train::Reference::None, train::Reference::None),
+        Some(r) if args.precompute_ref => cache_both(&r)?,
+        Some(r) => (
+            train::Reference::Model(Box::new(r.clone())),
+            train::Reference::Model(Box::new(r)),
+        ),
     };
+    let eval = (!eval_pairs.is_empty()).then(|| train::Eval {
+        pairs: eval_pairs,
+        reference: eval_reference,
+        every: args.eval_every,
+    });
     let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
     let opts = TrainOptions {
         batch_size: args.batch_size,
@@ -389,14 +541,13 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         &device,
         stop,
         resume,
+        eval,
         |log, total| {
             bar.set_length(total as u64);
             bar.set_position(log.step as u64);
-            let acc = log
-                .metrics
-                .get("rewards/accuracies")
-                .and_then(|v| v.as_f64());
-            let acc = acc.map(|a| format!(" acc {a:.2}")).unwrap_or_default();
+            let acc = accuracy(&log.metrics, "")
+                .map(|a| format!(" acc {a:.2}"))
+                .unwrap_or_default();
             bar.set_message(format!(
                 "loss {:.4}{acc} |g| {:.2} lr {:.1e} {:.0} tok/s",
                 log.loss, log.grad_norm, log.lr, log.tokens_per_sec
@@ -416,10 +567,13 @@ fn precompute(
     args: &RunArgs,
     pairs: &[Pair],
     tok: &Tok,
-    out: &Path,
     r: &Llama,
     device: &burn::tensor::Device,
+    path: &Path,
 ) -> Result<train::Reference, Failure> {
+    if pairs.is_empty() {
+        return Ok(train::Reference::None);
+    }
     let needs = poc_runtime::observe::needs(&c.objective.inputs);
     let fingerprint = format!(
         "model={} seed={} data={} max_length={} pairs={} entropy={}",
@@ -433,8 +587,7 @@ fn precompute(
         pairs.len(),
         needs.entropy
     );
-    let path = out.join("ref_cache.json");
-    let cached = std::fs::read_to_string(&path)
+    let cached = std::fs::read_to_string(path)
         .ok()
         .and_then(|t| serde_json::from_str::<train::RefCache>(&t).ok())
         .filter(|c| c.fingerprint == fingerprint);
@@ -458,12 +611,22 @@ fn precompute(
                 device,
             );
             let text = serde_json::to_string(&c).map_err(|e| Failure::Internal(e.to_string()))?;
-            load::write_atomic(&path, text.as_bytes()).map_err(user)?;
+            load::write_atomic(path, text.as_bytes()).map_err(user)?;
             c
         }
     };
     // The reference model is dropped by the caller: training holds only the policy.
     Ok(train::Reference::Cached(cache))
+}
+
+/// A step's pairwise accuracy: TRL's `rewards/accuracies` (policies) or `accuracy` (reward
+/// models), under `prefix` (`""` or `"eval/"`).
+fn accuracy(metrics: &serde_json::Map<String, serde_json::Value>, prefix: &str) -> Option<f64> {
+    ["rewards/accuracies", "accuracy"].iter().find_map(|k| {
+        metrics
+            .get(&format!("{prefix}{k}"))
+            .and_then(|v| v.as_f64())
+    })
 }
 
 fn summarize(logs: &[train::StepLog], out: &Path) {
@@ -474,22 +637,23 @@ fn summarize(logs: &[train::StepLog], out: &Path) {
     let k = (n / 10).max(1);
     let mean = |xs: &[train::StepLog], f: &dyn Fn(&train::StepLog) -> Option<f64>| {
         let v: Vec<f64> = xs.iter().filter_map(f).collect();
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     };
-    let acc = |l: &train::StepLog| l.metrics.get("rewards/accuracies").and_then(|v| v.as_f64());
+    let acc = |l: &train::StepLog| accuracy(&l.metrics, "");
     let loss = |l: &train::StepLog| Some(l.loss);
-    eprintln!(
-        "poc run: loss {:.4} -> {:.4}, reward accuracy {:.2} -> {:.2} (first vs last {k} steps); metrics in {}",
-        mean(&logs[..k], &loss),
-        mean(&logs[n - k..], &loss),
-        mean(&logs[..k], &acc),
-        mean(&logs[n - k..], &acc),
-        out.join("metrics.jsonl").display()
+    let mut line = format!(
+        "poc run: loss {:.4} -> {:.4}",
+        mean(&logs[..k], &loss).unwrap_or(f64::NAN),
+        mean(&logs[n - k..], &loss).unwrap_or(f64::NAN),
     );
+    if let (Some(a), Some(b)) = (mean(&logs[..k], &acc), mean(&logs[n - k..], &acc)) {
+        line.push_str(&format!(", accuracy {a:.2} -> {b:.2}"));
+    }
+    line.push_str(&format!(" (first vs last {k} steps)"));
+    if let Some(e) = accuracy(&logs[n - 1].metrics, "eval/") {
+        line.push_str(&format!(", held-out accuracy {e:.2}"));
+    }
+    eprintln!("{line}; metrics in {}", out.join("metrics.jsonl").display());
 }
 
 /// The `poc logps` command: per-row sequence log-probs and lengths under a model.

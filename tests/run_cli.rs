@@ -187,7 +187,10 @@ fn run_errors_are_clear() {
         "unknown LoRA target module `qkv`",
     );
     case(&["run", "dpo", "--set", "bta=1"], "did you mean `beta`?");
-    case(&["run", "bt_reward"], "reward-model output");
+    case(
+        &["run", "dpo", "--eval-fraction", "1.5"],
+        "expected a fraction in [0, 1)",
+    );
     case(
         &[
             "run",
@@ -478,6 +481,69 @@ fn lora_learns_the_easy_pairs() {
         "LoRA reward accuracy over the last 5 steps: {acc}"
     );
     assert!(m[39]["loss"].as_f64().unwrap() < m[0]["loss"].as_f64().unwrap());
+}
+
+#[test]
+fn bt_reward_trains_a_reward_model_with_held_out_accuracy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("rm");
+    poc()
+        .args([
+            "run",
+            "bt_reward",
+            "--max-steps",
+            "60",
+            "--eval-every",
+            "30",
+        ])
+        .args(["--no-progress", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let m = metrics(&out);
+    let acc = |rows: &[serde_json::Value]| {
+        rows.iter()
+            .map(|r| r["metrics"]["accuracy"].as_f64().unwrap())
+            .sum::<f64>()
+            / rows.len() as f64
+    };
+    assert!(acc(&m[55..]) > 0.9, "train accuracy {}", acc(&m[55..]));
+    // Held-out accuracy (10% of the pairs by default) at steps 30 and 60, and only there.
+    let evals: Vec<_> = m
+        .iter()
+        .filter_map(|r| {
+            r["metrics"]["eval/accuracy"]
+                .as_f64()
+                .map(|a| (r["step"].clone(), a))
+        })
+        .collect();
+    assert_eq!(evals.len(), 2, "{evals:?}");
+    assert!(evals[1].1 > 0.9, "held-out accuracy {evals:?}");
+    assert!(m[59]["metrics"]["eval/loss"].is_number());
+    // An HF-layout LlamaForSequenceClassification checkpoint.
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoint-60/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg["architectures"],
+        serde_json::json!(["LlamaForSequenceClassification"])
+    );
+    // A policy objective cannot be a reward task, nor the reverse.
+    for (args, needle) in [
+        (
+            ["run", "dpo", "--task", "reward"],
+            "reads no reward-model output",
+        ),
+        (
+            ["run", "bt_reward", "--task", "policy"],
+            "trains a reward model",
+        ),
+    ] {
+        let o = poc().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(String::from_utf8(o.stderr).unwrap().contains(needle));
+    }
 }
 
 #[test]

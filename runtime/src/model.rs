@@ -7,4 +7,4 @@ pub mod llama;
 pub mod load;
 
 pub use config::{LlamaConfig, ModelError};
-pub use llama::{Adapter, BlockAdapters, Compute, Llama, LoraConfig, SequenceStats, Target};
+pub use llama::{Adapter, BlockAdapters, Compute, Llama, LoraConfig, SequenceStats, Target, Want};

@@ -4,16 +4,26 @@
 
 use crate::data::{Batch, Pair};
 use crate::model::SequenceStats;
+use crate::model::llama::Want;
 use burn::tensor::{Device, Tensor, TensorData};
 use poc_compiler::{Input, Side, Source};
 
 /// Which expensive statistics the objective needs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Needs {
+    /// What the trained model's forward must give: log-probs and/or reward-head outputs.
+    pub policy: Want,
     /// Any reference input (log-probs or entropies).
     pub reference: bool,
     /// Reference entropies.
     pub entropy: bool,
+}
+
+impl Needs {
+    /// Whether the trained model is a reward model (the objective reads reward outputs).
+    pub fn reward_model(&self) -> bool {
+        self.policy.rewards
+    }
 }
 
 /// What `inputs` require of the models.
@@ -21,6 +31,8 @@ pub fn needs(inputs: &[Input]) -> Needs {
     let mut n = Needs::default();
     for i in inputs {
         match i.source {
+            Source::PolicyLogps(_) => n.policy.logps = true,
+            Source::Reward(_) => n.policy.rewards = true,
             Source::ReferenceLogps(_) => n.reference = true,
             Source::ReferenceEntropy(_) => {
                 n.reference = true;
@@ -93,11 +105,14 @@ pub fn observe(
                     }
                     Tensor::from_data(TensorData::new(v, [b]), device)
                 }
-                Source::Reward(_) => {
-                    return Err(ObserveError(format!(
-                        "`{}` is a reward-model output; reward-model training (`--task reward`) is not available yet",
-                        inp.name
-                    )));
+                Source::Reward(s) => {
+                    let r = policy.rewards.as_ref().ok_or_else(|| {
+                        ObserveError(format!(
+                            "`{}` is a reward-model output, but the model has no reward head (train with `--task reward`)",
+                            inp.name
+                        ))
+                    })?;
+                    half(r, *s, b)
                 }
             })
         })

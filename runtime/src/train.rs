@@ -360,6 +360,107 @@ impl RefCache {
             logps: both(&self.logps),
             tokens: Tensor::zeros([n], device),
             entropy: self.entropy.as_deref().map(both),
+            rewards: None,
+        }
+    }
+}
+
+/// Held-out pairs, evaluated without gradients every `every` steps and after the last one.
+pub struct Eval {
+    /// The held-out pairs.
+    pub pairs: Vec<Pair>,
+    /// Their reference statistics (the same strategy as training's).
+    pub reference: Reference,
+    /// Evaluate every N optimizer steps (0: only after the last).
+    pub every: usize,
+}
+
+/// Mean loss and metrics of the compiled objective over `eval.pairs`, no gradients, keyed
+/// `eval/loss` and `eval/<metric>` (e.g. `eval/rewards/accuracies`).
+pub fn evaluate(
+    compiled: &Compiled,
+    policy: &Llama,
+    eval: &Eval,
+    opts: &TrainOptions,
+    pad: u32,
+    device: &Device,
+) -> Result<serde_json::Map<String, serde_json::Value>, TrainError> {
+    let inputs = &compiled.objective.inputs;
+    let need = needs(inputs);
+    let program = &compiled.program;
+    let model = policy.valid();
+    let mut loss_sum = 0.0;
+    let mut metric_sums = vec![0.0; compiled.metrics.len()];
+    let idx: Vec<usize> = (0..eval.pairs.len()).collect();
+    for chunk in idx.chunks(opts.batch_size.max(1)) {
+        let batch = crate::data::pairs::batch_of(&eval.pairs, chunk, pad);
+        let pstats = model.stats(
+            &batch.tokens,
+            &batch.mask,
+            &batch.completion,
+            need.policy,
+            device,
+        );
+        let rstats = reference_stats(&eval.reference, need, &model, &batch, device);
+        let xs = observe(
+            inputs,
+            &batch,
+            &eval.pairs,
+            &pstats,
+            rstats.as_ref(),
+            model.config.vocab_size,
+            device,
+        )?;
+        let outs = run_program(program, &opts.params, &xs, device, DType::F32)
+            .map_err(|e| TrainError::Other(e.to_string()))?;
+        for (k, o) in program.outputs.iter().enumerate() {
+            match o.kind {
+                OutputKind::Loss => loss_sum += to_f64(outs[k].clone()).iter().sum::<f64>(),
+                OutputKind::Metric(m) => {
+                    metric_sums[m as usize] += to_f64(outs[k].clone()).iter().sum::<f64>()
+                }
+                OutputKind::Grad(_) => {}
+            }
+        }
+    }
+    let n = eval.pairs.len().max(1) as f64;
+    let mut out = serde_json::Map::new();
+    out.insert("eval/loss".into(), serde_json::json!(loss_sum / n));
+    for (m, sum) in compiled.metrics.iter().zip(&metric_sums) {
+        out.insert(format!("eval/{}", m.0), serde_json::json!(sum / n));
+    }
+    Ok(out)
+}
+
+/// The reference's statistics of `batch` under `reference` (`policy` is the trained model on
+/// a plain device, for [`Reference::AdaptersOff`]); `None` when the objective reads none.
+fn reference_stats(
+    reference: &Reference,
+    need: crate::observe::Needs,
+    policy: &Llama,
+    batch: &Batch,
+    device: &Device,
+) -> Option<crate::model::SequenceStats> {
+    if !need.reference {
+        return None;
+    }
+    let run = |m: &Llama| {
+        m.sequence_stats(
+            &batch.tokens,
+            &batch.mask,
+            &batch.completion,
+            need.entropy,
+            device,
+        )
+    };
+    match reference {
+        Reference::None => None,
+        Reference::Model(r) => Some(run(r)),
+        Reference::Cached(cache) => Some(cache.stats(batch, device)),
+        Reference::AdaptersOff => {
+            let mut base = policy.clone();
+            base.adapters_enabled = false;
+            Some(run(&base))
         }
     }
 }
@@ -377,6 +478,7 @@ pub fn train(
     device: &Device,
     stop: Arc<AtomicBool>,
     resume: Option<Resume>,
+    eval: Option<Eval>,
     mut on_step: impl FnMut(&StepLog, usize),
 ) -> Result<Vec<StepLog>, TrainError> {
     // The policy's own device: autodiff, possibly with gradient checkpointing (run.rs).
@@ -465,29 +567,18 @@ pub fn train(
                 .map(|r| r.iter().filter(|&&m| m).count())
                 .sum::<usize>();
             lines.extend(batch.pairs.iter().map(|&i| pairs[i].line));
-            let pstats =
-                policy.sequence_stats(&batch.tokens, &batch.mask, &batch.completion, false, &ad);
-            let rstats = match (&reference, need.reference) {
-                (Reference::Model(r), true) => Some(r.sequence_stats(
-                    &batch.tokens,
-                    &batch.mask,
-                    &batch.completion,
-                    need.entropy,
-                    device,
-                )),
-                (Reference::Cached(cache), true) => Some(cache.stats(batch, device)),
-                (Reference::AdaptersOff, true) => {
-                    let mut base = policy.valid();
-                    base.adapters_enabled = false;
-                    Some(base.sequence_stats(
-                        &batch.tokens,
-                        &batch.mask,
-                        &batch.completion,
-                        need.entropy,
-                        device,
-                    ))
+            let pstats = policy.stats(
+                &batch.tokens,
+                &batch.mask,
+                &batch.completion,
+                need.policy,
+                &ad,
+            );
+            let rstats = match &reference {
+                Reference::AdaptersOff => {
+                    reference_stats(&reference, need, &policy.valid(), batch, device)
                 }
-                _ => None,
+                other => reference_stats(other, need, &policy, batch, device),
             };
             let xs = observe(inputs, batch, pairs, &pstats, rstats.as_ref(), vocab, &ad)?;
             let outs = run_program(program, &opts.params, &xs, &ad, DType::F32)
@@ -544,6 +635,12 @@ pub fn train(
         let mut metrics = serde_json::Map::new();
         for (m, sum) in compiled.metrics.iter().zip(&metric_sums) {
             metrics.insert(m.0.clone(), serde_json::json!(sum / rows as f64));
+        }
+        if let Some(ev) = &eval {
+            let due = step + 1 == total || (ev.every > 0 && (step + 1) % ev.every == 0);
+            if due && !ev.pairs.is_empty() {
+                metrics.extend(evaluate(compiled, &policy, ev, opts, tok.pad, device)?);
+            }
         }
         let log = StepLog {
             step: step + 1,

@@ -223,6 +223,9 @@ pub struct Llama {
     pub norm: Param<Tensor<1>>,
     /// Output head `[hidden, vocab]`; `None` when tied to the embedding.
     pub lm_head: Option<Param<Tensor<2>>>,
+    /// Scalar reward head `[hidden, 1]` of a reward model (HF's
+    /// `LlamaForSequenceClassification` with one label: `score.weight`); `None` for a policy.
+    pub score: Option<Param<Tensor<2>>>,
     /// The configuration (not trained).
     #[module(skip)]
     pub config: LlamaConfig,
@@ -247,6 +250,19 @@ pub struct SequenceStats {
     pub tokens: Tensor<1>,
     /// Mean next-token entropy (nats) over completion positions, `[batch]`, if asked for.
     pub entropy: Option<Tensor<1>>,
+    /// The reward head's output at each row's last real token, `[batch]`, if asked for.
+    pub rewards: Option<Tensor<1>>,
+}
+
+/// Which statistics [`Llama::stats`] computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Want {
+    /// Completion log-probs (needs the output head over the whole vocabulary).
+    pub logps: bool,
+    /// Mean next-token entropies (implies the log-softmax of `logps`).
+    pub entropy: bool,
+    /// Reward-head outputs (needs a reward model).
+    pub rewards: bool,
 }
 
 mod rand_distr_normal {
@@ -300,6 +316,7 @@ impl Llama {
             layers,
             norm: param(ones(h)),
             lm_head,
+            score: None,
             config: config.clone(),
             lora: None,
             adapters_enabled: true,
@@ -399,6 +416,12 @@ impl Llama {
     /// right-padded, so positions (for RoPE) are `0..time` in every row; logits at padding
     /// positions are meaningless.
     pub fn forward(&self, tokens: Tensor<2, Int>, mask: &[Vec<bool>]) -> Tensor<3> {
+        self.logits(self.hidden(tokens, mask))
+    }
+
+    /// The final hidden states `[batch, time, hidden]` (after the last RMSNorm, in the compute
+    /// dtype), which the output head and the reward head read.
+    pub fn hidden(&self, tokens: Tensor<2, Int>, mask: &[Vec<bool>]) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let cfg = &self.config;
         let device = tokens.device();
@@ -423,7 +446,12 @@ impl Llama {
             let up = self.proj(layer, Target::Up, m);
             x = x + self.widen(self.proj(layer, Target::Down, gate * up));
         }
-        let x = self.cast(rms_norm(x, &self.norm.val(), cfg.rms_norm_eps));
+        self.cast(rms_norm(x, &self.norm.val(), cfg.rms_norm_eps))
+    }
+
+    /// Next-token logits `[batch, time, vocab]` (f32) from final hidden states.
+    pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = self.config.hidden_size;
         let head = match &self.lm_head {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
@@ -488,14 +516,7 @@ impl Llama {
 
     /// The observables of a batch: per row, the summed log-probability of its completion
     /// tokens, their count, and (only when `want_entropy`) the mean full-vocabulary entropy of
-    /// the next-token distribution at the positions that predict them.
-    ///
-    /// `tokens`, `mask` and `completion` are `[batch][time]`, every row of the same length
-    /// (a [`crate::data::Batch`] is); `mask` marks real tokens and `completion[b][t]` marks
-    /// token `t` of row `b` as a completion token (a subset of the real ones). Token `t` is
-    /// scored by the distribution at position `t - 1`, so a completion token at position 0
-    /// is never counted. One `log_softmax` serves the log-probs and the entropies. On an
-    /// autodiff device the log-probs (and entropies) carry gradients.
+    /// the next-token distribution at the positions that predict them. See [`Llama::stats`].
     pub fn sequence_stats(
         &self,
         tokens: &[Vec<u32>],
@@ -504,24 +525,76 @@ impl Llama {
         want_entropy: bool,
         device: &Device,
     ) -> SequenceStats {
+        let want = Want {
+            logps: true,
+            entropy: want_entropy,
+            rewards: false,
+        };
+        self.stats(tokens, mask, completion, want, device)
+    }
+
+    /// The statistics `want` asks for, from one forward pass over a batch.
+    ///
+    /// `tokens`, `mask` and `completion` are `[batch][time]`, every row of the same length
+    /// (a [`crate::data::Batch`] is); `mask` marks real tokens and `completion[b][t]` marks
+    /// token `t` of row `b` as a completion token (a subset of the real ones). Token `t` is
+    /// scored by the distribution at position `t - 1`, so a completion token at position 0
+    /// is never counted. One `log_softmax` serves the log-probs and the entropies. The reward
+    /// is the reward head at the row's last real token (rows are right-padded), as
+    /// transformers' `LlamaForSequenceClassification` pools. Token counts are always given;
+    /// log-probs are zeros unless asked for. On an autodiff device everything computed from
+    /// the model carries gradients.
+    pub fn stats(
+        &self,
+        tokens: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        completion: &[Vec<bool>],
+        want: Want,
+        device: &Device,
+    ) -> SequenceStats {
         let b = tokens.len();
         let t = tokens.first().map(|r| r.len()).unwrap_or(0);
-        if b == 0 || t < 2 {
-            // Nothing is predicted: no completion token can be scored.
-            let zeros = || Tensor::<1>::zeros([b], device);
-            return SequenceStats {
-                logps: zeros(),
-                tokens: zeros(),
-                entropy: want_entropy.then(zeros),
-            };
+        let zeros = || Tensor::<1>::zeros([b], device);
+        let cm: Vec<f32> = completion
+            .iter()
+            .flat_map(|r| r.iter().skip(1).map(|&c| if c { 1.0 } else { 0.0 }))
+            .collect();
+        let cm = Tensor::<2>::from_data(TensorData::new(cm, [b, t.saturating_sub(1)]), device);
+        let counts = if t < 2 {
+            zeros()
+        } else {
+            cm.clone().sum_dim(1).reshape([b])
+        };
+        let mut stats = SequenceStats {
+            logps: zeros(),
+            tokens: counts.clone(),
+            entropy: None,
+            rewards: None,
+        };
+        if b == 0 || t == 0 {
+            stats.entropy = want.entropy.then(zeros);
+            stats.rewards = want.rewards.then(zeros);
+            return stats;
         }
         let flat: Vec<i64> = tokens
             .iter()
             .flat_map(|r| r.iter().map(|&x| x as i64))
             .collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
-        let logits = self.forward(ids, mask);
+        let hidden = self.hidden(ids, mask);
+        if want.rewards {
+            stats.rewards = Some(self.rewards_at_last_token(hidden.clone(), mask, device));
+        }
+        if !(want.logps || want.entropy) {
+            return stats;
+        }
+        if t < 2 {
+            // Nothing is predicted: no completion token can be scored.
+            stats.entropy = want.entropy.then(zeros);
+            return stats;
+        }
         let v = self.config.vocab_size;
+        let logits = self.logits(hidden.slice([0..b, 0..t - 1]));
         let logp = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]), 2);
         let targets: Vec<i64> = tokens
             .iter()
@@ -529,25 +602,54 @@ impl Llama {
             .collect();
         let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), device);
         let tok_logp = logp.clone().gather(2, targets).reshape([b, t - 1]);
-        let cm: Vec<f32> = completion
-            .iter()
-            .flat_map(|r| r[1..].iter().map(|&c| if c { 1.0 } else { 0.0 }))
-            .collect();
-        let cm = Tensor::<2>::from_data(TensorData::new(cm, [b, t - 1]), device);
-        let counts = cm.clone().sum_dim(1).reshape([b]);
-        let logps = (tok_logp * cm.clone()).sum_dim(1).reshape([b]);
-        let entropy = want_entropy.then(|| {
+        stats.logps = (tok_logp * cm.clone()).sum_dim(1).reshape([b]);
+        stats.entropy = want.entropy.then(|| {
             let h = (logp.clone().exp() * logp)
                 .sum_dim(2)
                 .reshape([b, t - 1])
                 .neg();
-            (h * cm).sum_dim(1).reshape([b]) / counts.clone().clamp_min(1.0)
+            (h * cm).sum_dim(1).reshape([b]) / counts.clamp_min(1.0)
         });
-        SequenceStats {
-            logps,
-            tokens: counts,
-            entropy,
-        }
+        stats
+    }
+
+    /// The reward head applied to each row's last real token: `[batch]`, f32. A model without
+    /// a reward head gives zeros (callers check [`Llama::score`] first).
+    fn rewards_at_last_token(
+        &self,
+        hidden: Tensor<3>,
+        mask: &[Vec<bool>],
+        device: &Device,
+    ) -> Tensor<1> {
+        let [b, _, h] = hidden.dims();
+        let Some(score) = &self.score else {
+            return Tensor::zeros([b], device);
+        };
+        let last: Vec<i64> = mask
+            .iter()
+            .map(|r| r.iter().rposition(|&m| m).unwrap_or(0) as i64)
+            .collect();
+        let idx =
+            Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, 1]), device).expand([b, 1, h]);
+        let pooled = hidden.gather(1, idx).reshape([b, h]);
+        self.widen(pooled.matmul(self.cast(score.val())))
+            .reshape([b])
+    }
+
+    /// A reward model from this model: a fresh scalar head `[hidden, 1]` (N(0, 0.02), HF's
+    /// initialization of `score`), seeded. The output head stays but is not trained or saved.
+    pub fn with_score_head(mut self, seed: u64) -> Llama {
+        let device = self.embed.val().device();
+        let h = self.config.hidden_size;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x53636f72);
+        let w: Vec<f32> = (0..h)
+            .map(|_| (0.02 * sample_normal(&mut rng)) as f32)
+            .collect();
+        self.score = Some(param(Tensor::from_data(
+            TensorData::new(w, [h, 1]),
+            &device,
+        )));
+        self
     }
 }
 

@@ -162,6 +162,8 @@ fn block_name(layer: usize, part: &str) -> String {
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
     let config = LlamaConfig::from_file(&dir.join("config.json"))?;
     let mut shards = Shards::open(dir)?;
+    let reward_model = shards.files.contains_key("score.weight");
+    let has_lm_head = shards.files.contains_key("lm_head.weight");
     let (h, i, v) = (
         config.hidden_size,
         config.intermediate_size,
@@ -215,7 +217,14 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
             adapters: BlockAdapters::default(),
         });
     }
-    let lm_head = if config.tie_word_embeddings {
+    // A reward model (LlamaForSequenceClassification) has `score.weight` [1, hidden] and no
+    // output head; a causal LM has `lm_head.weight` unless it is tied.
+    let score = if reward_model {
+        Some(matrix("score.weight", 1, h, true)?)
+    } else {
+        None
+    };
+    let lm_head = if config.tie_word_embeddings || (reward_model && !has_lm_head) {
         None
     } else {
         Some(matrix("lm_head.weight", v, h, true)?)
@@ -225,6 +234,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
         layers,
         norm,
         lm_head,
+        score,
         config,
         lora: None,
         adapters_enabled: true,
@@ -473,7 +483,10 @@ fn hf_tensors(model: &Llama) -> Vec<HfTensor> {
         }
     }
     out.push(vector("model.norm.weight".into(), model.norm.val()));
-    if let Some(w) = &model.lm_head {
+    if let Some(w) = &model.score {
+        // LlamaForSequenceClassification: the reward head replaces the output head.
+        out.push(linear("score.weight".into(), w.val()));
+    } else if let Some(w) = &model.lm_head {
         out.push(linear("lm_head.weight".into(), w.val()));
     }
     out
@@ -542,6 +555,20 @@ pub fn save_with(model: &Llama, dir: &Path, options: &SaveOptions) -> Result<(),
         obj.insert("num_key_value_heads".into(), model.config.kv_heads().into());
         obj.insert("head_dim".into(), model.config.head_dim().into());
         obj.insert("dtype".into(), options.dtype.torch_name().into());
+        if model.score.is_some() {
+            // What transformers needs to load and pool a one-label reward model.
+            obj.insert(
+                "architectures".into(),
+                serde_json::json!(["LlamaForSequenceClassification"]),
+            );
+            obj.insert("num_labels".into(), 1.into());
+            obj.insert("id2label".into(), serde_json::json!({"0": "LABEL_0"}));
+            obj.insert("label2id".into(), serde_json::json!({"LABEL_0": 0}));
+            if !obj.contains_key("pad_token_id") || obj["pad_token_id"].is_null() {
+                let eos = model.config.eos_ids().first().copied().unwrap_or(0);
+                obj.insert("pad_token_id".into(), eos.into());
+            }
+        }
         obj.insert("torch_dtype".into(), options.dtype.torch_name().into());
     }
     write_json(&dir.join("config.json"), &config)?;
