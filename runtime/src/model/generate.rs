@@ -118,7 +118,7 @@ pub fn forward_step(
     mask: &[Vec<bool>],
     cache: &mut KvCache,
 ) -> Tensor<3> {
-    output_head(model, step_hidden(model, tokens, mask, cache))
+    model.logits(step_hidden(model, tokens, mask, cache))
 }
 
 /// [`forward_step`] up to the final norm: hidden states `[batch, t_new, hidden]`, so a caller
@@ -164,20 +164,6 @@ pub fn step_hidden(
         x = x + model.widen(model.proj(layer, Target::Down, gate * up));
     }
     model.cast(rms_norm(x, &model.norm.val(), cfg.rms_norm_eps))
-}
-
-/// Logits `[batch, t, vocab]` (f32) from final hidden states: `Llama::forward`'s output head
-/// (the untied head, or the embedding transposed).
-fn output_head(model: &Llama, x: Tensor<3>) -> Tensor<3> {
-    let head = match &model.lm_head {
-        Some(w) => w.val(),
-        None => model.embed.val().transpose(),
-    };
-    let [b, t, h] = x.dims();
-    let v = head.dims()[1];
-    model
-        .widen(x.reshape([b * t, h]).matmul(model.cast(head)))
-        .reshape([b, t, v])
 }
 
 /// `Llama::attention` over the cached keys and values plus the new ones, which it caches.
@@ -463,7 +449,7 @@ fn generate_batch(
     loop {
         let hidden = step_hidden(model, next, &mask, &mut cache);
         let [n, t, h] = hidden.dims();
-        let logits = output_head(model, hidden.slice([0..n, t - 1..t, 0..h]));
+        let logits = model.logits(hidden.slice([0..n, t - 1..t, 0..h]));
         let v = logits.dims()[2];
         let logits = logits
             .try_into_vec_as::<f32>()
