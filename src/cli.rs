@@ -230,7 +230,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Emit::Clif => {
                     let c = compile(&label, &src)?;
                     let k = poc_compiler::jit::Kernel::compile(&c.native_program(None, true))
-                        .map_err(|e| Failure::Internal(e.to_string()))?;
+                        .map_err(|e| match e {
+                            poc_compiler::jit::JitError::Unsupported(m) => {
+                                Failure::User(format!("poc: {label}: {m}\n"))
+                            }
+                            e => Failure::Internal(e.to_string()),
+                        })?;
                     k.clif().to_string()
                 }
             };

@@ -1,7 +1,11 @@
 //! `poc eval`: rows of inputs in, loss/gradient/metrics per row out, on any lowering.
+//! Per-token inputs (`num[T]`) are JSON arrays, of one length within a row; their gradients
+//! come back as arrays.
 
 use crate::Failure;
 use clap::ValueEnum;
+use poc_compiler::interp::Column;
+use poc_compiler::ops::Ty;
 use poc_compiler::{Compiled, OutputKind, Program};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -39,12 +43,27 @@ impl Precision {
     }
 }
 
-/// Reads JSON-lines rows into one column per input. Every problem names its line.
-pub fn read_rows(path: &Path, input_names: &[String]) -> Result<Vec<Vec<f64>>, Failure> {
+/// Reads JSON-lines rows into one column per input: a number for a `num` input, an array of
+/// numbers for a `num[T]` input (every array of a row of one length, at least one token).
+/// Every problem names its line.
+pub fn read_columns(
+    path: &Path,
+    input_names: &[String],
+    input_tys: &[Ty],
+) -> Result<Vec<Column>, Failure> {
     let label = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Failure::User(format!("poc: cannot read `{label}`: {e}")))?;
-    let mut columns = vec![Vec::new(); input_names.len()];
+    let mut columns: Vec<Column> = input_tys
+        .iter()
+        .map(|t| {
+            if t.is_token() {
+                Column::Tokens(Vec::new())
+            } else {
+                Column::Scalar(Vec::new())
+            }
+        })
+        .collect();
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
@@ -62,23 +81,62 @@ pub fn read_rows(path: &Path, input_names: &[String]) -> Result<Vec<Vec<f64>>, F
                 continue;
             }
         };
-        let mut row = Vec::with_capacity(input_names.len());
+        let mut row: Vec<Result<f64, Vec<f64>>> = Vec::with_capacity(input_names.len());
         let mut bad = false;
-        for name in input_names {
-            match obj.get(name) {
-                None => {
-                    errors.push(format!("{label}:{lineno}: missing input `{name}`"));
-                    bad = true;
-                }
-                Some(v) => match v.as_f64() {
-                    Some(x) => row.push(x),
+        let mut length: Option<(usize, &str)> = None;
+        for (name, ty) in input_names.iter().zip(input_tys) {
+            let Some(v) = obj.get(name) else {
+                errors.push(format!("{label}:{lineno}: missing input `{name}`"));
+                bad = true;
+                continue;
+            };
+            if !ty.is_token() {
+                match v.as_f64() {
+                    Some(x) => row.push(Ok(x)),
                     None => {
+                        let hint = if v.is_array() {
+                            " (it is a number per example, not per token)"
+                        } else {
+                            ""
+                        };
                         errors.push(format!(
-                            "{label}:{lineno}: `{name}` must be a number, found {v}"
+                            "{label}:{lineno}: `{name}` must be a number, found {v}{hint}"
                         ));
                         bad = true;
                     }
-                },
+                }
+                continue;
+            }
+            let seq: Option<Vec<f64>> = v
+                .as_array()
+                .and_then(|a| a.iter().map(Value::as_f64).collect());
+            match seq {
+                None => {
+                    errors.push(format!(
+                        "{label}:{lineno}: `{name}` is per token: it must be an array of numbers, found {v}"
+                    ));
+                    bad = true;
+                }
+                Some(seq) if seq.is_empty() => {
+                    errors.push(format!(
+                        "{label}:{lineno}: `{name}` has no tokens; a completion has at least one"
+                    ));
+                    bad = true;
+                }
+                Some(seq) => {
+                    match length {
+                        Some((len, other)) if len != seq.len() => {
+                            errors.push(format!(
+                                "{label}:{lineno}: `{name}` has {} tokens but `{other}` has {len}; the per-token inputs of a row must have one length",
+                                seq.len()
+                            ));
+                            bad = true;
+                        }
+                        Some(_) => {}
+                        None => length = Some((seq.len(), name)),
+                    }
+                    row.push(Err(seq));
+                }
             }
         }
         for key in obj.keys() {
@@ -94,7 +152,15 @@ pub fn read_rows(path: &Path, input_names: &[String]) -> Result<Vec<Vec<f64>>, F
         }
         if !bad {
             for (c, x) in columns.iter_mut().zip(row) {
-                c.push(x);
+                match (c, x) {
+                    (Column::Scalar(c), Ok(x)) => c.push(x),
+                    (Column::Tokens(c), Err(seq)) => c.push(seq),
+                    _ => {
+                        return Err(Failure::Internal(
+                            "poc eval: a row's value does not match its column".into(),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -104,9 +170,20 @@ pub fn read_rows(path: &Path, input_names: &[String]) -> Result<Vec<Vec<f64>>, F
         if errors.len() > shown {
             msg.push_str(&format!("\n... and {} more", errors.len() - shown));
         }
+        let wanted: Vec<String> = input_names
+            .iter()
+            .zip(input_tys)
+            .map(|(n, t)| {
+                if t.is_token() {
+                    format!("{n} (array)")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
         msg.push_str(&format!(
             "\n  = hint: each row needs exactly the inputs: {}\n",
-            input_names.join(", ")
+            wanted.join(", ")
         ));
         return Err(Failure::User(msg));
     }
@@ -154,6 +231,70 @@ pub fn evaluate(
     }
 }
 
+/// Evaluates any program (token-level ones included) on `columns` with the chosen backend;
+/// returns one column per output. The JIT takes per-example programs only.
+pub fn evaluate_columns(
+    program: &Program,
+    params: &[f64],
+    columns: &[Column],
+    backend: Backend,
+    precision: Precision,
+    device: &str,
+) -> Result<Vec<Column>, Failure> {
+    if !program.is_token_level() {
+        let scalars: Vec<Vec<f64>> = columns
+            .iter()
+            .map(|c| match c {
+                Column::Scalar(v) => v.clone(),
+                Column::Tokens(_) => Vec::new(),
+            })
+            .collect();
+        let out = evaluate(program, params, &scalars, backend, precision, device)?;
+        return Ok(out.into_iter().map(Column::Scalar).collect());
+    }
+    match backend {
+        Backend::Interp => poc_compiler::interp::eval_columns(program, params, columns)
+            .map_err(|e| Failure::Internal(e.to_string())),
+        Backend::Jit => Err(Failure::User(format!(
+            "poc: {}\n",
+            poc_compiler::jit::TOKEN_LEVEL_UNSUPPORTED
+        ))),
+        Backend::Burn => {
+            use poc_runtime::objective::{TensorColumn, column, token_column};
+            let spec: poc_runtime::device::DeviceSpec = device
+                .parse()
+                .map_err(|e: poc_runtime::device::BadDevice| Failure::User(format!("poc: {e}")))?;
+            let dev = spec.device();
+            let dtype = precision.dtype();
+            let lens: Vec<usize> = columns
+                .iter()
+                .find_map(|c| match c {
+                    Column::Tokens(rows) => Some(rows.iter().map(Vec::len).collect()),
+                    Column::Scalar(_) => None,
+                })
+                .unwrap_or_default();
+            let inputs: Vec<TensorColumn> = columns
+                .iter()
+                .map(|c| match c {
+                    Column::Scalar(v) => TensorColumn::Scalar(column(v, &dev, dtype)),
+                    Column::Tokens(rows) => TensorColumn::Tokens(token_column(rows, &dev, dtype)),
+                })
+                .collect();
+            let outs = poc_runtime::objective::run_columns(program, params, &inputs, &dev, dtype)
+                .map_err(|e| Failure::Internal(e.to_string()))?;
+            Ok(outs
+                .into_iter()
+                .map(|o| match o {
+                    TensorColumn::Scalar(t) => Column::Scalar(poc_runtime::objective::to_f64(t)),
+                    TensorColumn::Tokens(t) => {
+                        Column::Tokens(poc_runtime::objective::tokens_to_f64(t, &lens))
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
 /// The `poc eval` command.
 // Rows index every output column at once; an index loop is the clear form.
 #[allow(clippy::needless_range_loop)]
@@ -169,7 +310,7 @@ pub fn run(
         .objective
         .params_with(sets)
         .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
-    let columns = read_rows(inputs, &c.program.input_names)?;
+    let columns = read_columns(inputs, &c.program.input_names, &c.program.input_tys)?;
     // The JIT runs the native form: parameters bound, sigmoid family sharing exponentials.
     let native;
     let program = if backend == Backend::Jit {
@@ -178,7 +319,7 @@ pub fn run(
     } else {
         &c.program
     };
-    let out = evaluate(program, &params, &columns, backend, precision, device)?;
+    let out = evaluate_columns(program, &params, &columns, backend, precision, device)?;
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
     let mut bad_rows = Vec::new();
     let mut stdout = String::new();
@@ -187,19 +328,22 @@ pub fn run(
         let mut metrics = Map::new();
         let mut loss = Value::Null;
         for (k, o) in c.program.outputs.iter().enumerate() {
-            let v = out[k][r];
+            let v = match &out[k] {
+                Column::Scalar(v) => json_number(v[r]),
+                Column::Tokens(v) => Value::Array(v[r].iter().map(|x| json_number(*x)).collect()),
+            };
             match o.kind {
                 OutputKind::Loss => {
-                    if !v.is_finite() {
+                    if !v.as_f64().is_some_and(f64::is_finite) {
                         bad_rows.push(r + 1);
                     }
-                    loss = json_number(v);
+                    loss = v;
                 }
                 OutputKind::Grad(i) => {
-                    grad.insert(c.objective.inputs[i as usize].name.clone(), json_number(v));
+                    grad.insert(c.objective.inputs[i as usize].name.clone(), v);
                 }
                 OutputKind::Metric(_) => {
-                    metrics.insert(o.name.clone(), json_number(v));
+                    metrics.insert(o.name.clone(), v);
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! The burn lowering against the interpreter (f64, f32, bf16), and burn's own autodiff of
-//! the lowered loss against the compiler's symbolic gradient, on libtorch CPU.
+//! the lowered loss against the compiler's symbolic gradient, on libtorch CPU, for every
+//! per-example objective (token-level objectives: tests/token_level.rs).
 
 mod common;
 
@@ -14,7 +15,7 @@ const ROWS: usize = 200;
 #[test]
 fn burn_f64_matches_interpreter() {
     let dev = DeviceSpec::Cpu.device();
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
         let cols = random_columns(&c, ROWS, 21);
@@ -42,7 +43,7 @@ fn burn_f64_matches_interpreter() {
 #[test]
 fn burn_autodiff_and_surrogate_match_symbolic_gradient() {
     let dev = DeviceSpec::Cpu.device();
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
         let cols = random_columns(&c, ROWS, 22);
@@ -110,7 +111,7 @@ fn burn_autodiff_and_surrogate_match_symbolic_gradient() {
 #[test]
 fn burn_low_precision_is_close_to_f64() {
     let dev = DeviceSpec::Cpu.device();
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
         let cols = random_columns(&c, ROWS, 23);

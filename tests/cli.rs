@@ -102,8 +102,9 @@ fn missing_file_is_a_user_error_with_a_hint() {
 #[test]
 fn list_shows_every_objective() {
     let text = stdout(poc().arg("list"));
-    assert_eq!(text.lines().count(), 20, "{text}");
+    assert_eq!(text.lines().count(), 21, "{text}");
     assert!(text.lines().any(|l| l.starts_with("mipo ")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ppo ")), "{text}");
 }
 
 #[test]
@@ -275,4 +276,90 @@ fn eval_reports_nan_losses_with_rows() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().nth(1).unwrap().contains("\"NaN\""), "{text}");
+}
+
+const PPO_ROWS: &str = r#"{"logprobs": [-1.0, -0.5, -2.0], "old_logprobs": [-1.1, -0.4, -2.0], "ref_logprobs": [-1.2, -0.6, -1.5], "values": [0.1, 0.2, 0.3], "old_values": [0.0, 0.25, 0.5], "score": 1.0, "mask": [1, 1, 0]}
+{"logprobs": [-0.3, -0.7], "old_logprobs": [-0.2, -0.9], "ref_logprobs": [-0.3, -0.8], "values": [0.5, -0.2], "old_values": [0.4, -0.1], "score": -0.5, "mask": [1, 1]}
+"#;
+
+#[test]
+fn eval_runs_token_level_objectives_on_interp_and_burn() {
+    let rows = temp_file(PPO_ROWS, ".jsonl");
+    let mut losses = Vec::new();
+    for backend in ["interp", "burn"] {
+        let text = stdout(
+            poc()
+                .args(["eval", "ppo", "--backend", backend, "--inputs"])
+                .arg(rows.path()),
+        );
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        // Per-token gradients are arrays of the row's length; padding gets 0.
+        let g = lines[0]["grad"]["logprobs"].as_array().unwrap();
+        assert_eq!(g.len(), 3, "{text}");
+        assert_eq!(g[2].as_f64(), Some(0.0), "{text}");
+        assert_eq!(lines[1]["grad"]["values"].as_array().unwrap().len(), 2);
+        // objective/kl = Σ over valid tokens of old − ref = 0.1 + 0.2.
+        let kl = lines[0]["metrics"]["objective/kl"].as_f64().unwrap();
+        assert!((kl - 0.3).abs() < 1e-12, "{kl}");
+        losses.push(lines[0]["loss"].as_f64().unwrap());
+    }
+    assert!((losses[0] - losses[1]).abs() < 1e-9, "{losses:?}");
+
+    // The JIT declines, as a user error with the way out.
+    for args in [
+        vec!["eval", "ppo", "--backend", "jit", "--inputs"],
+        vec!["compile", "ppo", "--emit", "clif"],
+    ] {
+        let mut cmd = poc();
+        cmd.args(&args);
+        if args[0] == "eval" {
+            cmd.arg(rows.path());
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("not supported by the JIT; use --backend interp|burn"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn eval_names_the_line_of_bad_token_rows() {
+    let rows = temp_file(
+        &format!(
+            "{}{}{}",
+            PPO_ROWS.lines().next().unwrap(),
+            "\n{\"logprobs\": [-1.0], \"old_logprobs\": [-1.1, -0.4], \"ref_logprobs\": [-1.2], \"values\": [0.1], \"old_values\": [0.0], \"score\": 1.0, \"mask\": [1]}\n",
+            "{\"logprobs\": -1.0, \"old_logprobs\": [], \"ref_logprobs\": [-1.2], \"values\": [0.1], \"old_values\": [0.0], \"score\": [1.0], \"mask\": [1]}\n"
+        ),
+        ".jsonl",
+    );
+    let out = poc()
+        .args(["eval", "ppo", "--inputs"])
+        .arg(rows.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(":2: `old_logprobs` has 2 tokens but `logprobs` has 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":3: `logprobs` is per token: it must be an array of numbers"),
+        "{err}"
+    );
+    assert!(err.contains(":3: `old_logprobs` has no tokens"), "{err}");
+    assert!(
+        err.contains(":3: `score` must be a number, found [1.0] (it is a number per example"),
+        "{err}"
+    );
+    assert!(err.contains("logprobs (array)"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }

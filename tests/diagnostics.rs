@@ -22,10 +22,12 @@ fn kind_file(kind: ErrorKind) -> &'static str {
         ErrorKind::BadRange => "bad_range",
         ErrorKind::UnknownSource => "unknown_source",
         ErrorKind::BadSet => "bad_set",
+        ErrorKind::TokenAsNumber => "token_as_number",
+        ErrorKind::NumberAsToken => "number_as_token",
     }
 }
 
-const SOURCE_KINDS: [ErrorKind; 14] = [
+const SOURCE_KINDS: [ErrorKind; 16] = [
     ErrorKind::Syntax,
     ErrorKind::UnknownName,
     ErrorKind::UnknownFunction,
@@ -40,6 +42,8 @@ const SOURCE_KINDS: [ErrorKind; 14] = [
     ErrorKind::DefaultOutOfRange,
     ErrorKind::BadRange,
     ErrorKind::UnknownSource,
+    ErrorKind::TokenAsNumber,
+    ErrorKind::NumberAsToken,
 ];
 
 #[test]

@@ -1,5 +1,6 @@
-//! Every shipped objective's symbolic gradient against central finite differences on 256
-//! random rows, and the JIT against the interpreter on the same rows.
+//! Every per-example shipped objective's symbolic gradient against central finite differences
+//! on 256 random rows, and the JIT against the interpreter on the same rows (token-level
+//! objectives: tests/token_level.rs).
 
 mod common;
 
@@ -10,7 +11,7 @@ const ROWS: usize = 256;
 #[test]
 fn symbolic_gradients_match_finite_differences() {
     let mut all_failures = Vec::new();
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
         let cols = random_columns(&c, ROWS, 7);
@@ -40,7 +41,7 @@ fn symbolic_gradients_match_finite_differences() {
 #[test]
 fn gradients_hold_at_non_default_parameters() {
     // Every parameter moved inside its range: the gradient must hold for any `--set`.
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params: Vec<f64> = c
             .objective
@@ -70,7 +71,7 @@ fn gradients_hold_at_non_default_parameters() {
 
 #[test]
 fn jit_agrees_with_interpreter_to_the_bit() {
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
         let cols = random_columns(&c, ROWS, 3);
@@ -109,7 +110,7 @@ fn jit_agrees_with_interpreter_to_the_bit() {
 fn gradients_are_finite_where_policy_equals_reference() {
     // At the first training step the policy is the reference: every margin is exactly 0.
     // Removable singularities (MallowsPO-φ) and kinks must still give finite gradients.
-    for (name, _) in objectives() {
+    for (name, _) in scalar_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
         let mut cols = random_columns(&c, 64, 5);

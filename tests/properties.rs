@@ -1,6 +1,6 @@
 //! Property tests: random well-formed expressions differentiate correctly (symbolic vs
-//! finite differences, interpreter vs JIT); random and mutated sources never make the parser
-//! or checker panic.
+//! finite differences, interpreter vs JIT), also over per-token values; random and mutated
+//! sources never make the parser or checker panic.
 
 mod common;
 
@@ -50,8 +50,25 @@ fn program(e: &str) -> String {
     )
 }
 
+/// The same expressions over per-token x (policy log-probs) and y (value head), reduced with a
+/// mask: every op broadcast over tokens, scalar constants included.
+fn token_program(e: &str) -> String {
+    format!(
+        "objective prop\ninput x from policy.token_logps(completion)\ninput y from value_head(completion)\ninput m from completion.mask\nlet e = {e}\nloss = masked_mean(e, m) + 0.5 * masked_sum(x, m)\n"
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_token_expressions_differentiate_correctly(e in expr_strategy(), seed in 0u64..1000) {
+        let src = token_program(&e);
+        let c = poc_compiler::compile(&src).map_err(|err| TestCaseError::fail(format!("{err:?}\n{src}")))?;
+        let cols = common::random_rollouts(&c, 4, 6, seed);
+        let report = common::check_fd_tokens(&c, &[], &cols);
+        prop_assert!(report.failures.is_empty(), "{}\n{:#?}", src, report.failures);
+    }
 
     #[test]
     fn random_expressions_differentiate_correctly(e in expr_strategy(), seed in 0u64..1000) {

@@ -1,6 +1,8 @@
 //! `check`: the syntax tree to a typed, resolved [`Objective`]. After `check`, every name is
-//! resolved, every expression is typed, every input has a known source and differentiability,
-//! parameter defaults lie in their ranges, and the loss depends on a differentiable input.
+//! resolved, every expression is typed (`num`, `bool`, or per token `num[T]`, `bool[T]`), every
+//! input has a known source, type and differentiability, parameter defaults lie in their
+//! ranges, the loss and the metrics are per-example values, and the loss depends on a
+//! differentiable input.
 
 use crate::dag::{Dag, Id};
 use crate::ops::{Op, Ty};
@@ -47,12 +49,75 @@ pub enum Source {
     Reward(Side),
     /// A numeric dataset column.
     Column(String),
+    /// An observable of a sampled completion (on-policy RL).
+    Rollout(Rollout),
+}
+
+/// Observables of a completion sampled from the policy (on-policy RL such as PPO): the
+/// runtime generates the completion, scores it, and runs the models over its tokens. Per-token
+/// sources are `num[T]`: one value per completion token, padding included, with the mask
+/// telling which tokens are real.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Rollout {
+    /// log π_θ of each completion token (`num[T]`).
+    PolicyTokenLogps,
+    /// The same under the policy that sampled the completion (`num[T]`).
+    OldPolicyTokenLogps,
+    /// The same under the reference model (`num[T]`).
+    ReferenceTokenLogps,
+    /// The trained value head's estimate at each token (`num[T]`).
+    Values,
+    /// The value head's estimate when the completion was sampled (`num[T]`).
+    OldValues,
+    /// The reward model's score of the whole completion (`num`).
+    Score,
+    /// 1 at completion tokens, 0 at padding (`num[T]`).
+    Mask,
+}
+
+impl Rollout {
+    /// Every rollout source, in documentation order.
+    pub const ALL: [Rollout; 7] = [
+        Rollout::PolicyTokenLogps,
+        Rollout::OldPolicyTokenLogps,
+        Rollout::ReferenceTokenLogps,
+        Rollout::Values,
+        Rollout::OldValues,
+        Rollout::Score,
+        Rollout::Mask,
+    ];
+
+    /// The canonical source text.
+    pub fn text(self) -> &'static str {
+        match self {
+            Rollout::PolicyTokenLogps => "policy.token_logps(completion)",
+            Rollout::OldPolicyTokenLogps => "old_policy.token_logps(completion)",
+            Rollout::ReferenceTokenLogps => "reference.token_logps(completion)",
+            Rollout::Values => "value_head(completion)",
+            Rollout::OldValues => "old_value_head(completion)",
+            Rollout::Score => "score(completion)",
+            Rollout::Mask => "completion.mask",
+        }
+    }
 }
 
 impl Source {
     /// Whether the loss is differentiated with respect to this input.
     pub fn differentiable(&self) -> bool {
-        matches!(self, Source::PolicyLogps(_) | Source::Reward(_))
+        matches!(
+            self,
+            Source::PolicyLogps(_)
+                | Source::Reward(_)
+                | Source::Rollout(Rollout::PolicyTokenLogps | Rollout::Values)
+        )
+    }
+
+    /// The input's type: per token for the per-token rollout sources, `num` otherwise.
+    pub fn ty(&self) -> Ty {
+        match self {
+            Source::Rollout(r) if *r != Rollout::Score => Ty::TokNum,
+            _ => Ty::Num,
+        }
     }
 
     /// The canonical source text (`policy.logps(chosen)`).
@@ -65,6 +130,7 @@ impl Source {
             Source::VocabSize => "vocab_size".into(),
             Source::Reward(s) => format!("reward({})", s.name()),
             Source::Column(c) => format!("column(\"{c}\")"),
+            Source::Rollout(r) => r.text().into(),
         }
     }
 
@@ -242,7 +308,7 @@ fn parse_number(s: &str) -> Option<f64> {
 }
 
 /// The functions of the language: name and number of arguments.
-pub const FUNCTIONS: [(&str, usize); 15] = [
+pub const FUNCTIONS: [(&str, usize); 20] = [
     ("exp", 1),
     ("log", 1),
     ("log1p", 1),
@@ -258,7 +324,33 @@ pub const FUNCTIONS: [(&str, usize); 15] = [
     ("max", 2),
     ("clamp", 3),
     ("stop_grad", 1),
+    ("masked_sum", 2),
+    ("masked_mean", 2),
+    ("last_token", 1),
+    ("gae", 5),
+    ("whiten", 2),
 ];
+
+/// What a function's argument must be.
+#[derive(Clone, Copy)]
+enum ArgShape {
+    /// A number, per example or per token.
+    Any,
+    /// A per-token value (a mask).
+    Tokens,
+    /// A per-example number (`gae`'s γ and λ, arguments 4 and 5).
+    Scalar,
+}
+
+fn arg_shape(f: &str, k: usize) -> ArgShape {
+    match (f, k) {
+        ("masked_sum" | "masked_mean" | "whiten", 1) | ("last_token", 0) | ("gae", 2) => {
+            ArgShape::Tokens
+        }
+        ("gae", 3 | 4) => ArgShape::Scalar,
+        _ => ArgShape::Any,
+    }
+}
 
 /// Names that look like a function from another library, with what to write instead.
 const ALIASES: [(&str, &str); 8] = [
@@ -462,6 +554,20 @@ impl Checker {
         let found = match src {
             SourceExpr::Column { name, .. } => Some(Source::Column(name.clone())),
             SourceExpr::Path { path, .. } if path == "vocab_size" => Some(Source::VocabSize),
+            SourceExpr::Path { path, .. } if path == "completion.mask" => {
+                Some(Source::Rollout(Rollout::Mask))
+            }
+            SourceExpr::Call { path, arg, .. } if arg == "completion" => match path.as_str() {
+                "policy.token_logps" => Some(Source::Rollout(Rollout::PolicyTokenLogps)),
+                "old_policy.token_logps" => Some(Source::Rollout(Rollout::OldPolicyTokenLogps)),
+                "reference.token_logps" | "ref.token_logps" => {
+                    Some(Source::Rollout(Rollout::ReferenceTokenLogps))
+                }
+                "value_head" => Some(Source::Rollout(Rollout::Values)),
+                "old_value_head" => Some(Source::Rollout(Rollout::OldValues)),
+                "score" => Some(Source::Rollout(Rollout::Score)),
+                _ => None,
+            },
             SourceExpr::Call { path, arg, .. } => side(arg).and_then(|s| match path.as_str() {
                 "policy.logps" => Some(Source::PolicyLogps(s)),
                 "reference.logps" | "ref.logps" => Some(Source::ReferenceLogps(s)),
@@ -473,15 +579,20 @@ impl Checker {
             SourceExpr::Path { .. } => None,
         };
         if found.is_none() {
+            let text = poc_grammar::print::source_text(src);
+            let hint = if text.contains("completion") || text.contains("token_logps") {
+                let all: Vec<&str> = Rollout::ALL.iter().map(|r| r.text()).collect();
+                format!("rollout sources are {}", all.join(", "))
+            } else {
+                "sources are policy.logps(S), reference.logps(S), tokens(S), reference.entropy(S), reward(S) with S = chosen|rejected, vocab_size, column(\"NAME\")".to_string()
+            };
             self.errors.push(
                 Diagnostic::new(
                     ErrorKind::UnknownSource,
                     src.span(),
-                    format!("unknown input source `{}`", poc_grammar::print::source_text(src)),
+                    format!("unknown input source `{text}`"),
                 )
-                .with_hint(
-                    "sources are policy.logps(S), reference.logps(S), tokens(S), reference.entropy(S), reward(S) with S = chosen|rejected, vocab_size, column(\"NAME\")",
-                ),
+                .with_hint(hint),
             );
         }
         found
@@ -492,7 +603,7 @@ impl Checker {
             self.resolve_let(i, None);
         }
         if let Some((e, span)) = self.loss_expr.clone() {
-            if let Some(id) = self.expect(&e, Ty::Num, "the loss") {
+            if let Some(id) = self.expect_scalar(&e, Ty::Num, "the loss") {
                 self.loss = Some(id);
                 if !depends_on_differentiable(&self.dag, &self.inputs, id) {
                     let diff: Vec<&str> = self
@@ -524,7 +635,11 @@ impl Checker {
         }
         for (name, e) in self.metric_exprs.clone() {
             if let Some((id, ty)) = self.expr(&e) {
-                self.metrics.push(Binding { name, id, ty });
+                if ty.is_token() {
+                    self.errors.push(shape_error(&e, ty, "a metric"));
+                } else {
+                    self.metrics.push(Binding { name, id, ty });
+                }
             }
         }
     }
@@ -577,14 +692,48 @@ impl Checker {
         }
     }
 
-    /// Lowers `e` and requires type `want`, naming `what` in the error.
+    /// Lowers `e` and requires element type `want` (per example or per token), naming `what`
+    /// in the error.
     fn expect(&mut self, e: &Expr, want: Ty, what: &str) -> Option<Id> {
         let (id, ty) = self.expr(e)?;
-        if ty != want {
+        if ty.elem() != want.elem() {
             self.errors.push(type_error(e, want, what));
             return None;
         }
         Some(id)
+    }
+
+    /// Lowers `e` and requires a per-example value of element type `want`.
+    fn expect_scalar(&mut self, e: &Expr, want: Ty, what: &str) -> Option<Id> {
+        let id = self.expect(e, want, what)?;
+        let ty = self.dag.ty(id);
+        if ty.is_token() {
+            self.errors.push(shape_error(e, ty, what));
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Lowers `e` and requires a per-token number.
+    fn expect_tokens(&mut self, e: &Expr, what: &str) -> Option<Id> {
+        let id = self.expect(e, Ty::Num, what)?;
+        if !self.dag.ty(id).is_token() {
+            self.errors.push(
+                Diagnostic::new(
+                    ErrorKind::NumberAsToken,
+                    e.span,
+                    format!("{what} must be a per-token value (num[T]), but this is a per-example number"),
+                )
+                .with_hint("masks and sequences come from per-token inputs, e.g. `input mask from completion.mask`"),
+            );
+            return None;
+        }
+        Some(id)
+    }
+
+    /// The node and its type.
+    fn typed(&self, id: Id) -> Option<(Id, Ty)> {
+        Some((id, self.dag.ty(id)))
     }
 
     fn expr(&mut self, e: &Expr) -> Option<(Id, Ty)> {
@@ -594,11 +743,13 @@ impl Checker {
             ExprKind::Name(n) => self.name(n, e.span),
             ExprKind::Unary(UnaryOp::Neg, x) => {
                 let a = self.expect(x, Ty::Num, "the operand of `-`")?;
-                Some((self.dag.add(Op::Neg, &[a]), Ty::Num))
+                let id = self.dag.add(Op::Neg, &[a]);
+                self.typed(id)
             }
             ExprKind::Unary(UnaryOp::Not, x) => {
                 let a = self.expect(x, Ty::Bool, "the operand of `not`")?;
-                Some((self.dag.add(Op::Not, &[a]), Ty::Bool))
+                let id = self.dag.add(Op::Not, &[a]);
+                self.typed(id)
             }
             ExprKind::Binary(op, l, r) => {
                 let (dag_op, operand_ty) = match op {
@@ -621,14 +772,16 @@ impl Checker {
                 let a = self.expect(l, operand_ty, &what);
                 let b = self.expect(r, operand_ty, &what);
                 let (a, b) = (a?, b?);
-                Some((self.dag.add(dag_op, &[a, b]), dag_op.ty()))
+                let id = self.dag.add(dag_op, &[a, b]);
+                self.typed(id)
             }
             ExprKind::If(c, t, f) => {
                 let c = self.expect(c, Ty::Bool, "the condition of `if`");
                 let t = self.expect(t, Ty::Num, "a branch of `if`");
                 let f = self.expect(f, Ty::Num, "a branch of `if`");
                 let (c, t, f) = (c?, t?, f?);
-                Some((self.dag.add(Op::Select, &[c, t, f]), Ty::Num))
+                let id = self.dag.add(Op::Select, &[c, t, f]);
+                self.typed(id)
             }
             ExprKind::Call(f, args) => self.call(&f.name, f.span, args, e.span),
         }
@@ -637,7 +790,19 @@ impl Checker {
     fn name(&mut self, n: &str, span: Span) -> Option<(Id, Ty)> {
         match self.scope.get(n).cloned() {
             Some((Decl::Param(i), _)) => Some((self.dag.add(Op::Param(i), &[]), Ty::Num)),
-            Some((Decl::Input(i), _)) => Some((self.dag.add(Op::Input(i), &[]), Ty::Num)),
+            Some((Decl::Input(i), _)) => {
+                let per_token = self
+                    .inputs
+                    .get(i as usize)
+                    .is_some_and(|inp| inp.source.ty().is_token());
+                let op = if per_token {
+                    Op::TokenInput(i)
+                } else {
+                    Op::Input(i)
+                };
+                let id = self.dag.add(op, &[]);
+                self.typed(id)
+            }
             Some((Decl::Let(i), _)) => {
                 let id = self.resolve_let(i, Some(span))?;
                 Some((id, self.dag.ty(id)))
@@ -707,13 +872,29 @@ impl Checker {
             ));
             return None;
         }
-        let what = format!("an argument of `{f}`");
         let ids: Vec<Option<Id>> = args
             .iter()
-            .map(|a| self.expect(a, Ty::Num, &what))
+            .enumerate()
+            .map(|(k, a)| match arg_shape(f, k) {
+                ArgShape::Any => self.expect(a, Ty::Num, &format!("an argument of `{f}`")),
+                ArgShape::Tokens => {
+                    self.expect_tokens(a, &format!("the mask (argument {}) of `{f}`", k + 1))
+                }
+                ArgShape::Scalar => {
+                    let name = if k == 3 { "γ" } else { "λ" };
+                    self.expect_scalar(a, Ty::Num, &format!("`{f}`'s {name} (argument {})", k + 1))
+                }
+            })
             .collect();
         let ids: Vec<Id> = ids.into_iter().collect::<Option<_>>()?;
         let id = match f {
+            "masked_mean" => {
+                // Σ m·x / Σ m: the denominator is shared by every mean over the same mask.
+                let one = self.dag.constant(1.0);
+                let total = self.dag.add(Op::MaskedSum, &[ids[0], ids[1]]);
+                let count = self.dag.add(Op::MaskedSum, &[one, ids[1]]);
+                self.dag.add(Op::Div, &[total, count])
+            }
             "clamp" => {
                 // x stays the first operand of both, so at x == lo or x == hi the gradient
                 // goes to x (the documented convention: derivative 1 on the closed interval).
@@ -736,12 +917,16 @@ impl Checker {
                     "min" => Op::Min,
                     "max" => Op::Max,
                     "stop_grad" => Op::StopGrad,
+                    "masked_sum" => Op::MaskedSum,
+                    "last_token" => Op::LastToken,
+                    "gae" => Op::Gae,
+                    "whiten" => Op::Whiten,
                     other => unreachable!("function table lists `{other}` without an op"),
                 };
                 self.dag.add(op, &ids)
             }
         };
-        Some((id, Ty::Num))
+        self.typed(id)
     }
 
     fn finish(mut self) -> Result<Objective, Vec<Diagnostic>> {
@@ -774,15 +959,27 @@ impl Checker {
     }
 }
 
+/// A per-token value where a per-example value is required.
+fn shape_error(e: &Expr, ty: Ty, what: &str) -> Diagnostic {
+    Diagnostic::new(
+        ErrorKind::TokenAsNumber,
+        e.span,
+        format!("{what} must be a per-example value, but this is a per-token value ({ty})"),
+    )
+    .with_hint(
+        "reduce it over the tokens first, e.g. `masked_mean(x, mask)` or `masked_sum(x, mask)`",
+    )
+}
+
 fn type_error(e: &Expr, want: Ty, what: &str) -> Diagnostic {
-    match want {
+    match want.elem() {
         Ty::Num => Diagnostic::new(
             ErrorKind::BoolAsNumber,
             e.span,
             format!("{what} must be a number, but this is a boolean"),
         )
         .with_hint("booleans are not numbers here: write `if COND then 1 else 0`"),
-        Ty::Bool => Diagnostic::new(
+        _ => Diagnostic::new(
             ErrorKind::NumberAsBool,
             e.span,
             format!("{what} must be a boolean, but this is a number"),
@@ -803,9 +1000,11 @@ pub fn active_nodes(dag: &Dag, inputs: &[Input]) -> Vec<bool> {
     for i in 0..dag.len() {
         let node = dag.node(Id(i as u32));
         active[i] = match node.op {
-            Op::Input(k) => inputs.get(k as usize).is_some_and(|inp| inp.differentiable),
-            Op::StopGrad | Op::Sign => false,
-            op if op.ty() == Ty::Bool => false,
+            Op::Input(k) | Op::TokenInput(k) => {
+                inputs.get(k as usize).is_some_and(|inp| inp.differentiable)
+            }
+            op if op.blocks_gradient() => false,
+            _ if dag.ty(Id(i as u32)).elem() == Ty::Bool => false,
             Op::Select => active[node.args[1].index()] || active[node.args[2].index()],
             _ => node.args.iter().any(|a| active[a.index()]),
         };

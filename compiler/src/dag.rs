@@ -1,6 +1,7 @@
 //! The expression DAG: a flat arena of nodes addressed by [`Id`], hash-consed so that equal
 //! subterms are one node. Operands are always created before their users, so ascending ids
-//! are a topological order — every pass relies on this.
+//! are a topological order — every pass relies on this. Each node's type follows from its op
+//! and its operands' types (scalars broadcast over token sequences) and is kept beside it.
 
 use crate::ops::{Op, Ty};
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ pub struct Node {
 #[derive(Debug, Clone, Default)]
 pub struct Dag {
     nodes: Vec<Node>,
+    tys: Vec<Ty>,
     memo: HashMap<Node, Id>,
 }
 
@@ -52,7 +54,9 @@ impl Dag {
         if let Some(&id) = self.memo.get(&node) {
             return id;
         }
+        let arg_tys: Vec<Ty> = node.args.iter().map(|a| self.ty(*a)).collect();
         let id = Id(self.nodes.len() as u32);
+        self.tys.push(op.result_ty(&arg_tys));
         self.nodes.push(node.clone());
         self.memo.insert(node, id);
         id
@@ -75,7 +79,7 @@ impl Dag {
 
     /// The result type of `id`.
     pub fn ty(&self, id: Id) -> Ty {
-        self.op(id).ty()
+        self.tys[id.index()]
     }
 
     /// Number of nodes.
@@ -102,8 +106,8 @@ impl Dag {
     }
 
     /// Checks the invariants every pass must keep: operands precede users, operand counts
-    /// and operand types match each op's signature. Returns a description of the first
-    /// violation.
+    /// and operand element types match each op's signature, and operand shapes suit the op.
+    /// Returns a description of the first violation.
     pub fn verify(&self) -> Result<(), String> {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.args.len() != node.op.arity() {
@@ -118,7 +122,7 @@ impl Dag {
                 if a.index() >= i {
                     return Err(format!("node %{i} uses later node %{}", a.0));
                 }
-                if self.ty(*a) != want[k] {
+                if self.ty(*a).elem() != want[k] {
                     return Err(format!(
                         "node %{i} ({}) operand {k} is {} but {} is required",
                         node.op.name(),
@@ -126,6 +130,14 @@ impl Dag {
                         want[k]
                     ));
                 }
+            }
+            let arg_tys: Vec<Ty> = node.args.iter().map(|a| self.ty(*a)).collect();
+            if let Err(k) = node.op.operand_shapes_ok(&arg_tys) {
+                return Err(format!(
+                    "node %{i} ({}) operand {k} has the wrong shape ({})",
+                    node.op.name(),
+                    arg_tys[k]
+                ));
             }
         }
         Ok(())

@@ -1,7 +1,14 @@
 //! Reverse-mode symbolic differentiation over the DAG: one local rule per op
 //! ([`local_grads`]), adjoints accumulated in reverse topological order. `stop_grad`,
-//! comparisons and conditions carry no gradient. Conventions at kinks are documented in
-//! docs/LANGUAGE.md and implemented in the rules below.
+//! comparisons, conditions and the non-differentiable built-ins (`gae`, `whiten`,
+//! `last_token`) carry no gradient. Conventions at kinks are documented in docs/LANGUAGE.md
+//! and implemented in the rules below.
+//!
+//! Token values: the rules are the elementwise ones, with scalars broadcast; an adjoint may be
+//! a scalar standing for the same value at every token. Where a per-example operand of a
+//! per-token op receives a per-token contribution, the contribution is summed over the tokens
+//! (`sum`), the adjoint of broadcasting. A reduction's adjoint broadcasts back
+//! (`masked_sum(x, m)` sends `g·m` to x).
 
 use crate::check::{Objective, active_nodes};
 use crate::dag::{Dag, Id};
@@ -36,6 +43,11 @@ pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
             if !active[arg.index()] {
                 continue;
             }
+            let contribution = if dag.ty(contribution).is_token() && !dag.ty(arg).is_token() {
+                dag.add(Op::Sum, &[contribution])
+            } else {
+                contribution
+            };
             adjoint[arg.index()] = Some(match adjoint[arg.index()] {
                 Some(prev) => dag.add(Op::Add, &[prev, contribution]),
                 None => contribution,
@@ -46,13 +58,22 @@ pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
         .iter()
         .enumerate()
         .filter(|(_, inp)| inp.differentiable)
-        .map(|(k, _)| {
-            let leaf = dag.add(Op::Input(k as u32), &[]);
-            let id = adjoint
+        .map(|(k, inp)| {
+            let per_token = inp.source.ty().is_token();
+            let leaf = if per_token {
+                dag.add(Op::TokenInput(k as u32), &[])
+            } else {
+                dag.add(Op::Input(k as u32), &[])
+            };
+            let mut id = adjoint
                 .get(leaf.index())
                 .copied()
                 .flatten()
                 .unwrap_or_else(|| dag.constant(0.0));
+            // The gradient with respect to a per-token input is per token.
+            if per_token && !dag.ty(id).is_token() {
+                id = dag.add(Op::Broadcast, &[id, leaf]);
+            }
             Partial {
                 input: k as u32,
                 id,
@@ -68,7 +89,7 @@ pub fn local_grads(dag: &mut Dag, y: Id, op: Op, args: &[Id], g: Id) -> Vec<(usi
     use Op::*;
     let mut c = |op: Op, a: &[Id]| dag.add(op, a);
     match op {
-        Const(_) | BoolConst(_) | Input(_) | Param(_) => vec![],
+        Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) => vec![],
         Neg => vec![(0, c(Neg, &[g]))],
         Add => vec![(0, g), (1, g)],
         Sub => vec![(0, g), (1, c(Neg, &[g]))],
@@ -153,6 +174,14 @@ pub fn local_grads(dag: &mut Dag, y: Id, op: Op, args: &[Id], g: Id) -> Vec<(usi
         }
         StopGrad => vec![],
         Lt | Le | Gt | Ge | Eq | Ne | And | Or | Not => vec![],
+        // The shape operand carries no value.
+        Broadcast => vec![(0, g)],
+        // Every token gets the sum's adjoint.
+        Sum => vec![(0, g)],
+        // d/dx_t = g·m_t; d/dm_t = g·x_t (also at m_t = 0, where m·x is continuous).
+        MaskedSum => vec![(0, c(Mul, &[g, args[1]])), (1, c(Mul, &[g, args[0]]))],
+        // Non-differentiable built-ins: constants for differentiation (documented).
+        LastToken | Gae | Whiten => vec![],
         Select => {
             let zero = c(Const(0f64.to_bits()), &[]);
             vec![

@@ -4,6 +4,10 @@
 //!
 //! Kernel ABI: `extern "C" fn(n: i64, params: *const f64, inputs: *const *const f64,
 //! outputs: *const *mut f64)`; `inputs[k]` and `outputs[k]` point at `n` f64 each.
+//!
+//! Token-level programs (per-token inputs, masked reductions, `gae`, `whiten`) are not
+//! compiled: [`Kernel::compile`] rejects them with [`JitError::Unsupported`]; the interpreter
+//! and the burn lowering run them.
 
 use crate::ops::{self, Op, Ty};
 use crate::program::Program;
@@ -27,7 +31,13 @@ pub enum JitError {
     /// The caller passed columns of the wrong number or length.
     #[error("{0}")]
     Shape(String),
+    /// The program uses something the JIT does not compile (token-level values).
+    #[error("{0}")]
+    Unsupported(String),
 }
+
+/// The message for a token-level program.
+pub const TOKEN_LEVEL_UNSUPPORTED: &str = "token-level objectives (per-token inputs, masked reductions, gae, whiten) are not supported by the JIT; use --backend interp|burn";
 
 type KernelFn = unsafe extern "C" fn(i64, *const f64, *const *const f64, *const *mut f64);
 
@@ -101,6 +111,9 @@ fn helper_name(op: Op) -> Option<&'static str> {
 impl Kernel {
     /// Compiles `program` for the host CPU.
     pub fn compile(program: &Program) -> Result<Kernel, JitError> {
+        if program.is_token_level() {
+            return Err(JitError::Unsupported(TOKEN_LEVEL_UNSUPPORTED.into()));
+        }
         let err = |e: &dyn std::fmt::Display| JitError::Codegen(e.to_string());
         let mut flags = settings::builder();
         flags
@@ -340,6 +353,13 @@ fn build_body(
             Op::Or => b.ins().bor(a[0], a[1]),
             Op::Not => b.ins().bxor_imm_s(a[0], 1),
             Op::Select => b.ins().select(a[0], a[1], a[2]),
+            Op::TokenInput(_)
+            | Op::Broadcast
+            | Op::Sum
+            | Op::MaskedSum
+            | Op::LastToken
+            | Op::Gae
+            | Op::Whiten => return Err(TOKEN_LEVEL_UNSUPPORTED.into()),
         };
         regs.push(v);
     }

@@ -17,7 +17,7 @@ pub mod print;
 pub mod program;
 pub mod simplify;
 
-pub use check::{Input, Objective, Param, Side, Source};
+pub use check::{Input, Objective, Param, Rollout, Side, Source};
 pub use poc_grammar::{Diagnostic, ErrorKind};
 pub use program::{OutputKind, Program};
 
@@ -95,7 +95,7 @@ impl Compiled {
         Program::schedule(
             &dag,
             &outputs,
-            self.program.input_names.clone(),
+            self.program.inputs(),
             self.program.param_names.clone(),
         )
     }
@@ -145,13 +145,17 @@ pub fn lower(objective: Objective) -> Result<Compiled, CompileError> {
         .map(|l| (l.name.clone(), rest.next().expect("one root per let")))
         .collect();
 
-    let input_names: Vec<String> = objective.inputs.iter().map(|i| i.name.clone()).collect();
+    let inputs: Vec<(String, ops::Ty)> = objective
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.source.ty()))
+        .collect();
     let param_names: Vec<String> = objective.params.iter().map(|p| p.name.clone()).collect();
     let mut outputs = vec![(K::Loss, "loss".to_string(), loss)];
     outputs.extend(
         grads
             .iter()
-            .map(|&(k, id)| (K::Grad(k), format!("d/{}", input_names[k as usize]), id)),
+            .map(|&(k, id)| (K::Grad(k), format!("d/{}", inputs[k as usize].0), id)),
     );
     let metric_outputs: Vec<(K, String, Id)> = metrics
         .iter()
@@ -159,10 +163,10 @@ pub fn lower(objective: Objective) -> Result<Compiled, CompileError> {
         .map(|(k, (name, id))| (K::Metric(k as u32), name.clone(), *id))
         .collect();
     outputs.extend(metric_outputs.iter().cloned());
-    let program = Program::schedule(&dag, &outputs, input_names.clone(), param_names.clone());
+    let program = Program::schedule(&dag, &outputs, inputs.clone(), param_names.clone());
     let mut loss_outputs = vec![(K::Loss, "loss".to_string(), loss)];
     loss_outputs.extend(metric_outputs);
-    let loss_program = Program::schedule(&dag, &loss_outputs, input_names, param_names);
+    let loss_program = Program::schedule(&dag, &loss_outputs, inputs, param_names);
 
     Ok(Compiled {
         objective,

@@ -1,17 +1,48 @@
 //! The one closed set of operations. Every stage has one exhaustive `match` over [`Op`]:
-//! typing and printing here, evaluation in [`Op::eval`], derivatives in `grad.rs`,
-//! simplification in `simplify.rs`, Cranelift lowering in `jit.rs`, burn lowering in the
-//! runtime. Adding an op is a compile error in each of those places.
+//! typing and printing here, evaluation in [`Op::eval`] (elementwise ops) and the sequence
+//! functions below ([`gae`], [`last_token`], [`masked_sum`], [`whiten_stats`]), derivatives in
+//! `grad.rs`, simplification in `simplify.rs`, Cranelift lowering in `jit.rs`, burn lowering in
+//! the runtime. Adding an op is a compile error in each of those places.
 
 use serde::Serialize;
 
-/// Value types. Every value is a per-example scalar.
+/// Value types: a per-example scalar (`num`, `bool`) or a per-example token sequence
+/// (`num[T]`, `bool[T]`, one value per completion token; T varies from example to example).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum Ty {
     /// A real number (f64 in the interpreter and JIT, the tensor dtype on burn).
     Num,
     /// A truth value.
     Bool,
+    /// A real number per token.
+    TokNum,
+    /// A truth value per token.
+    TokBool,
+}
+
+impl Ty {
+    /// The element type: `Num` or `Bool`.
+    pub fn elem(self) -> Ty {
+        match self {
+            Ty::Num | Ty::TokNum => Ty::Num,
+            Ty::Bool | Ty::TokBool => Ty::Bool,
+        }
+    }
+
+    /// Whether the value is a token sequence.
+    pub fn is_token(self) -> bool {
+        matches!(self, Ty::TokNum | Ty::TokBool)
+    }
+
+    /// This type's element type, per token when `tokens` holds.
+    pub fn with_tokens(self, tokens: bool) -> Ty {
+        match (self.elem(), tokens) {
+            (Ty::Num, false) => Ty::Num,
+            (Ty::Num, true) => Ty::TokNum,
+            (_, false) => Ty::Bool,
+            (_, true) => Ty::TokBool,
+        }
+    }
 }
 
 impl std::fmt::Display for Ty {
@@ -19,8 +50,23 @@ impl std::fmt::Display for Ty {
         f.write_str(match self {
             Ty::Num => "num",
             Ty::Bool => "bool",
+            Ty::TokNum => "num[T]",
+            Ty::TokBool => "bool[T]",
         })
     }
+}
+
+/// How an op's result shape follows from its operands'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Applied per element: the result is per token when any operand is (scalars broadcast).
+    Elementwise,
+    /// A per-example scalar made from a token sequence (`sum`, `masked_sum`).
+    Reduce,
+    /// A token sequence computed from whole sequences (`gae`, `last_token`), row by row.
+    Sequence,
+    /// A token sequence normalized with statistics of the whole batch (`whiten`).
+    Batch,
 }
 
 /// An operation of the expression DAG. Leaves carry their payload; the others take their
@@ -31,8 +77,10 @@ pub enum Op {
     Const(u64),
     /// A boolean constant.
     BoolConst(bool),
-    /// The i-th declared input.
+    /// The i-th declared input, a per-example number.
     Input(u32),
+    /// The i-th declared input, a per-token sequence (`num[T]`).
+    TokenInput(u32),
     /// The i-th declared parameter (bound at evaluation time, so `--set` never recompiles).
     Param(u32),
     /// `-a`
@@ -97,6 +145,23 @@ pub enum Op {
     Not,
     /// `if a then b else c`
     Select,
+    /// The value of `a` at every token of `b` (`b` only gives the shape): made by
+    /// differentiation for a token input whose gradient is a scalar.
+    Broadcast,
+    /// `Σ_t a_t` over every token of the row: made by differentiation when a scalar operand
+    /// of a per-token op collects its adjoint.
+    Sum,
+    /// `masked_sum(x, m) = Σ_t m_t·x_t` over the tokens with `m_t ≠ 0` (elsewhere `x_t` is not
+    /// read, so a NaN or infinity there never leaks).
+    MaskedSum,
+    /// `last_token(m)`: 1 at the last token with `m_t ≠ 0`, 0 elsewhere. No derivative.
+    LastToken,
+    /// `gae(r, v, m, γ, λ)`: generalized advantage estimation, backwards over the tokens with
+    /// `m_t ≠ 0` ([`gae`]). No derivative: its result is a constant for differentiation.
+    Gae,
+    /// `whiten(x, m)`: `(x − μ)/sqrt(σ² + 1e-8)` at tokens with `m_t ≠ 0`, 0 elsewhere, with μ,
+    /// σ² (unbiased) over the valid tokens of the whole batch ([`whiten_stats`]). No derivative.
+    Whiten,
 }
 
 impl Op {
@@ -118,35 +183,96 @@ impl Op {
     pub fn arity(self) -> usize {
         use Op::*;
         match self {
-            Const(_) | BoolConst(_) | Input(_) | Param(_) => 0,
+            Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) => 0,
             Neg | Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid
-            | Softplus | Tanh | Relu | StopGrad | Not => 1,
-            Add | Sub | Mul | Div | Pow | Min | Max | Lt | Le | Gt | Ge | Eq | Ne | And | Or => 2,
+            | Softplus | Tanh | Relu | StopGrad | Not | Sum | LastToken => 1,
+            Add | Sub | Mul | Div | Pow | Min | Max | Lt | Le | Gt | Ge | Eq | Ne | And | Or
+            | Broadcast | MaskedSum | Whiten => 2,
             Select => 3,
+            Gae => 5,
         }
     }
 
-    /// Operand types this op requires, and its result type. `Select`'s branches must agree
-    /// with each other; its listed branch type is `Num` (booleans are selected with and/or).
+    /// Operand element types this op requires, and its result's element type. `Select`'s
+    /// branches must agree with each other; its listed branch type is `Num` (booleans are
+    /// selected with and/or). Shapes follow [`Op::shape`] and [`Op::operand_shapes_ok`].
     pub fn signature(self) -> (&'static [Ty], Ty) {
         use Op::*;
         use Ty::*;
         match self {
-            Const(_) | Input(_) | Param(_) => (&[], Num),
+            Const(_) | Input(_) | TokenInput(_) | Param(_) => (&[], Num),
             BoolConst(_) => (&[], Bool),
             Neg | Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid
-            | Softplus | Tanh | Relu | StopGrad => (&[Num], Num),
-            Add | Sub | Mul | Div | Pow | Min | Max => (&[Num, Num], Num),
+            | Softplus | Tanh | Relu | StopGrad | Sum | LastToken => (&[Num], Num),
+            Add | Sub | Mul | Div | Pow | Min | Max | Broadcast | MaskedSum | Whiten => {
+                (&[Num, Num], Num)
+            }
             Lt | Le | Gt | Ge | Eq | Ne => (&[Num, Num], Bool),
             And | Or => (&[Bool, Bool], Bool),
             Not => (&[Bool], Bool),
             Select => (&[Bool, Num, Num], Num),
+            Gae => (&[Num, Num, Num, Num, Num], Num),
         }
     }
 
-    /// The result type.
-    pub fn ty(self) -> Ty {
-        self.signature().1
+    /// How the result's shape follows from the operands'.
+    pub fn shape(self) -> Shape {
+        use Op::*;
+        match self {
+            Sum | MaskedSum => Shape::Reduce,
+            LastToken | Gae => Shape::Sequence,
+            Whiten => Shape::Batch,
+            _ => Shape::Elementwise,
+        }
+    }
+
+    /// The result type for operands of types `args` (assumed to pass
+    /// [`Op::operand_shapes_ok`] and the element types of [`Op::signature`]).
+    pub fn result_ty(self, args: &[Ty]) -> Ty {
+        let elem = self.signature().1;
+        let tokens = match self {
+            Op::TokenInput(_) => true,
+            _ => match self.shape() {
+                Shape::Elementwise => args.iter().any(|t| t.is_token()),
+                Shape::Reduce => false,
+                Shape::Sequence | Shape::Batch => true,
+            },
+        };
+        elem.with_tokens(tokens)
+    }
+
+    /// Whether operands of these types have the shapes the op needs: sequence arguments
+    /// (`sum`'s operand, every mask, `broadcast`'s shape operand) must be per token, and
+    /// `gae`'s γ and λ per example. Returns which operand is wrong.
+    pub fn operand_shapes_ok(self, args: &[Ty]) -> Result<(), usize> {
+        let token = |k: usize| args.get(k).is_some_and(|t| t.is_token());
+        let must_be_token: &[usize] = match self {
+            Op::Sum | Op::LastToken => &[0],
+            Op::Broadcast | Op::MaskedSum | Op::Whiten => &[1],
+            Op::Gae => &[2],
+            _ => &[],
+        };
+        if let Some(&k) = must_be_token.iter().find(|&&k| !token(k)) {
+            return Err(k);
+        }
+        match self {
+            Op::Broadcast if token(0) => Err(0),
+            Op::Gae => match [3, 4].into_iter().find(|&k| token(k)) {
+                Some(k) => Err(k),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the op passes no gradient to any operand (its value is a constant for
+    /// differentiation): `stop_grad`, `sign`, and the non-differentiable built-ins `gae`,
+    /// `whiten`, `last_token`.
+    pub fn blocks_gradient(self) -> bool {
+        matches!(
+            self,
+            Op::StopGrad | Op::Sign | Op::Gae | Op::Whiten | Op::LastToken
+        )
     }
 
     /// Whether `op(a, b) == op(b, a)` in value *and* derivative (used to put operands in a
@@ -161,7 +287,7 @@ impl Op {
         match self {
             Const(_) => "const",
             BoolConst(_) => "bool",
-            Input(_) => "input",
+            Input(_) | TokenInput(_) => "input",
             Param(_) => "param",
             Neg => "neg",
             Add => "add",
@@ -194,18 +320,28 @@ impl Op {
             Or => "or",
             Not => "not",
             Select => "select",
+            Broadcast => "broadcast",
+            Sum => "sum",
+            MaskedSum => "masked_sum",
+            LastToken => "last_token",
+            Gae => "gae",
+            Whiten => "whiten",
         }
     }
 
-    /// Evaluates a non-leaf op on f64 operands (booleans as 0.0 / 1.0). This is the
-    /// reference semantics: the JIT and the burn lowering must agree with it.
+    /// Evaluates a non-leaf elementwise op on f64 operands (booleans as 0.0 / 1.0). This is
+    /// the reference semantics: the JIT and the burn lowering must agree with it. Reductions,
+    /// sequence and batch ops read whole sequences and are evaluated by the interpreter with
+    /// the functions below; here they give NaN.
     pub fn eval(self, a: &[f64]) -> f64 {
         use Op::*;
         let b = |x: bool| if x { 1.0 } else { 0.0 };
         match self {
             Const(bits) => f64::from_bits(bits),
             BoolConst(v) => b(v),
-            Input(_) | Param(_) => unreachable!("leaves are bound by the evaluator"),
+            Input(_) | TokenInput(_) | Param(_) => {
+                unreachable!("leaves are bound by the evaluator")
+            }
             Neg => -a[0],
             Add => a[0] + a[1],
             Sub => a[0] - a[1],
@@ -243,6 +379,8 @@ impl Op {
                     a[2]
                 }
             }
+            Broadcast => a[0],
+            Sum | MaskedSum | LastToken | Gae | Whiten => f64::NAN,
         }
     }
 }
@@ -299,4 +437,72 @@ pub fn sigmoid(x: f64) -> f64 {
 /// `ln(1 + e^x)` as `max(x, 0) + ln(1 + e^-|x|)`: exact for large |x|.
 pub fn softplus(x: f64) -> f64 {
     relu(x) + (-x.abs()).exp().ln_1p()
+}
+
+/// `Σ_t m_t·x_t` over the tokens with `m_t ≠ 0`; `x(t)` is only read there.
+pub fn masked_sum(x: impl Fn(usize) -> f64, mask: &[f64]) -> f64 {
+    mask.iter()
+        .enumerate()
+        .filter(|(_, m)| **m != 0.0)
+        .map(|(t, m)| x(t) * m)
+        .sum()
+}
+
+/// 1.0 at the last token with `m_t ≠ 0`, 0.0 elsewhere (all zeros when no token is valid).
+pub fn last_token(mask: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; mask.len()];
+    if let Some(t) = mask.iter().rposition(|m| *m != 0.0) {
+        out[t] = 1.0;
+    }
+    out
+}
+
+/// Generalized advantage estimation (Schulman et al. 2015, arXiv 1506.02438) over the tokens
+/// with `m_t ≠ 0`, from the last to the first: with `v'` the value of the next valid token (0
+/// after the last one), `δ_t = r_t + γ v' − v_t` and `A_t = δ_t + γλ A'` where `A'` is the next
+/// valid token's advantage (0 after the last). Tokens with `m_t = 0` get 0 and are skipped, so
+/// the recursion runs over valid tokens only. `rewards(t)` and `values(t)` are only read at
+/// valid tokens.
+pub fn gae(
+    rewards: impl Fn(usize) -> f64,
+    values: impl Fn(usize) -> f64,
+    mask: &[f64],
+    gamma: f64,
+    lambda: f64,
+) -> Vec<f64> {
+    let mut out = vec![0.0; mask.len()];
+    let (mut next_value, mut next_advantage) = (0.0, 0.0);
+    for t in (0..mask.len()).rev() {
+        if mask[t] == 0.0 {
+            continue;
+        }
+        let v = values(t);
+        let delta = rewards(t) + gamma * next_value - v;
+        next_advantage = delta + gamma * lambda * next_advantage;
+        out[t] = next_advantage;
+        next_value = v;
+    }
+    out
+}
+
+/// The variance floor of [`whiten_stats`] (as TRL's `masked_whiten`).
+pub const WHITEN_EPS: f64 = 1e-8;
+
+/// Mean and `1/sqrt(σ² + 1e-8)` of the values at valid tokens: `pairs` yields (value, mask)
+/// for every token of the batch, and tokens with mask 0 are skipped. σ² is the unbiased
+/// variance (Bessel's n/(n−1)), taken as 0 when fewer than two tokens are valid. `whiten(x, m)`
+/// is `(x_t − mean)·scale` at valid tokens and 0 elsewhere.
+pub fn whiten_stats(pairs: impl Iterator<Item = (f64, f64)> + Clone) -> (f64, f64) {
+    let valid = pairs.filter(|(_, m)| *m != 0.0).map(|(x, _)| x);
+    let n = valid.clone().count() as f64;
+    if n == 0.0 {
+        return (0.0, 1.0 / WHITEN_EPS.sqrt());
+    }
+    let mean = valid.clone().sum::<f64>() / n;
+    let var = if n > 1.0 {
+        valid.map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, 1.0 / (var + WHITEN_EPS).sqrt())
 }

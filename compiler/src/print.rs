@@ -135,7 +135,7 @@ impl<'a> Printer<'a> {
                 (s, if x < 0.0 { NEG } else { ATOM })
             }
             BoolConst(b) => (b.to_string(), ATOM),
-            Input(k) => (self.ident(&self.inputs[k as usize]), ATOM),
+            Input(k) | TokenInput(k) => (self.ident(&self.inputs[k as usize]), ATOM),
             Param(k) => (self.ident(&self.params[k as usize]), ATOM),
             Neg => (format!("-{}", arg(0, NEG)), NEG),
             Add => (format!("{} + {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
@@ -255,8 +255,9 @@ pub fn typed(obj: &Objective) -> String {
             "constant"
         };
         s.push_str(&format!(
-            "input #{i} {}: num from {} ({d})\n",
+            "input #{i} {}: {} from {} ({d})\n",
             inp.name,
+            inp.source.ty(),
             inp.source.text()
         ));
     }

@@ -1,7 +1,8 @@
 //! The schedule every backend executes: the nodes needed for a set of outputs, in
-//! topological order, as single-assignment instructions over per-example columns. The
-//! interpreter runs it row by row, the JIT compiles it into a loop, the runtime maps it onto
-//! burn tensor ops (`--emit graph` prints it).
+//! topological order, as single-assignment instructions over per-example columns (per-token
+//! values: a sequence per example). The interpreter runs it row by row (token-level programs:
+//! instruction by instruction over the batch), the JIT compiles per-example programs into a
+//! loop, the runtime maps it onto burn tensor ops (`--emit graph` prints it).
 
 use crate::dag::{Dag, Id};
 use crate::ops::{Op, Ty};
@@ -49,20 +50,24 @@ pub struct Program {
     pub instrs: Vec<Instr>,
     /// Results.
     pub outputs: Vec<Output>,
-    /// Names of the inputs (`Op::Input(i)` reads column i).
+    /// Names of the inputs (`Op::Input(i)` and `Op::TokenInput(i)` read column i).
     pub input_names: Vec<String>,
+    /// Types of the inputs: `num`, or `num[T]` for a sequence per example.
+    pub input_tys: Vec<Ty>,
     /// Names of the parameters (`Op::Param(i)` reads parameter i).
     pub param_names: Vec<String>,
 }
 
 impl Program {
-    /// Schedules the nodes of `dag` needed by `outputs` (kind, name, node).
+    /// Schedules the nodes of `dag` needed by `outputs` (kind, name, node); `inputs` are the
+    /// inputs' names and types.
     pub fn schedule(
         dag: &Dag,
         outputs: &[(OutputKind, String, Id)],
-        input_names: Vec<String>,
+        inputs: Vec<(String, Ty)>,
         param_names: Vec<String>,
     ) -> Program {
+        let (input_names, input_tys) = inputs.into_iter().unzip();
         let roots: Vec<Id> = outputs.iter().map(|o| o.2).collect();
         let live = dag.reachable(&roots);
         let mut reg = vec![u32::MAX; dag.len()];
@@ -76,7 +81,7 @@ impl Program {
             instrs.push(Instr {
                 op: node.op,
                 args: node.args.iter().map(|a| reg[a.index()]).collect(),
-                ty: node.op.ty(),
+                ty: dag.ty(Id(i as u32)),
             });
         }
         let outputs = outputs
@@ -92,8 +97,24 @@ impl Program {
             instrs,
             outputs,
             input_names,
+            input_tys,
             param_names,
         }
+    }
+
+    /// Whether any value is per token (then the JIT does not take it, and the interpreter's
+    /// per-row `eval_row`/`eval_batch` are replaced by `eval_columns`).
+    pub fn is_token_level(&self) -> bool {
+        self.input_tys.iter().any(|t| t.is_token()) || self.instrs.iter().any(|i| i.ty.is_token())
+    }
+
+    /// The inputs' names and types, as `schedule` takes them.
+    pub fn inputs(&self) -> Vec<(String, Ty)> {
+        self.input_names
+            .iter()
+            .cloned()
+            .zip(self.input_tys.iter().copied())
+            .collect()
     }
 
     /// The register of the loss.
@@ -117,7 +138,9 @@ impl Program {
                     format!("const {}", poc_grammar::print::number(f64::from_bits(bits)))
                 }
                 Op::BoolConst(b) => format!("bool {b}"),
-                Op::Input(k) => format!("input {}", self.input_names[k as usize]),
+                Op::Input(k) | Op::TokenInput(k) => {
+                    format!("input {}", self.input_names[k as usize])
+                }
                 Op::Param(k) => format!("param {}", self.param_names[k as usize]),
                 op => {
                     let args: Vec<String> = ins.args.iter().map(|a| format!("%{a}")).collect();

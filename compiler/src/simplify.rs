@@ -4,7 +4,9 @@
 //!
 //! Every rule preserves values for finite operands. `mul-zero` (x·0 → 0) also drops a NaN or
 //! infinity in x; it only ever fires on gradient terms where the zero is exact (an adjoint that
-//! does not flow), which is the standard convention of AD systems.
+//! does not flow), which is the standard convention of AD systems. Every rule also preserves
+//! types: a per-token node is never replaced by a per-example one (`0·x` stays per token when x
+//! is), so reductions keep their per-token operands.
 
 use crate::dag::{Dag, Id};
 use crate::ops::Op;
@@ -49,7 +51,9 @@ fn round(dag: &Dag, roots: &[Id], trace: &mut Trace) -> (Dag, Vec<Id>) {
             .iter()
             .map(|a| map[a.index()].expect("operand mapped"))
             .collect();
-        let id = match rewrite(&mut out, node.op, &args) {
+        let arg_tys: Vec<crate::ops::Ty> = args.iter().map(|a| out.ty(*a)).collect();
+        let ty = node.op.result_ty(&arg_tys);
+        let id = match rewrite(&mut out, node.op, &args).filter(|(_, id)| out.ty(*id) == ty) {
             Some((rule, id)) => {
                 *trace.entry(rule).or_default() += 1;
                 id
@@ -70,8 +74,9 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
     use Op::*;
     let k = |d: &Dag, i: usize| d.op(a[i]).const_value();
     let is = |d: &Dag, i: usize, v: f64| k(d, i) == Some(v);
-    // Constant folding: every operand constant (and the op is not a leaf or a marker).
-    if op.arity() > 0 && op != StopGrad {
+    // Constant folding: every operand constant (and the op is elementwise, not a leaf or a
+    // marker).
+    if op.arity() > 0 && op != StopGrad && op.shape() == crate::ops::Shape::Elementwise {
         let vals: Option<Vec<f64>> = a
             .iter()
             .map(|&x| match d.op(x) {
@@ -82,7 +87,7 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
             .collect();
         if let Some(v) = vals {
             let r = op.eval(&v);
-            let id = if op.ty() == crate::ops::Ty::Bool {
+            let id = if op.signature().1 == crate::ops::Ty::Bool {
                 d.add(BoolConst(r != 0.0), &[])
             } else {
                 d.constant(r)

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     BadRange,
     UnknownSource,
     BadSet,
+    TokenAsNumber,
+    NumberAsToken,
 }
 
 impl ErrorKind {
@@ -63,6 +65,8 @@ impl ErrorKind {
             ErrorKind::BadRange => "E0013",
             ErrorKind::UnknownSource => "E0014",
             ErrorKind::BadSet => "E0015",
+            ErrorKind::TokenAsNumber => "E0016",
+            ErrorKind::NumberAsToken => "E0017",
         }
     }
 }

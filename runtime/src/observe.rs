@@ -114,6 +114,13 @@ pub fn observe(
                     })?;
                     half(r, *s, b)
                 }
+                Source::Rollout(_) => {
+                    return Err(ObserveError(format!(
+                        "`{}` ({}) is an on-policy rollout observable; `poc run` trains on preference pairs and does not sample completions",
+                        inp.name,
+                        inp.source.text()
+                    )));
+                }
             })
         })
         .collect()

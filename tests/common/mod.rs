@@ -1,8 +1,9 @@
-//! Shared test helpers: the shipped objectives, random input rows with realistic ranges,
-//! and the finite-difference checker.
+//! Shared test helpers: the shipped objectives, random input rows with realistic ranges (and
+//! random rollouts for token-level objectives), and the finite-difference checkers.
 #![allow(dead_code)]
 
-use poc_compiler::{Compiled, OutputKind};
+use poc_compiler::interp::Column;
+use poc_compiler::{Compiled, OutputKind, Rollout, Source};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 
@@ -21,6 +22,23 @@ pub fn objectives() -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+/// The shipped objectives whose values are all per example (what the JIT and the per-row
+/// checks take); the token-level ones (ppo) are checked in tests/token_level.rs.
+pub fn scalar_objectives() -> Vec<(String, String)> {
+    objectives()
+        .into_iter()
+        .filter(|(name, _)| !compiled(name).program.is_token_level())
+        .collect()
+}
+
+/// The shipped token-level objectives.
+pub fn token_objectives() -> Vec<(String, String)> {
+    objectives()
+        .into_iter()
+        .filter(|(name, _)| compiled(name).program.is_token_level())
+        .collect()
 }
 
 /// Compiles a shipped objective by name.
@@ -147,4 +165,126 @@ pub fn check_fd(c: &Compiled, params: &[f64], cols: &[Vec<f64>]) -> FdReport {
 /// Relative closeness.
 pub fn close(a: f64, b: f64, rel: f64, abs: f64) -> bool {
     (a - b).abs() <= abs + rel * a.abs().max(b.abs()) || (a.is_nan() && b.is_nan())
+}
+
+/// `n` random rollouts for a token-level objective: 1 to `max_len` tokens per row, the mask 1
+/// on a prefix of at least one token and 0 after it (padding inside the row), sometimes with a
+/// hole; log-probs, values and scores in realistic ranges, with ratios and value moves that
+/// reach past PPO's clip ranges. Inputs of other sources get values in (-3, 3).
+pub fn random_rollouts(c: &Compiled, n: usize, max_len: usize, seed: u64) -> Vec<Column> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let inputs = &c.objective.inputs;
+    let mut cols: Vec<Column> = inputs
+        .iter()
+        .map(|i| {
+            if i.source.ty().is_token() {
+                Column::Tokens(Vec::new())
+            } else {
+                Column::Scalar(Vec::new())
+            }
+        })
+        .collect();
+    for _ in 0..n {
+        let len = rng.random_range(1..=max_len);
+        let valid = rng.random_range(1..=len);
+        let mut mask: Vec<f64> = (0..len)
+            .map(|t| if t < valid { 1.0 } else { 0.0 })
+            .collect();
+        if valid >= 3 && rng.random_bool(0.2) {
+            mask[rng.random_range(1..valid - 1)] = 0.0;
+        }
+        let old: Vec<f64> = (0..len).map(|_| rng.random_range(-4.0..-0.05)).collect();
+        let old_values: Vec<f64> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        for (col, inp) in cols.iter_mut().zip(inputs) {
+            let seq: Vec<f64> = match inp.source {
+                Source::Rollout(Rollout::Mask) => mask.clone(),
+                Source::Rollout(Rollout::OldPolicyTokenLogps) => old.clone(),
+                Source::Rollout(Rollout::PolicyTokenLogps) => old
+                    .iter()
+                    .map(|o| o + rng.random_range(-0.4..0.4))
+                    .collect(),
+                Source::Rollout(Rollout::ReferenceTokenLogps) => old
+                    .iter()
+                    .map(|o| o + rng.random_range(-0.5..0.5))
+                    .collect(),
+                Source::Rollout(Rollout::OldValues) => old_values.clone(),
+                Source::Rollout(Rollout::Values) => old_values
+                    .iter()
+                    .map(|v| v + rng.random_range(-0.4..0.4))
+                    .collect(),
+                Source::Rollout(Rollout::Score) => vec![rng.random_range(-2.0..2.0)],
+                _ if inp.source.ty().is_token() => {
+                    (0..len).map(|_| rng.random_range(-3.0..3.0)).collect()
+                }
+                _ => vec![rng.random_range(-3.0..3.0)],
+            };
+            match col {
+                Column::Scalar(v) => v.push(seq[0]),
+                Column::Tokens(v) => v.push(seq),
+            }
+        }
+    }
+    cols
+}
+
+/// The loss of a one-row batch with the gradient-blocking ops frozen at `frozen`.
+fn token_loss_frozen(c: &Compiled, params: &[f64], row: &[Column], frozen: &[Column]) -> f64 {
+    let p = &c.loss_program;
+    let regs = poc_compiler::interp::eval_registers(p, params, row, Some(frozen)).unwrap();
+    regs[p.loss_reg().unwrap() as usize].at(0, 0)
+}
+
+/// Compares every symbolic gradient of a token-level objective (per token, and per example for
+/// scalar inputs) with central differences, row by row, with `gae`, `whiten`, `last_token`
+/// and `stop_grad` frozen at their values on the whole batch (they pass no gradient).
+pub fn check_fd_tokens(c: &Compiled, params: &[f64], cols: &[Column]) -> FdReport {
+    use poc_compiler::interp::{eval_columns, eval_registers};
+    let out = eval_columns(&c.program, params, cols).unwrap();
+    let frozen_all = eval_registers(&c.loss_program, params, cols, None).unwrap();
+    let n = cols[0].len();
+    let mut report = FdReport::default();
+    for r in 0..n {
+        let row: Vec<Column> = cols.iter().map(|c| c.row(r)).collect();
+        let frozen: Vec<Column> = frozen_all.iter().map(|c| c.row(r)).collect();
+        for (k, o) in c.program.outputs.iter().enumerate() {
+            let OutputKind::Grad(i) = o.kind else {
+                continue;
+            };
+            let i = i as usize;
+            let positions = match &row[i] {
+                Column::Scalar(_) => 1,
+                Column::Tokens(v) => v[0].len(),
+            };
+            for t in 0..positions {
+                let g = out[k].at(r, t);
+                let x = row[i].at(0, t);
+                let h = 1e-5 * x.abs().max(1.0);
+                let f = |v: f64| {
+                    let mut rr = row.clone();
+                    match &mut rr[i] {
+                        Column::Scalar(s) => s[0] = v,
+                        Column::Tokens(s) => s[0][t] = v,
+                    }
+                    token_loss_frozen(c, params, &rr, &frozen)
+                };
+                let (fp, f0, fm) = (f(x + h), f(x), f(x - h));
+                let central = (fp - fm) / (2.0 * h);
+                let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
+                let scale = 1.0 + g.abs().max(central.abs());
+                let tol = 1e-5 * scale + 1e-7 * (f0.abs() / h).min(1e3);
+                if (right - left).abs() > 1e-3 * scale + 10.0 * tol {
+                    report.kinks += 1;
+                    continue;
+                }
+                report.checked += 1;
+                if !g.is_finite() || (g - central).abs() > tol {
+                    report.failures.push(format!(
+                        "row {r}, d/{}[{t}]: symbolic {g:e}, finite difference {central:e}",
+                        c.program.input_names[i]
+                    ));
+                }
+            }
+        }
+    }
+    report
 }
