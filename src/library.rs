@@ -2,7 +2,7 @@
 //! and the embedded demo work from any directory.
 
 /// (name, source) of every file in `objectives/`.
-pub const SHIPPED: [(&str, &str); 21] = [
+pub const SHIPPED: [(&str, &str); 22] = [
     ("dpo", include_str!("../objectives/dpo.po")),
     ("ipo", include_str!("../objectives/ipo.po")),
     ("hinge", include_str!("../objectives/hinge.po")),
@@ -30,6 +30,7 @@ pub const SHIPPED: [(&str, &str); 21] = [
     ("mmpo_reward", include_str!("../objectives/mmpo_reward.po")),
     ("bt_reward", include_str!("../objectives/bt_reward.po")),
     ("ppo", include_str!("../objectives/ppo.po")),
+    ("sft", include_str!("../objectives/sft.po")),
 ];
 
 /// The embedded source of a shipped objective.

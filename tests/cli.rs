@@ -102,7 +102,21 @@ fn missing_file_is_a_user_error_with_a_hint() {
 #[test]
 fn list_shows_every_objective() {
     let text = stdout(poc().arg("list"));
-    assert_eq!(text.lines().count(), 21, "{text}");
+    // One line per file in objectives/, each named by its file.
+    let files: Vec<String> = std::fs::read_dir("objectives")
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".po").map(String::from)
+        })
+        .collect();
+    assert_eq!(text.lines().count(), files.len(), "{text}");
+    for f in &files {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{f} "))),
+            "{f} missing from:\n{text}"
+        );
+    }
     assert!(text.lines().any(|l| l.starts_with("mipo ")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("ppo ")), "{text}");
 }
