@@ -180,6 +180,23 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
 
 /// The `prompt` value of every non-blank line, with its 1-based line number; every bad line is
 /// reported at once.
+/// The token ids of the prompts in JSONL file `path` (as `poc generate` reads them), and the
+/// ids that end a completion for `model` (named as on the command line).
+pub(crate) fn load_prompts(
+    path: &Path,
+    tok: &Tok,
+    config: &LlamaConfig,
+    model: &str,
+) -> Result<(Vec<Vec<u32>>, Vec<u32>), Failure> {
+    let label = path.display().to_string();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| user(format!("cannot read `{label}`: {e}")))?;
+    let rows = parse_rows(&text, &label)?;
+    let prompts = tokenize(rows, tok, config, false, &label)?;
+    let eos = stop_ids(model, config, tok)?;
+    Ok((prompts.into_iter().map(|p| p.ids).collect(), eos))
+}
+
 fn parse_rows(text: &str, label: &str) -> Result<Vec<(usize, Value)>, Failure> {
     let mut rows = Vec::new();
     let mut bad = Vec::new();

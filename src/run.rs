@@ -132,6 +132,43 @@ pub struct RunArgs {
     /// Evaluate every N steps (besides after the last).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub eval_every: usize,
+    /// On-policy objectives (ppo.po): the frozen reward model that scores the rollouts (a
+    /// directory written by `poc run bt_reward.po`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        help_heading = "On-policy objectives (ppo.po)"
+    )]
+    pub reward_model: Option<PathBuf>,
+    /// On-policy objectives: JSONL prompts to sample rollouts from (`prompt`: a string or chat
+    /// messages; preference files work too). Default: --data's prompts, or the bundled ones.
+    #[arg(
+        long,
+        value_name = "FILE",
+        help_heading = "On-policy objectives (ppo.po)"
+    )]
+    pub prompts: Option<PathBuf>,
+    /// On-policy objectives: optimization epochs over each rollout batch (TRL's num_ppo_epochs).
+    #[arg(
+        long,
+        default_value_t = 4,
+        help_heading = "On-policy objectives (ppo.po)"
+    )]
+    pub ppo_epochs: usize,
+    /// On-policy objectives: the longest sampled completion, in tokens.
+    #[arg(
+        long,
+        default_value_t = 24,
+        help_heading = "On-policy objectives (ppo.po)"
+    )]
+    pub max_new_tokens: usize,
+    /// On-policy objectives: sampling temperature of the rollouts.
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        help_heading = "On-policy objectives (ppo.po)"
+    )]
+    pub temperature: f64,
 }
 
 /// `--task`.
@@ -311,6 +348,184 @@ fn reward_task(c: &Compiled, task: TaskArg) -> Result<bool, Failure> {
     }
 }
 
+/// `poc run` on an objective that reads rollouts (ppo.po): samples from the policy, scores
+/// with the reward model, and optimizes against the starting model as the reference.
+fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Failure> {
+    if args.resume.is_some() || args.lora.is_some() || args.precompute_ref {
+        return Err(user(
+            "--resume, --lora and --precompute-ref are not supported for on-policy objectives yet",
+        ));
+    }
+    if args.max_new_tokens == 0
+        || args.ppo_epochs == 0
+        || args.temperature.is_nan()
+        || args.temperature <= 0.0
+    {
+        return Err(user(
+            "--max-new-tokens and --ppo-epochs must be at least 1, --temperature above 0",
+        ));
+    }
+    let reads = |r: poc_compiler::Rollout| {
+        c.objective
+            .inputs
+            .iter()
+            .any(|i| i.source == poc_compiler::Source::Rollout(r))
+    };
+    let spec: DeviceSpec = args.device.parse().map_err(user)?;
+    let device = spec.device();
+    let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
+    let (mut policy, tok, tiny) =
+        resolve_model(&args.model, args.random_init, args.seed, &train_device)?;
+    policy.compute = match args.dtype {
+        Some(ComputeArg::Bf16) => Compute::Bf16,
+        Some(ComputeArg::F32) => Compute::F32,
+        None if matches!(spec, DeviceSpec::Cuda(_)) => Compute::Bf16,
+        None => Compute::F32,
+    };
+    let reference = reads(poc_compiler::Rollout::ReferenceTokenLogps).then(|| policy.valid());
+    if reads(poc_compiler::Rollout::Values) || reads(poc_compiler::Rollout::OldValues) {
+        policy = policy.with_value_head();
+    }
+    let reward_model = match (&args.reward_model, reads(poc_compiler::Rollout::Score)) {
+        (Some(dir), true) => {
+            let (rm, _, _) = resolve_model(&dir.display().to_string(), false, 0, &device)?;
+            if rm.score.is_none() {
+                return Err(user(format!(
+                    "--reward-model {}: not a reward model (no `score.weight`); train one with `poc run bt_reward`",
+                    dir.display()
+                )));
+            }
+            if rm.config.vocab_size != policy.config.vocab_size {
+                return Err(user(format!(
+                    "--reward-model {}: its vocabulary ({} ids) differs from the policy's ({})",
+                    dir.display(),
+                    rm.config.vocab_size,
+                    policy.config.vocab_size
+                )));
+            }
+            Some(rm)
+        }
+        (None, true) => {
+            return Err(user(format!(
+                "`{}` reads the reward model's score: pass --reward-model DIR (train one with `poc run bt_reward --out DIR`)",
+                c.objective.name
+            )));
+        }
+        (_, false) => None,
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
+    let prompt_file = match (&args.prompts, &args.data) {
+        (Some(p), _) | (None, Some(p)) => p.clone(),
+        (None, None) => {
+            let path = out.join("prompts.jsonl");
+            let text = data::synthetic::synthetic_jsonl(2048, 7);
+            std::fs::write(&path, &text).map_err(|e| user(format!("{}: {e}", path.display())))?;
+            path
+        }
+    };
+    let (prompts, eos) =
+        crate::generate::load_prompts(&prompt_file, &tok, &policy.config, &args.model)?;
+    let lr = args.lr.unwrap_or(if tiny { 1e-4 } else { 1e-6 });
+    let opts = TrainOptions {
+        batch_size: args.batch_size,
+        grad_accum: 1,
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        lr,
+        warmup_ratio: args.warmup_ratio,
+        schedule: match args.schedule {
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Linear => Schedule::Linear,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        save_every: args.save_every,
+        params: params.clone(),
+        out: out.clone(),
+        base_model: args.model.clone(),
+    };
+    let rollout = poc_runtime::ppo::RolloutOptions {
+        epochs: args.ppo_epochs,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        eos,
+        pad: tok.pad,
+    };
+    let resolved = serde_json::json!({
+        "objective": c.objective.name,
+        "params": c.objective.params.iter().zip(&params).map(|(p, v)| (p.name.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
+        "model": args.model,
+        "reward_model": args.reward_model.as_ref().map(|p| p.display().to_string()),
+        "prompts": prompt_file.display().to_string(),
+        "device": args.device,
+        "train": opts,
+        "rollout": rollout,
+    });
+    let text =
+        serde_json::to_string_pretty(&resolved).map_err(|e| Failure::Internal(e.to_string()))?;
+    load::write_atomic(&out.join("run_config.json"), text.as_bytes()).map_err(user)?;
+    eprintln!(
+        "poc run: {} on {} (on-policy: {} prompts, {} per rollout batch, {} epochs each) -> {}",
+        c.objective.name,
+        args.model,
+        prompts.len(),
+        args.batch_size,
+        args.ppo_epochs,
+        out.display()
+    );
+    let models = poc_runtime::ppo::Models {
+        policy,
+        reference,
+        reward_model,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    let bar = indicatif::ProgressBar::new(0);
+    if args.no_progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let result = poc_runtime::ppo::train_on_policy(
+        c,
+        models,
+        &prompts,
+        &tok,
+        &opts,
+        &rollout,
+        &device,
+        stop,
+        |log, total| {
+            bar.set_length(total as u64);
+            bar.set_position(log.step as u64);
+            let score = log
+                .metrics
+                .get("objective/scores")
+                .and_then(|v| v.as_f64())
+                .map(|s| format!(" score {s:.3}"))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "loss {:.4}{score} |g| {:.2}",
+                log.loss, log.grad_norm
+            ));
+        },
+    );
+    bar.finish();
+    let logs = result.map_err(|e| Failure::User(format!("poc: {e}")))?;
+    summarize(&logs, &out);
+    Ok(())
+}
+
 /// The `poc run` command.
 pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let params = c
@@ -321,6 +536,9 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         return Err(user(
             "--batch-size and --grad-accum must be at least 1, --max-length at least 4",
         ));
+    }
+    if poc_runtime::ppo::is_on_policy(c) {
+        return run_on_policy(c, args, params);
     }
     let spec: DeviceSpec = args.device.parse().map_err(user)?;
     let device = spec.device();

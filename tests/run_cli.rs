@@ -613,3 +613,71 @@ fn precomputed_reference_matches_the_live_reference() {
             .contains("reference log-probs from")
     );
 }
+
+#[test]
+fn ppo_trains_on_policy_against_a_reward_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = tmp.path().join("rm");
+    poc()
+        .args([
+            "run",
+            "bt_reward",
+            "--max-steps",
+            "4",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&rm)
+        .assert()
+        .success();
+    // Without a reward model, the score has no source.
+    let out = poc()
+        .args(["run", "ppo", "--max-steps", "1", "--no-progress", "--out"])
+        .arg(tmp.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("--reward-model")
+    );
+    let run = tmp.path().join("ppo");
+    poc()
+        .args(["run", "ppo", "--max-steps", "3", "--batch-size", "4"])
+        .args([
+            "--max-new-tokens",
+            "6",
+            "--ppo-epochs",
+            "2",
+            "--no-progress",
+        ])
+        .arg("--reward-model")
+        .arg(rm.join("checkpoint-4"))
+        .arg("--out")
+        .arg(&run)
+        .assert()
+        .success();
+    let m = metrics(&run);
+    assert_eq!(m.len(), 3);
+    for row in &m {
+        assert!(row["loss"].as_f64().unwrap().is_finite());
+        for key in [
+            "objective/kl",
+            "objective/scores",
+            "objective/rlhf_reward",
+            "policy/clipfrac_avg",
+            "loss/value_avg",
+            "val/clipfrac_avg",
+        ] {
+            assert!(row["metrics"][key].is_number(), "{key} missing: {row}");
+        }
+        let n = row["metrics"]["rollout/completion_tokens"]
+            .as_f64()
+            .unwrap();
+        assert!((1.0..=6.0).contains(&n), "{n}");
+    }
+    // The first rollout comes from the starting policy = the reference: zero KL.
+    assert!(m[0]["metrics"]["objective/kl"].as_f64().unwrap().abs() < 1e-4);
+    assert!(run.join("checkpoint-3/model.safetensors").exists());
+}

@@ -8,4 +8,5 @@ pub mod device;
 pub mod model;
 pub mod objective;
 pub mod observe;
+pub mod ppo;
 pub mod train;

@@ -7,4 +7,6 @@ pub mod llama;
 pub mod load;
 
 pub use config::{LlamaConfig, ModelError};
-pub use llama::{Adapter, BlockAdapters, Compute, Llama, LoraConfig, SequenceStats, Target, Want};
+pub use llama::{
+    Adapter, BlockAdapters, Compute, Llama, LoraConfig, SequenceStats, Target, TokenStats, Want,
+};

@@ -137,7 +137,11 @@ fn with_dim<R>(d: usize, f1: impl FnOnce() -> R, f2: impl FnOnce() -> R) -> R {
 }
 
 /// Global L2 norm of `grads`, and the grads scaled to norm `max` when above it (max > 0).
-fn clip_global(model: &Llama, mut grads: GradientsParams, max: f64) -> (GradientsParams, f64) {
+pub(crate) fn clip_global(
+    model: &Llama,
+    mut grads: GradientsParams,
+    max: f64,
+) -> (GradientsParams, f64) {
     let mut ids = ParamIds(Vec::new());
     model.visit(&mut ids);
     let mut sq: f64 = 0.0;

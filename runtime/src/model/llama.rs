@@ -226,6 +226,8 @@ pub struct Llama {
     /// Scalar reward head `[hidden, 1]` of a reward model (HF's
     /// `LlamaForSequenceClassification` with one label: `score.weight`); `None` for a policy.
     pub score: Option<Param<Tensor<2>>>,
+    /// Per-token value head `[hidden, 1]` of a PPO policy (trained, not saved in the HF files).
+    pub value_head: Option<Param<Tensor<2>>>,
     /// The configuration (not trained).
     #[module(skip)]
     pub config: LlamaConfig,
@@ -252,6 +254,17 @@ pub struct SequenceStats {
     pub entropy: Option<Tensor<1>>,
     /// The reward head's output at each row's last real token, `[batch]`, if asked for.
     pub rewards: Option<Tensor<1>>,
+}
+
+/// Per-token statistics of completions ([`Llama::token_stats`]).
+#[derive(Debug, Clone)]
+pub struct TokenStats {
+    /// `[batch, time−1]` log-probabilities of the completion tokens (0 elsewhere).
+    pub logps: Tensor<2>,
+    /// `[batch, time−1]` value estimates at the same positions, if asked for.
+    pub values: Option<Tensor<2>>,
+    /// `[batch, time−1]` 1 at completion tokens, 0 elsewhere.
+    pub mask: Tensor<2>,
 }
 
 /// Which statistics [`Llama::stats`] computes.
@@ -317,6 +330,7 @@ impl Llama {
             norm: param(ones(h)),
             lm_head,
             score: None,
+            value_head: None,
             config: config.clone(),
             lora: None,
             adapters_enabled: true,
@@ -634,6 +648,70 @@ impl Llama {
         let pooled = hidden.gather(1, idx).reshape([b, h]);
         self.widen(pooled.matmul(self.cast(score.val())))
             .reshape([b])
+    }
+
+    /// Per-token statistics of the completion tokens, for on-policy objectives: `[batch, time−1]`
+    /// log-probabilities of token t+1 at position t, the value head's output there (when
+    /// `values`), and the completion mask, all zero outside the completion.
+    pub fn token_stats(
+        &self,
+        tokens: &[Vec<u32>],
+        mask: &[Vec<bool>],
+        completion: &[Vec<bool>],
+        values: bool,
+        device: &Device,
+    ) -> TokenStats {
+        let b = tokens.len();
+        let t = tokens.first().map(|r| r.len()).unwrap_or(0).max(2);
+        let cm: Vec<f32> = completion
+            .iter()
+            .flat_map(|r| (1..t).map(|j| if r.get(j) == Some(&true) { 1.0 } else { 0.0 }))
+            .collect();
+        let cm = Tensor::<2>::from_data(TensorData::new(cm, [b, t - 1]), device);
+        let flat: Vec<i64> = tokens
+            .iter()
+            .flat_map(|r| (0..t).map(|j| r.get(j).copied().unwrap_or(0) as i64))
+            .collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
+        let full_mask: Vec<Vec<bool>> = mask
+            .iter()
+            .map(|r| (0..t).map(|j| r.get(j).copied().unwrap_or(false)).collect())
+            .collect();
+        let hidden = self.hidden(ids, &full_mask).slice([0..b, 0..t - 1]);
+        let v = self.config.vocab_size;
+        let logp = log_softmax(self.logits(hidden.clone()).slice([0..b, 0..t - 1, 0..v]), 2);
+        let targets: Vec<i64> = tokens
+            .iter()
+            .flat_map(|r| (1..t).map(|j| r.get(j).copied().unwrap_or(0) as i64))
+            .collect();
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), device);
+        let logps = logp.gather(2, targets).reshape([b, t - 1]) * cm.clone();
+        let values = match (&self.value_head, values) {
+            (Some(head), true) => {
+                let h = self.config.hidden_size;
+                let out = self.widen(
+                    hidden
+                        .reshape([b * (t - 1), h])
+                        .matmul(self.cast(head.val())),
+                );
+                Some(out.reshape([b, t - 1]) * cm.clone())
+            }
+            _ => None,
+        };
+        TokenStats {
+            logps,
+            values,
+            mask: cm,
+        }
+    }
+
+    /// A PPO policy from this model: a fresh per-token value head `[hidden, 1]`, zero at
+    /// initialization (so the first value estimates are 0), trained with the policy.
+    pub fn with_value_head(mut self) -> Llama {
+        let device = self.embed.val().device();
+        let h = self.config.hidden_size;
+        self.value_head = Some(param(Tensor::zeros([h, 1], &device)));
+        self
     }
 
     /// A reward model from this model: a fresh scalar head `[hidden, 1]` (N(0, 0.02), HF's

@@ -235,6 +235,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
         norm,
         lm_head,
         score,
+        value_head: None,
         config,
         lora: None,
         adapters_enabled: true,

@@ -1,0 +1,339 @@
+//! On-policy training for token-level objectives (`objectives/ppo.po`): rollouts sampled from
+//! the policy, scored by a frozen reward model, compared with a frozen reference, then several
+//! optimization epochs of the compiled objective over the rollout batch. As everywhere in the
+//! runtime, the objective is only a compiled program: this loop provides the rollout
+//! observables an objective declares (`Source::Rollout`) and applies the compiler's symbolic
+//! gradient through the surrogate `Σ detach(∂L/∂x)·x` — it never names PPO's terms.
+
+use crate::model::generate::{GenerateOptions, generate};
+use crate::model::{Llama, Want};
+use crate::objective::{TensorColumn, run_columns, surrogate_columns, to_f64};
+use crate::train::{StepLog, TrainError, TrainOptions, lr_at, save_checkpoint};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use poc_compiler::{Compiled, OutputKind, Rollout, Source};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What the on-policy loop needs besides [`TrainOptions`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RolloutOptions {
+    /// Optimization epochs over each rollout batch (TRL's `num_ppo_epochs`).
+    pub epochs: usize,
+    /// The longest sampled completion, in tokens.
+    pub max_new_tokens: usize,
+    /// Sampling temperature of the rollouts.
+    pub temperature: f64,
+    /// Tokens that end a completion.
+    pub eos: Vec<u32>,
+    /// Padding id.
+    pub pad: u32,
+}
+
+/// The models of on-policy training.
+pub struct Models {
+    /// The trained policy (on the autodiff device), with a value head when the objective
+    /// reads values.
+    pub policy: Llama,
+    /// The frozen reference, when the objective reads reference log-probs.
+    pub reference: Option<Llama>,
+    /// The frozen reward model, when the objective reads the score.
+    pub reward_model: Option<Llama>,
+}
+
+/// Whether `compiled` reads rollout observables (and so trains on-policy).
+pub fn is_on_policy(compiled: &Compiled) -> bool {
+    compiled
+        .objective
+        .inputs
+        .iter()
+        .any(|i| matches!(i.source, Source::Rollout(_)))
+}
+
+/// A sampled batch: `[B][T]` prompt + completion tokens (right-padded), the real-token and
+/// completion masks, and the completions' lengths.
+struct Rollouts {
+    tokens: Vec<Vec<u32>>,
+    mask: Vec<Vec<bool>>,
+    completion: Vec<Vec<bool>>,
+    new_tokens: usize,
+}
+
+fn rollouts(prompts: &[&Vec<u32>], completions: Vec<Vec<u32>>, pad: u32) -> Rollouts {
+    let seqs: Vec<(Vec<u32>, usize)> = prompts
+        .iter()
+        .zip(completions)
+        .map(|(p, c)| {
+            let mut s = (*p).clone();
+            s.extend(c);
+            (s, p.len())
+        })
+        .collect();
+    let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(2);
+    let mut out = Rollouts {
+        tokens: Vec::new(),
+        mask: Vec::new(),
+        completion: Vec::new(),
+        new_tokens: 0,
+    };
+    for (s, start) in seqs {
+        out.new_tokens += s.len() - start;
+        out.mask.push((0..t).map(|j| j < s.len()).collect());
+        out.completion
+            .push((0..t).map(|j| j >= start && j < s.len()).collect());
+        let mut padded = s;
+        padded.resize(t, pad);
+        out.tokens.push(padded);
+    }
+    out
+}
+
+/// Trains `models.policy` on-policy: each step samples one completion for each of
+/// `opts.batch_size` prompts, computes the objective's rollout inputs, and runs
+/// `rollout.epochs` optimizer updates on that batch. Metrics are the objective's (batch means
+/// of the last epoch), logged to `metrics.jsonl` like [`crate::train::train`]'s.
+#[allow(clippy::too_many_arguments)]
+pub fn train_on_policy(
+    compiled: &Compiled,
+    mut models: Models,
+    prompts: &[Vec<u32>],
+    tok: &crate::data::Tok,
+    opts: &TrainOptions,
+    rollout: &RolloutOptions,
+    device: &Device,
+    stop: Arc<AtomicBool>,
+    mut on_step: impl FnMut(&StepLog, usize),
+) -> Result<Vec<StepLog>, TrainError> {
+    let program = &compiled.program;
+    let inputs = &compiled.objective.inputs;
+    let ad = models.policy.embed.val().device();
+    let total = opts.max_steps.unwrap_or_else(|| {
+        prompts.len().div_ceil(opts.batch_size.max(1)).max(1) * opts.epochs.max(1)
+    });
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(opts.weight_decay as f32)
+        .with_epsilon(1e-8)
+        .init();
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", opts.out.display())))?;
+    let metrics_path = opts.out.join("metrics.jsonl");
+    let mut metrics_file = std::fs::File::create(&metrics_path)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut order: Vec<usize> = Vec::new();
+    let mut logs = Vec::new();
+    let mut last_checkpoint = "none".to_string();
+    for step in 0..total {
+        let started = std::time::Instant::now();
+        if order.len() < opts.batch_size {
+            let mut fresh: Vec<usize> = (0..prompts.len()).collect();
+            fresh.shuffle(&mut rng);
+            order.extend(fresh);
+        }
+        let chosen: Vec<usize> = order.drain(..opts.batch_size.min(order.len())).collect();
+        let batch_prompts: Vec<&Vec<u32>> = chosen.iter().map(|&i| &prompts[i]).collect();
+        // 1. Rollouts from the current policy (no gradients).
+        let frozen = models.policy.valid();
+        let sampling = GenerateOptions {
+            max_new_tokens: rollout.max_new_tokens,
+            temperature: rollout.temperature,
+            top_p: 1.0,
+            seed: opts.seed.wrapping_mul(1_000_003).wrapping_add(step as u64),
+            eos: rollout.eos.clone(),
+            pad: rollout.pad,
+            batch_size: opts.batch_size,
+        };
+        let owned: Vec<Vec<u32>> = batch_prompts.iter().map(|p| (*p).clone()).collect();
+        let completions = generate(&frozen, &owned, &sampling)
+            .map_err(|e| TrainError::Other(format!("sampling rollouts: {e}")))?;
+        let r = rollouts(&batch_prompts, completions, rollout.pad);
+        let b = r.tokens.len();
+        // 2. The constants of the update: old policy, reference, reward model.
+        let old = frozen.token_stats(&r.tokens, &r.mask, &r.completion, true, device);
+        let reference = models
+            .reference
+            .as_ref()
+            .map(|m| m.token_stats(&r.tokens, &r.mask, &r.completion, false, device));
+        let score = match &models.reward_model {
+            Some(rm) => {
+                let want = Want {
+                    rewards: true,
+                    ..Want::default()
+                };
+                rm.stats(&r.tokens, &r.mask, &r.completion, want, device)
+                    .rewards
+            }
+            None => None,
+        };
+        let constant2 = |t: Tensor<2>| -> Tensor<2> {
+            let [n, m] = t.dims();
+            let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+            Tensor::from_data(TensorData::new(v, [n, m]), &ad)
+        };
+        let constant1 = |t: Tensor<1>| -> Tensor<1> {
+            let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+            let n = v.len();
+            Tensor::from_data(TensorData::new(v, [n]), &ad)
+        };
+        // 3. Several updates on the same rollouts.
+        let mut loss_mean = 0.0;
+        let mut grad_norm = 0.0;
+        let mut metric_means = vec![0.0; compiled.metrics.len()];
+        for _ in 0..rollout.epochs.max(1) {
+            let now = models
+                .policy
+                .token_stats(&r.tokens, &r.mask, &r.completion, true, &ad);
+            let mut cols = Vec::with_capacity(inputs.len());
+            for inp in inputs {
+                let missing = |what: &str| {
+                    TrainError::Other(format!(
+                        "`{}` reads {what}, which this run does not have",
+                        inp.name
+                    ))
+                };
+                let col = match &inp.source {
+                    Source::Rollout(Rollout::PolicyTokenLogps) => {
+                        TensorColumn::Tokens(now.logps.clone())
+                    }
+                    Source::Rollout(Rollout::Values) => TensorColumn::Tokens(
+                        now.values.clone().ok_or_else(|| missing("a value head"))?,
+                    ),
+                    Source::Rollout(Rollout::OldPolicyTokenLogps) => {
+                        TensorColumn::Tokens(constant2(old.logps.clone()))
+                    }
+                    Source::Rollout(Rollout::OldValues) => TensorColumn::Tokens(constant2(
+                        old.values.clone().ok_or_else(|| missing("a value head"))?,
+                    )),
+                    Source::Rollout(Rollout::ReferenceTokenLogps) => {
+                        TensorColumn::Tokens(constant2(
+                            reference
+                                .as_ref()
+                                .ok_or_else(|| missing("a reference model"))?
+                                .logps
+                                .clone(),
+                        ))
+                    }
+                    Source::Rollout(Rollout::Score) => TensorColumn::Scalar(constant1(
+                        score
+                            .clone()
+                            .ok_or_else(|| missing("a reward model (--reward-model)"))?,
+                    )),
+                    Source::Rollout(Rollout::Mask) => {
+                        TensorColumn::Tokens(constant2(old.mask.clone()))
+                    }
+                    other => {
+                        return Err(TrainError::Other(format!(
+                            "`{}` ({}) is not a rollout observable: an on-policy objective reads only rollout inputs",
+                            inp.name,
+                            other.text()
+                        )));
+                    }
+                };
+                cols.push(col);
+            }
+            let outs = run_columns(program, &opts.params, &cols, &ad, DType::F32)
+                .map_err(|e| TrainError::Other(e.to_string()))?;
+            let (mut xs, mut gs) = (Vec::new(), Vec::new());
+            loss_mean = 0.0;
+            for (k, o) in program.outputs.iter().enumerate() {
+                match o.kind {
+                    OutputKind::Loss => {
+                        let l = to_f64(per_example(outs[k].clone(), b));
+                        if l.iter().any(|v| !v.is_finite()) {
+                            return Err(TrainError::NotFinite {
+                                step: step + 1,
+                                what: "the loss".into(),
+                                lines: format!("prompts {chosen:?}"),
+                                checkpoint: last_checkpoint,
+                            });
+                        }
+                        loss_mean = l.iter().sum::<f64>() / b as f64;
+                    }
+                    OutputKind::Grad(i) => {
+                        xs.push(cols[i as usize].clone());
+                        gs.push(outs[k].clone());
+                    }
+                    OutputKind::Metric(m) => {
+                        let v = to_f64(per_example(outs[k].clone(), b));
+                        metric_means[m as usize] = v.iter().sum::<f64>() / b as f64;
+                    }
+                }
+            }
+            let loss = surrogate_columns(&xs, &gs) / b as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &models.policy);
+            let (grads, norm) =
+                crate::train::clip_global(&models.policy, grads, opts.max_grad_norm);
+            if !norm.is_finite() {
+                return Err(TrainError::NotFinite {
+                    step: step + 1,
+                    what: "the gradient norm".into(),
+                    lines: format!("prompts {chosen:?}"),
+                    checkpoint: last_checkpoint,
+                });
+            }
+            grad_norm = norm;
+            let lr = lr_at(opts, step, total);
+            models.policy = optim.step(lr, models.policy, grads);
+        }
+        let mut metrics = serde_json::Map::new();
+        for (m, v) in compiled.metrics.iter().zip(&metric_means) {
+            metrics.insert(m.0.clone(), serde_json::json!(v));
+        }
+        metrics.insert(
+            "rollout/completion_tokens".into(),
+            serde_json::json!(r.new_tokens as f64 / b as f64),
+        );
+        let log = StepLog {
+            step: step + 1,
+            epoch: (step + 1) as f64 * opts.batch_size as f64 / prompts.len().max(1) as f64,
+            loss: loss_mean,
+            grad_norm,
+            lr: lr_at(opts, step, total),
+            tokens_per_sec: r.new_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            metrics,
+        };
+        let line = serde_json::to_string(&log).map_err(|e| TrainError::Other(e.to_string()))?;
+        writeln!(metrics_file, "{line}")
+            .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+        on_step(&log, total);
+        logs.push(log);
+        let interrupted = stop.load(Ordering::SeqCst);
+        let last = step + 1 == total;
+        if last || interrupted || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
+            let dir = opts.out.join(format!("checkpoint-{}", step + 1));
+            let state = serde_json::json!({"step": step + 1, "total_steps": total, "seed": opts.seed,
+                                           "on_policy": true});
+            let optimizer = optim
+                .into_bytes()
+                .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
+            save_checkpoint(
+                &models.policy,
+                &opts.base_model,
+                &optimizer,
+                tok,
+                &dir,
+                &state,
+            )?;
+            last_checkpoint = dir.display().to_string();
+        }
+        if interrupted {
+            return Err(TrainError::Other(format!(
+                "interrupted at step {}; saved {last_checkpoint}",
+                step + 1
+            )));
+        }
+    }
+    Ok(logs)
+}
+
+/// A per-example output column as `[B]` (the loss and the metrics always are).
+fn per_example(col: TensorColumn, b: usize) -> Tensor<1> {
+    match col {
+        TensorColumn::Scalar(t) => t,
+        TensorColumn::Tokens(t) => t.sum_dim(1).reshape([b]),
+    }
+}
