@@ -31,7 +31,8 @@ const EXAMPLES: &str = "Examples:
   poc generate --model runs/dpo/checkpoint-400 --prompts prompts.jsonl --temperature 0.7
   poc plot dpo ipo hinge discopop            loss and dL/dΔ against the margin Δ, overlaid
   poc world --out world --seed 1             SFT data and noisy pairs with a known true reward
-  poc bench eval                             interpreter vs JIT vs burn vs hand-written DPO";
+  poc bench eval                             interpreter vs JIT vs burn vs hand-written DPO
+  poc bench align                            objectives compared by the world's true reward";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -138,6 +139,11 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// Train objectives from one SFT reference on the synthetic world with several seeds and
+    /// compare them by the known true reward: r*, win rate, KL, reward accuracy, ECE (a
+    /// Markdown table with 95% CIs, frontier.png, curves.png).
+    #[command(long_about = crate::align::ABOUT, after_help = crate::align::EXAMPLES)]
+    Align(crate::align::AlignArgs),
     /// Rows/s of loss+gradient for dpo and mallows_phi: interpreter, JIT, burn (CPU) and a
     /// hand-written Rust DPO loop.
     Eval {
@@ -280,6 +286,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Bench {
+            which: BenchCommand::Align(args),
+        } => crate::align::run(args),
         Command::Bench {
             which: BenchCommand::Eval { rows, repeat },
         } => crate::bench::eval(rows, repeat),

@@ -3,6 +3,7 @@
 //! value; the message names the place), 2 bad command-line usage, 70 an internal error (a
 //! bug: please report it).
 
+mod align;
 mod bench;
 mod cli;
 mod eval;
