@@ -128,6 +128,13 @@ enum Command {
     ///
     /// Example: poc split --reward-model runs/bt_reward/checkpoint-200 --data prefs.jsonl --threshold 1 --out split/
     Split(crate::split::SplitArgs),
+    /// Mixed Preference Optimization end to end: reward model → easy/hard split → DPO on the
+    /// easy pairs → PPO on the hard prompts with the DPO model as policy and reference.
+    ///
+    /// Each stage lives in OUT/<stage> and is skipped when its output exists, so a stopped
+    /// pipeline resumes where it stopped. Example:
+    /// poc mpo --model ./Llama-3.2-1B-sft --data prefs.jsonl --threshold 1 --out runs/mpo
+    Mpo(crate::mpo::MpoArgs),
     /// List the shipped objectives, one line each.
     List,
     /// Benchmarks (reported as ratios against a baseline measured in the same run).
@@ -276,6 +283,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Plot(args) => crate::plot::run(args),
         Command::World(args) => crate::world::run(args),
         Command::Split(args) => crate::split::run(args),
+        Command::Mpo(args) => crate::mpo::run(args),
         Command::List => {
             for (name, src) in library::SHIPPED {
                 let summary = poc_compiler::check_source(src)
@@ -318,7 +326,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 /// Reads a `.po` file, or a shipped objective by name. Returns (label for messages, source).
 pub fn load(arg: &str) -> Result<(String, String), Failure> {
     let path = Path::new(arg);
-    if path.exists() {
+    // A file wins over a shipped name; a directory that happens to share a shipped name (a
+    // run directory `dpo/`, say) does not.
+    if path.is_file() || (path.exists() && library::shipped(arg).is_none()) {
         let src = std::fs::read_to_string(path)
             .map_err(|e| Failure::User(format!("poc: cannot read `{arg}`: {e}")))?;
         return Ok((arg.to_string(), src));

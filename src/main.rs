@@ -9,6 +9,7 @@ mod cli;
 mod eval;
 mod generate;
 mod library;
+mod mpo;
 mod plot;
 mod run;
 mod split;

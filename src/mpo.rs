@@ -1,0 +1,282 @@
+//! `poc mpo`: Mixed Preference Optimization (Gou & Nguyen 2024, arXiv 2403.19443) as a
+//! pipeline of poc's own commands, each stage in its own directory under --out and skipped
+//! when its output already exists (so an interrupted pipeline resumes at the stage it stopped):
+//!
+//! 1. `reward_model/`: `poc run bt_reward` on the data (a reward model);
+//! 2. `split/`: `poc split` by the signed reward gap at δ (easy: gap > δ);
+//! 3. `dpo/`: `poc run dpo` on the easy pairs, reference = the starting model;
+//! 4. `ppo/`: `poc run ppo` on the hard pairs' prompts, policy initialised from and referenced
+//!    to the DPO model, rewards from the reward model.
+//!
+//! Each stage runs the `poc` binary itself, so what it does is exactly what the stage's own
+//! command does (and its log is the command's).
+
+use crate::Failure;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Arguments of `poc mpo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MpoArgs {
+    /// The starting (SFT) model: a directory or a preset, as `poc run --model`.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// TRL preference JSONL. Default: the bundled synthetic pairs.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Pipeline directory (one subdirectory per stage).
+    #[arg(long, default_value = "runs/mpo")]
+    pub out: PathBuf,
+    /// δ of the easy/hard split (easy: reward gap > δ).
+    #[arg(long, value_name = "DELTA", default_value_t = 1.0)]
+    pub threshold: f64,
+    /// Optimizer steps of the reward model.
+    #[arg(long, default_value_t = 100)]
+    pub reward_steps: usize,
+    /// Optimizer steps of DPO on the easy pairs.
+    #[arg(long, default_value_t = 100)]
+    pub dpo_steps: usize,
+    /// PPO steps (rollout batches) on the hard prompts.
+    #[arg(long, default_value_t = 50)]
+    pub ppo_steps: usize,
+    /// Pairs (and prompts) per batch in every stage.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Longest PPO completion, in tokens.
+    #[arg(long, default_value_t = 24)]
+    pub max_new_tokens: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Seed of every stage.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Override a parameter of a stage's objective, e.g. `--set dpo.beta=0.2` or
+    /// `--set ppo.kl_coef=0.1` (repeatable).
+    #[arg(long = "set", value_name = "STAGE.NAME=VALUE")]
+    pub sets: Vec<String>,
+}
+
+fn user(e: impl std::fmt::Display) -> Failure {
+    Failure::User(format!("poc mpo: {e}"))
+}
+
+/// Runs `poc ARGS`, streaming its output; a failure names the stage.
+fn poc(stage: &str, args: &[String]) -> Result<(), Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::Internal(format!("cannot find the poc binary: {e}")))?;
+    eprintln!("poc mpo: [{stage}] poc {}", args.join(" "));
+    let status = Command::new(exe)
+        .args(args)
+        .status()
+        .map_err(|e| Failure::Internal(format!("cannot run poc for {stage}: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(user(format!(
+            "stage `{stage}` failed ({status}); fix the cause above and rerun: finished stages are kept"
+        )))
+    }
+}
+
+/// `--set` values of one stage (`dpo.beta=0.2` → `beta=0.2` for stage `dpo`).
+fn stage_sets(sets: &[String], stage: &str) -> Vec<String> {
+    sets.iter()
+        .filter_map(|s| s.strip_prefix(&format!("{stage}.")))
+        .flat_map(|s| ["--set".to_string(), s.to_string()])
+        .collect()
+}
+
+/// Whether a `poc run` to `dir` with `steps` steps has finished.
+fn done(dir: &Path, steps: usize) -> Option<PathBuf> {
+    let ck = dir.join(format!("checkpoint-{steps}"));
+    ck.join("config.json").is_file().then_some(ck)
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0)
+}
+
+/// The `poc mpo` command.
+pub fn run(args: MpoArgs) -> Result<(), Failure> {
+    for s in &args.sets {
+        let stage = s.split('.').next().unwrap_or("");
+        if !["bt_reward", "dpo", "ppo"].contains(&stage) || !s.contains('=') {
+            return Err(user(format!(
+                "--set {s}: expected STAGE.NAME=VALUE with STAGE one of bt_reward, dpo, ppo"
+            )));
+        }
+    }
+    if args.reward_steps == 0 || args.dpo_steps == 0 || args.ppo_steps == 0 {
+        return Err(user(
+            "--reward-steps, --dpo-steps and --ppo-steps must be at least 1",
+        ));
+    }
+    if let Some(d) = &args.data
+        && !d.is_file()
+    {
+        return Err(user(format!("cannot read `{}`: no such file", d.display())));
+    }
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| user(format!("cannot create `{}`: {e}", args.out.display())))?;
+    let s = |p: &Path| p.display().to_string();
+    let common = |steps: usize| -> Vec<String> {
+        vec![
+            "--max-steps".into(),
+            steps.to_string(),
+            "--batch-size".into(),
+            args.batch_size.to_string(),
+            "--device".into(),
+            args.device.clone(),
+            "--seed".into(),
+            args.seed.to_string(),
+            "--no-progress".into(),
+        ]
+    };
+    // Every stage reads the same pairs; without --data, the bundled ones written once here.
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None => {
+            let path = args.out.join("data.jsonl");
+            if !path.is_file() {
+                let text = poc_runtime::data::synthetic::synthetic_jsonl(2048, 7);
+                std::fs::write(&path, text)
+                    .map_err(|e| user(format!("{}: {e}", path.display())))?;
+            }
+            path
+        }
+    };
+
+    // 1. Reward model.
+    let rm_dir = args.out.join("reward_model");
+    let rm = match done(&rm_dir, args.reward_steps) {
+        Some(ck) => {
+            eprintln!("poc mpo: [reward model] done: {}", ck.display());
+            ck
+        }
+        None => {
+            let mut a = vec![
+                "run".into(),
+                "bt_reward".into(),
+                "--model".into(),
+                args.model.clone(),
+            ];
+            a.extend(["--data".into(), s(&data), "--out".into(), s(&rm_dir)]);
+            a.extend(common(args.reward_steps));
+            a.extend(stage_sets(&args.sets, "bt_reward"));
+            poc("reward model", &a)?;
+            done(&rm_dir, args.reward_steps).ok_or_else(|| {
+                Failure::Internal("the reward model stage wrote no checkpoint".into())
+            })?
+        }
+    };
+
+    // 2. Easy/hard split.
+    let split = args.out.join("split");
+    let (easy, hard) = (split.join("easy.jsonl"), split.join("hard.jsonl"));
+    if easy.is_file() && hard.is_file() {
+        eprintln!("poc mpo: [split] done: {}", split.display());
+    } else {
+        let a: Vec<String> = vec![
+            "split".into(),
+            "--reward-model".into(),
+            s(&rm),
+            "--data".into(),
+            s(&data),
+            "--threshold".into(),
+            args.threshold.to_string(),
+            "--out".into(),
+            s(&split),
+            "--device".into(),
+            args.device.clone(),
+        ];
+        poc("split", &a)?;
+    }
+    let (n_easy, n_hard) = (count_lines(&easy), count_lines(&hard));
+
+    // 3. DPO on the easy pairs (reference: the starting model).
+    let dpo_dir = args.out.join("dpo");
+    let dpo = if n_easy == 0 {
+        eprintln!(
+            "poc mpo: [dpo] no easy pairs at δ = {}: PPO starts from the starting model",
+            args.threshold
+        );
+        args.model.clone()
+    } else {
+        match done(&dpo_dir, args.dpo_steps) {
+            Some(ck) => {
+                eprintln!("poc mpo: [dpo] done: {}", ck.display());
+                s(&ck)
+            }
+            None => {
+                let mut a = vec![
+                    "run".into(),
+                    "dpo".into(),
+                    "--model".into(),
+                    args.model.clone(),
+                ];
+                a.extend(["--data".into(), s(&easy), "--out".into(), s(&dpo_dir)]);
+                a.extend(common(args.dpo_steps));
+                a.extend(stage_sets(&args.sets, "dpo"));
+                poc("dpo", &a)?;
+                let ck = done(&dpo_dir, args.dpo_steps)
+                    .ok_or_else(|| Failure::Internal("the DPO stage wrote no checkpoint".into()))?;
+                s(&ck)
+            }
+        }
+    };
+
+    // 4. PPO on the hard prompts (policy from and reference = the DPO model).
+    let ppo_dir = args.out.join("ppo");
+    let final_model = if n_hard == 0 {
+        eprintln!(
+            "poc mpo: [ppo] no hard pairs at δ = {}: the DPO model is the result",
+            args.threshold
+        );
+        dpo.clone()
+    } else {
+        match done(&ppo_dir, args.ppo_steps) {
+            Some(ck) => {
+                eprintln!("poc mpo: [ppo] done: {}", ck.display());
+                s(&ck)
+            }
+            None => {
+                let mut a = vec!["run".into(), "ppo".into(), "--model".into(), dpo.clone()];
+                a.extend([
+                    "--reward-model".into(),
+                    s(&rm),
+                    "--prompts".into(),
+                    s(&hard),
+                ]);
+                a.extend(["--out".into(), s(&ppo_dir)]);
+                a.extend(["--max-new-tokens".into(), args.max_new_tokens.to_string()]);
+                a.extend(common(args.ppo_steps));
+                a.extend(stage_sets(&args.sets, "ppo"));
+                poc("ppo", &a)?;
+                let ck = done(&ppo_dir, args.ppo_steps)
+                    .ok_or_else(|| Failure::Internal("the PPO stage wrote no checkpoint".into()))?;
+                s(&ck)
+            }
+        }
+    };
+    let summary = serde_json::json!({
+        "reward_model": s(&rm),
+        "threshold": args.threshold,
+        "easy_pairs": n_easy,
+        "hard_pairs": n_hard,
+        "dpo_model": dpo,
+        "final_model": final_model,
+    });
+    let text =
+        serde_json::to_string_pretty(&summary).map_err(|e| Failure::Internal(e.to_string()))?;
+    poc_runtime::model::load::write_atomic(&args.out.join("mpo.json"), text.as_bytes())
+        .map_err(user)?;
+    eprintln!(
+        "poc mpo: {n_easy} easy / {n_hard} hard pairs at δ = {}; final model {final_model} (summary in {})",
+        args.threshold,
+        args.out.join("mpo.json").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! `poc mpo` through the real binary on the tiny model: reward model → split → DPO on the easy
+//! pairs → PPO on the hard prompts with the DPO model as policy and reference; a second run
+//! skips every finished stage; bad flags are clear errors.
+
+use assert_cmd::Command;
+
+fn poc() -> Command {
+    Command::cargo_bin("poc").unwrap()
+}
+
+#[test]
+fn the_pipeline_runs_end_to_end_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mpo");
+    let args = [
+        "mpo",
+        "--reward-steps",
+        "6",
+        "--dpo-steps",
+        "4",
+        "--ppo-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--threshold",
+        "0.05",
+        "--set",
+        "ppo.kl_coef=0.1",
+        "--out",
+    ];
+    poc().args(args).arg(&out).assert().success();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mpo.json")).unwrap()).unwrap();
+    let (easy, hard) = (
+        summary["easy_pairs"].as_u64().unwrap(),
+        summary["hard_pairs"].as_u64().unwrap(),
+    );
+    assert_eq!(easy + hard, 2048);
+    assert!(easy > 0 && hard > 0, "{summary}");
+    for f in [
+        "reward_model/checkpoint-6/model.safetensors",
+        "split/easy.jsonl",
+        "split/hard.jsonl",
+        "split/gaps.png",
+        "dpo/checkpoint-4/model.safetensors",
+        "ppo/checkpoint-2/model.safetensors",
+    ] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    // PPO starts from, and is referenced to, the DPO model; its parameters came through --set.
+    let ppo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ppo/run_config.json")).unwrap())
+            .unwrap();
+    assert!(ppo["model"].as_str().unwrap().ends_with("dpo/checkpoint-4"));
+    assert_eq!(ppo["params"]["kl_coef"], 0.1);
+    // DPO trained on the easy pairs only.
+    let dpo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dpo/run_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(dpo["pairs"].as_u64().unwrap(), easy);
+    // Everything is done: a second run only reports the finished stages.
+    let again = poc().args(args).arg(&out).output().unwrap();
+    assert!(again.status.success());
+    let err = String::from_utf8(again.stderr).unwrap();
+    assert!(!err.contains("poc run "), "{err}");
+    assert_eq!(err.matches("] done:").count(), 4, "{err}");
+}
+
+#[test]
+fn mpo_flag_errors_are_clear() {
+    for (args, needle) in [
+        (
+            vec!["mpo", "--set", "beta=0.1"],
+            "expected STAGE.NAME=VALUE",
+        ),
+        (vec!["mpo", "--dpo-steps", "0"], "must be at least 1"),
+        (
+            vec!["mpo", "--data", "/nonexistent/prefs.jsonl"],
+            "cannot read `/nonexistent/prefs.jsonl`",
+        ),
+    ] {
+        let out = poc().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
