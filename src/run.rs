@@ -348,12 +348,37 @@ fn reward_task(c: &Compiled, task: TaskArg) -> Result<bool, Failure> {
     }
 }
 
+/// The loop's options from the flags (gradient accumulation applies to pair objectives; the
+/// on-policy loop takes one rollout batch per update).
+fn train_options(args: &RunArgs, lr: f64, params: Vec<f64>, out: &Path) -> TrainOptions {
+    TrainOptions {
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        lr,
+        warmup_ratio: args.warmup_ratio,
+        schedule: match args.schedule {
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Linear => Schedule::Linear,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        save_every: args.save_every,
+        params,
+        out: out.to_path_buf(),
+        base_model: args.model.clone(),
+    }
+}
+
 /// `poc run` on an objective that reads rollouts (ppo.po): samples from the policy, scores
 /// with the reward model, and optimizes against the starting model as the reference.
 fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Failure> {
-    if args.resume.is_some() || args.lora.is_some() || args.precompute_ref {
+    if args.resume.is_some() || args.lora.is_some() || args.precompute_ref || args.grad_accum != 1 {
         return Err(user(
-            "--resume, --lora and --precompute-ref are not supported for on-policy objectives yet",
+            "--resume, --lora, --precompute-ref and --grad-accum are not supported for on-policy objectives yet",
         ));
     }
     if args.max_new_tokens == 0
@@ -430,27 +455,9 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     };
     let (prompts, eos) =
         crate::generate::load_prompts(&prompt_file, &tok, &policy.config, &args.model)?;
+    // On-policy updates are larger per step (several epochs per batch): a lower default.
     let lr = args.lr.unwrap_or(if tiny { 1e-4 } else { 1e-6 });
-    let opts = TrainOptions {
-        batch_size: args.batch_size,
-        grad_accum: 1,
-        max_steps: args.max_steps,
-        epochs: args.epochs,
-        lr,
-        warmup_ratio: args.warmup_ratio,
-        schedule: match args.schedule {
-            ScheduleArg::Cosine => Schedule::Cosine,
-            ScheduleArg::Linear => Schedule::Linear,
-            ScheduleArg::Constant => Schedule::Constant,
-        },
-        weight_decay: args.weight_decay,
-        max_grad_norm: args.max_grad_norm,
-        seed: args.seed,
-        save_every: args.save_every,
-        params: params.clone(),
-        out: out.clone(),
-        base_model: args.model.clone(),
-    };
+    let opts = train_options(&args, lr, params.clone(), &out);
     let rollout = poc_runtime::ppo::RolloutOptions {
         epochs: args.ppo_epochs,
         max_new_tokens: args.max_new_tokens,
@@ -681,26 +688,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         every: args.eval_every,
     });
     let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
-    let opts = TrainOptions {
-        batch_size: args.batch_size,
-        grad_accum: args.grad_accum,
-        max_steps: args.max_steps,
-        epochs: args.epochs,
-        lr,
-        warmup_ratio: args.warmup_ratio,
-        schedule: match args.schedule {
-            ScheduleArg::Cosine => Schedule::Cosine,
-            ScheduleArg::Linear => Schedule::Linear,
-            ScheduleArg::Constant => Schedule::Constant,
-        },
-        weight_decay: args.weight_decay,
-        max_grad_norm: args.max_grad_norm,
-        seed: args.seed,
-        save_every: args.save_every,
-        params: params.clone(),
-        out: out.clone(),
-        base_model: args.model.clone(),
-    };
+    let opts = train_options(&args, lr, params.clone(), &out);
     let resolved = serde_json::json!({
         "objective": c.objective.name,
         "params": c.objective.params.iter().zip(&params).map(|(p, v)| (p.name.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),

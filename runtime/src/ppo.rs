@@ -8,7 +8,7 @@
 use crate::model::generate::{GenerateOptions, generate};
 use crate::model::{Llama, Want};
 use crate::objective::{TensorColumn, run_columns, surrogate_columns, to_f64};
-use crate::train::{StepLog, TrainError, TrainOptions, lr_at, save_checkpoint};
+use crate::train::{StepLog, TrainError, TrainOptions, lr_at};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{DType, Device, Tensor, TensorData};
@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// What the on-policy loop needs besides [`TrainOptions`].
 #[derive(Debug, Clone, serde::Serialize)]
@@ -301,31 +301,21 @@ pub fn train_on_policy(
             .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
         on_step(&log, total);
         logs.push(log);
-        let interrupted = stop.load(Ordering::SeqCst);
-        let last = step + 1 == total;
-        if last || interrupted || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
-            let dir = opts.out.join(format!("checkpoint-{}", step + 1));
-            let state = serde_json::json!({"step": step + 1, "total_steps": total, "seed": opts.seed,
-                                           "on_policy": true});
-            let optimizer = optim
-                .into_bytes()
-                .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
-            save_checkpoint(
-                &models.policy,
-                &opts.base_model,
-                &optimizer,
-                tok,
-                &dir,
-                &state,
-            )?;
-            last_checkpoint = dir.display().to_string();
-        }
-        if interrupted {
-            return Err(TrainError::Other(format!(
-                "interrupted at step {}; saved {last_checkpoint}",
-                step + 1
-            )));
-        }
+        crate::train::end_of_step(
+            &models.policy,
+            opts,
+            tok,
+            (step + 1, total),
+            &stop,
+            serde_json::json!({"on_policy": true}),
+            || {
+                optim
+                    .into_bytes()
+                    .map(|b| b.to_vec())
+                    .map_err(|e| format!("{e:?}"))
+            },
+            &mut last_checkpoint,
+        )?;
     }
     Ok(logs)
 }

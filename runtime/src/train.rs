@@ -369,6 +369,39 @@ impl RefCache {
     }
 }
 
+/// After optimizer step `done` of `total`: writes `OUT/checkpoint-<done>` (with `extra` in its
+/// trainer state) when it is the last step, when Ctrl-C was pressed, or every `save_every`
+/// steps; then, if interrupted, stops with an error that names the checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn end_of_step(
+    policy: &Llama,
+    opts: &TrainOptions,
+    tok: &Tok,
+    (done, total): (usize, usize),
+    stop: &AtomicBool,
+    extra: serde_json::Value,
+    optimizer: impl FnOnce() -> Result<Vec<u8>, String>,
+    last_checkpoint: &mut String,
+) -> Result<(), TrainError> {
+    let interrupted = stop.load(Ordering::SeqCst);
+    if done == total || interrupted || (opts.save_every > 0 && done % opts.save_every == 0) {
+        let dir = opts.out.join(format!("checkpoint-{done}"));
+        let mut state = serde_json::json!({"step": done, "total_steps": total, "seed": opts.seed});
+        if let (Some(s), Some(e)) = (state.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let bytes = optimizer().map_err(|e| TrainError::Other(format!("optimizer state: {e}")))?;
+        save_checkpoint(policy, &opts.base_model, &bytes, tok, &dir, &state)?;
+        *last_checkpoint = dir.display().to_string();
+    }
+    if interrupted {
+        return Err(TrainError::Other(format!(
+            "interrupted at step {done}; saved {last_checkpoint}"
+        )));
+    }
+    Ok(())
+}
+
 /// Held-out pairs, evaluated without gradients every `every` steps and after the last one.
 pub struct Eval {
     /// The held-out pairs.
@@ -660,24 +693,22 @@ pub fn train(
             .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
         on_step(&log, total);
         logs.push(log);
-        let interrupted = stop.load(Ordering::SeqCst);
-        let last = step + 1 == total;
-        if last || interrupted || (opts.save_every > 0 && (step + 1) % opts.save_every == 0) {
-            let dir = opts.out.join(format!("checkpoint-{}", step + 1));
-            let state = serde_json::json!({"step": step + 1, "total_steps": total, "epoch": epoch,
-                                           "cursor": cursor, "seed": opts.seed});
-            let optimizer = optim
-                .into_bytes()
-                .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
-            save_checkpoint(&policy, &opts.base_model, &optimizer, tok, &dir, &state)?;
-            last_checkpoint = dir.display().to_string();
-        }
-        if interrupted {
-            return Err(TrainError::Other(format!(
-                "interrupted at step {}; saved {last_checkpoint}",
-                step + 1
-            )));
-        }
+        let extra = serde_json::json!({"epoch": epoch, "cursor": cursor});
+        end_of_step(
+            &policy,
+            opts,
+            tok,
+            (step + 1, total),
+            &stop,
+            extra,
+            || {
+                optim
+                    .into_bytes()
+                    .map(|b| b.to_vec())
+                    .map_err(|e| format!("{e:?}"))
+            },
+            &mut last_checkpoint,
+        )?;
     }
     Ok(logs)
 }
