@@ -67,17 +67,11 @@ pub fn read_columns(
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let obj = match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(o)) => o,
-            Ok(_) => {
-                errors.push(format!("{label}:{lineno}: expected a JSON object"));
-                continue;
-            }
+        let obj = match crate::jsonl::object(line, &label, lineno) {
+            Ok(Some(o)) => o,
+            Ok(None) => continue,
             Err(e) => {
-                errors.push(format!("{label}:{lineno}: invalid JSON: {e}"));
+                errors.push(e);
                 continue;
             }
         };

@@ -8,6 +8,7 @@ mod bench;
 mod cli;
 mod eval;
 mod generate;
+mod jsonl;
 mod library;
 mod mpo;
 mod plot;
