@@ -31,6 +31,9 @@ const EXAMPLES: &str = "Examples:
   poc generate --model runs/dpo/checkpoint-400 --prompts prompts.jsonl --temperature 0.7
   poc plot dpo ipo hinge discopop            loss and dL/dΔ against the margin Δ, overlaid
   poc world --out world --seed 1             SFT data and noisy pairs with a known true reward
+  poc run bt_reward --data prefs.jsonl --out runs/rm        a reward model (held-out accuracy)
+  poc run ppo --reward-model runs/rm/checkpoint-100 --prompts prompts.jsonl   on-policy PPO
+  poc mpo --model ./sft --data prefs.jsonl   reward model, split, DPO on easy, PPO on hard
   poc bench eval                             interpreter vs JIT vs burn vs hand-written DPO
   poc bench align                            objectives compared by the world's true reward";
 
