@@ -59,10 +59,10 @@ fn half(t: &Tensor<1>, side: Side, b: usize) -> Tensor<1> {
 
 /// Moves a statistic computed elsewhere (the reference, on a plain device) onto `device` as a
 /// constant.
-fn constant(t: Tensor<1>, device: &Device) -> Tensor<1> {
+pub(crate) fn constant<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<D> {
+    let shape = t.dims();
     let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]), device)
+    Tensor::from_data(TensorData::new(v, shape), device)
 }
 
 /// Every declared input for `batch`, on `device`: policy log-probs differentiable (they come

@@ -5,13 +5,15 @@
 //! observables an objective declares (`Source::Rollout`) and applies the compiler's symbolic
 //! gradient through the surrogate `Σ detach(∂L/∂x)·x` — it never names PPO's terms.
 
+use crate::data::pairs::{Batch, Tokenized, padded};
 use crate::model::generate::{GenerateOptions, generate};
 use crate::model::{Llama, Want};
 use crate::objective::{TensorColumn, run_columns, surrogate_columns, to_f64};
+use crate::observe::constant;
 use crate::train::{StepLog, TrainError, TrainOptions, lr_at};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 use poc_compiler::{Compiled, OutputKind, Rollout, Source};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -54,42 +56,24 @@ pub fn is_on_policy(compiled: &Compiled) -> bool {
         .any(|i| matches!(i.source, Source::Rollout(_)))
 }
 
-/// A sampled batch: `[B][T]` prompt + completion tokens (right-padded), the real-token and
-/// completion masks, and the completions' lengths.
-struct Rollouts {
-    tokens: Vec<Vec<u32>>,
-    mask: Vec<Vec<bool>>,
-    completion: Vec<Vec<bool>>,
-    new_tokens: usize,
-}
-
-fn rollouts(prompts: &[&Vec<u32>], completions: Vec<Vec<u32>>, pad: u32) -> Rollouts {
-    let seqs: Vec<(Vec<u32>, usize)> = prompts
+/// Prompt + completion of every rollout as one right-padded batch (the completion masked as
+/// such), and the number of sampled tokens.
+fn rollouts(prompts: &[&Vec<u32>], completions: Vec<Vec<u32>>, pad: u32) -> (Batch, usize) {
+    let seqs: Vec<Tokenized> = prompts
         .iter()
         .zip(completions)
         .map(|(p, c)| {
-            let mut s = (*p).clone();
-            s.extend(c);
-            (s, p.len())
+            let mut ids = (*p).clone();
+            ids.extend(c);
+            Tokenized {
+                ids,
+                completion_start: p.len(),
+            }
         })
         .collect();
-    let t = seqs.iter().map(|(s, _)| s.len()).max().unwrap_or(0).max(2);
-    let mut out = Rollouts {
-        tokens: Vec::new(),
-        mask: Vec::new(),
-        completion: Vec::new(),
-        new_tokens: 0,
-    };
-    for (s, start) in seqs {
-        out.new_tokens += s.len() - start;
-        out.mask.push((0..t).map(|j| j < s.len()).collect());
-        out.completion
-            .push((0..t).map(|j| j >= start && j < s.len()).collect());
-        let mut padded = s;
-        padded.resize(t, pad);
-        out.tokens.push(padded);
-    }
-    out
+    let sampled = seqs.iter().map(|s| s.ids.len() - s.completion_start).sum();
+    let refs: Vec<&Tokenized> = seqs.iter().collect();
+    (padded(&refs, pad, Vec::new()), sampled)
 }
 
 /// Trains `models.policy` on-policy: each step samples one completion for each of
@@ -150,7 +134,7 @@ pub fn train_on_policy(
         let owned: Vec<Vec<u32>> = batch_prompts.iter().map(|p| (*p).clone()).collect();
         let completions = generate(&frozen, &owned, &sampling)
             .map_err(|e| TrainError::Other(format!("sampling rollouts: {e}")))?;
-        let r = rollouts(&batch_prompts, completions, rollout.pad);
+        let (r, sampled) = rollouts(&batch_prompts, completions, rollout.pad);
         let b = r.tokens.len();
         // 2. The constants of the update: old policy, reference, reward model.
         let old = frozen.token_stats(&r.tokens, &r.mask, &r.completion, true, device);
@@ -169,17 +153,56 @@ pub fn train_on_policy(
             }
             None => None,
         };
-        let constant2 = |t: Tensor<2>| -> Tensor<2> {
-            let [n, m] = t.dims();
-            let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
-            Tensor::from_data(TensorData::new(v, [n, m]), &ad)
-        };
-        let constant1 = |t: Tensor<1>| -> Tensor<1> {
-            let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
-            let n = v.len();
-            Tensor::from_data(TensorData::new(v, [n]), &ad)
-        };
-        // 3. Several updates on the same rollouts.
+        // 3. The inputs that stay fixed during the updates, moved to the training device once;
+        //    `None` marks those the policy recomputes in every epoch.
+        let mut fixed: Vec<Option<TensorColumn>> = Vec::with_capacity(inputs.len());
+        for inp in inputs {
+            let missing = |what: &str| {
+                TrainError::Other(format!(
+                    "`{}` reads {what}, which this run does not have",
+                    inp.name
+                ))
+            };
+            fixed.push(match &inp.source {
+                Source::Rollout(Rollout::PolicyTokenLogps) => None,
+                Source::Rollout(Rollout::Values) => {
+                    if old.values.is_none() {
+                        return Err(missing("a value head"));
+                    }
+                    None
+                }
+                Source::Rollout(Rollout::OldPolicyTokenLogps) => {
+                    Some(TensorColumn::Tokens(constant(old.logps.clone(), &ad)))
+                }
+                Source::Rollout(Rollout::OldValues) => Some(TensorColumn::Tokens(constant(
+                    old.values.clone().ok_or_else(|| missing("a value head"))?,
+                    &ad,
+                ))),
+                Source::Rollout(Rollout::ReferenceTokenLogps) => {
+                    let r = reference
+                        .as_ref()
+                        .ok_or_else(|| missing("a reference model"))?;
+                    Some(TensorColumn::Tokens(constant(r.logps.clone(), &ad)))
+                }
+                Source::Rollout(Rollout::Score) => Some(TensorColumn::Scalar(constant(
+                    score
+                        .clone()
+                        .ok_or_else(|| missing("a reward model (--reward-model)"))?,
+                    &ad,
+                ))),
+                Source::Rollout(Rollout::Mask) => {
+                    Some(TensorColumn::Tokens(constant(old.mask.clone(), &ad)))
+                }
+                other => {
+                    return Err(TrainError::Other(format!(
+                        "`{}` ({}) is not a rollout observable: an on-policy objective reads only rollout inputs",
+                        inp.name,
+                        other.text()
+                    )));
+                }
+            });
+        }
+        // 4. Several updates on the same rollouts.
         let mut loss_mean = 0.0;
         let mut grad_norm = 0.0;
         let mut metric_means = vec![0.0; compiled.metrics.len()];
@@ -187,54 +210,20 @@ pub fn train_on_policy(
             let now = models
                 .policy
                 .token_stats(&r.tokens, &r.mask, &r.completion, true, &ad);
-            let mut cols = Vec::with_capacity(inputs.len());
-            for inp in inputs {
-                let missing = |what: &str| {
-                    TrainError::Other(format!(
-                        "`{}` reads {what}, which this run does not have",
-                        inp.name
-                    ))
-                };
-                let col = match &inp.source {
-                    Source::Rollout(Rollout::PolicyTokenLogps) => {
-                        TensorColumn::Tokens(now.logps.clone())
+            let cols: Vec<TensorColumn> = inputs
+                .iter()
+                .zip(&fixed)
+                .map(|(inp, f)| match (f, &inp.source) {
+                    (Some(c), _) => c.clone(),
+                    (None, Source::Rollout(Rollout::Values)) => {
+                        // Present: checked above (the policy has a value head).
+                        TensorColumn::Tokens(
+                            now.values.clone().unwrap_or_else(|| now.logps.zeros_like()),
+                        )
                     }
-                    Source::Rollout(Rollout::Values) => TensorColumn::Tokens(
-                        now.values.clone().ok_or_else(|| missing("a value head"))?,
-                    ),
-                    Source::Rollout(Rollout::OldPolicyTokenLogps) => {
-                        TensorColumn::Tokens(constant2(old.logps.clone()))
-                    }
-                    Source::Rollout(Rollout::OldValues) => TensorColumn::Tokens(constant2(
-                        old.values.clone().ok_or_else(|| missing("a value head"))?,
-                    )),
-                    Source::Rollout(Rollout::ReferenceTokenLogps) => {
-                        TensorColumn::Tokens(constant2(
-                            reference
-                                .as_ref()
-                                .ok_or_else(|| missing("a reference model"))?
-                                .logps
-                                .clone(),
-                        ))
-                    }
-                    Source::Rollout(Rollout::Score) => TensorColumn::Scalar(constant1(
-                        score
-                            .clone()
-                            .ok_or_else(|| missing("a reward model (--reward-model)"))?,
-                    )),
-                    Source::Rollout(Rollout::Mask) => {
-                        TensorColumn::Tokens(constant2(old.mask.clone()))
-                    }
-                    other => {
-                        return Err(TrainError::Other(format!(
-                            "`{}` ({}) is not a rollout observable: an on-policy objective reads only rollout inputs",
-                            inp.name,
-                            other.text()
-                        )));
-                    }
-                };
-                cols.push(col);
-            }
+                    (None, _) => TensorColumn::Tokens(now.logps.clone()),
+                })
+                .collect();
             let outs = run_columns(program, &opts.params, &cols, &ad, DType::F32)
                 .map_err(|e| TrainError::Other(e.to_string()))?;
             let (mut xs, mut gs) = (Vec::new(), Vec::new());
@@ -285,7 +274,7 @@ pub fn train_on_policy(
         }
         metrics.insert(
             "rollout/completion_tokens".into(),
-            serde_json::json!(r.new_tokens as f64 / b as f64),
+            serde_json::json!(sampled as f64 / b as f64),
         );
         let log = StepLog {
             step: step + 1,
@@ -293,7 +282,7 @@ pub fn train_on_policy(
             loss: loss_mean,
             grad_norm,
             lr: lr_at(opts, step, total),
-            tokens_per_sec: r.new_tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            tokens_per_sec: sampled as f64 / started.elapsed().as_secs_f64().max(1e-9),
             metrics,
         };
         let line = serde_json::to_string(&log).map_err(|e| TrainError::Other(e.to_string()))?;

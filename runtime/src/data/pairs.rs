@@ -269,13 +269,19 @@ pub fn batches(pairs: &[Pair], batch_size: usize, pad: u32, seed: u64) -> Vec<Ba
     out
 }
 
-/// The padded batch of `idx`, in that order.
+/// The padded batch of `idx`, in that order (chosen rows, then rejected rows).
 pub fn batch_of(pairs: &[Pair], idx: &[usize], pad: u32) -> Batch {
     let seqs: Vec<&Tokenized> = idx
         .iter()
         .map(|&i| &pairs[i].chosen)
         .chain(idx.iter().map(|&i| &pairs[i].rejected))
         .collect();
+    padded(&seqs, pad, idx.to_vec())
+}
+
+/// `seqs` right-padded with `pad` to the longest, with their real-token and completion masks;
+/// `pairs` is recorded as the batch's pair indices.
+pub fn padded(seqs: &[&Tokenized], pad: u32, pairs: Vec<usize>) -> Batch {
     let t = seqs.iter().map(|s| s.ids.len()).max().unwrap_or(1);
     let mut tokens = Vec::new();
     let mut mask = Vec::new();
@@ -289,7 +295,7 @@ pub fn batch_of(pairs: &[Pair], idx: &[usize], pad: u32) -> Batch {
         completion.push((0..t).map(|j| j >= s.completion_start && j < n).collect());
     }
     Batch {
-        pairs: idx.to_vec(),
+        pairs,
         tokens,
         mask,
         completion,
