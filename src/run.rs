@@ -589,12 +589,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
             .extra
             .insert("pad_token_id".into(), tok.pad.into());
     }
-    let wants_reference = c.objective.inputs.iter().any(|i| {
-        matches!(
-            i.source,
-            poc_compiler::Source::ReferenceLogps(_) | poc_compiler::Source::ReferenceEntropy(_)
-        )
-    });
+    let wants_reference = poc_runtime::observe::needs(&c.objective.inputs).reference;
     // The reference is the starting model (--model), also when resuming: a frozen copy, or
     // under LoRA the policy with its adapters off.
     let reference = (wants_reference && lora.is_none()).then(|| policy.valid());

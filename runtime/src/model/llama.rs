@@ -607,15 +607,8 @@ impl Llama {
             stats.entropy = want.entropy.then(zeros);
             return stats;
         }
-        let v = self.config.vocab_size;
-        let logits = self.logits(hidden.slice([0..b, 0..t - 1]));
-        let logp = log_softmax(logits.slice([0..b, 0..t - 1, 0..v]), 2);
-        let targets: Vec<i64> = tokens
-            .iter()
-            .flat_map(|r| r[1..].iter().map(|&x| x as i64))
-            .collect();
-        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), device);
-        let tok_logp = logp.clone().gather(2, targets).reshape([b, t - 1]);
+        let (logp, tok_logp) =
+            self.next_token_logps(hidden.slice([0..b, 0..t - 1]), tokens, device);
         stats.logps = (tok_logp * cm.clone()).sum_dim(1).reshape([b]);
         stats.entropy = want.entropy.then(|| {
             let h = (logp.clone().exp() * logp)
@@ -650,6 +643,26 @@ impl Llama {
             .reshape([b])
     }
 
+    /// From hidden states `[b, t−1, hidden]` at positions 0..t−1 of `tokens` (`[b][≥t]`, shorter
+    /// rows read as id 0): the log-softmax over the vocabulary `[b, t−1, vocab]` and the
+    /// log-probability of each next token, `tokens[·][j+1]` at position j, `[b, t−1]`.
+    fn next_token_logps(
+        &self,
+        hidden: Tensor<3>,
+        tokens: &[Vec<u32>],
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<2>) {
+        let [b, n, _] = hidden.dims();
+        let logp = log_softmax(self.logits(hidden), 2);
+        let targets: Vec<i64> = tokens
+            .iter()
+            .flat_map(|r| (1..=n).map(|j| r.get(j).copied().unwrap_or(0) as i64))
+            .collect();
+        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, n, 1]), device);
+        let tok = logp.clone().gather(2, targets).reshape([b, n]);
+        (logp, tok)
+    }
+
     /// Per-token statistics of the completion tokens, for on-policy objectives: `[batch, time−1]`
     /// log-probabilities of token t+1 at position t, the value head's output there (when
     /// `values`), and the completion mask, all zero outside the completion.
@@ -678,14 +691,8 @@ impl Llama {
             .map(|r| (0..t).map(|j| r.get(j).copied().unwrap_or(false)).collect())
             .collect();
         let hidden = self.hidden(ids, &full_mask).slice([0..b, 0..t - 1]);
-        let v = self.config.vocab_size;
-        let logp = log_softmax(self.logits(hidden.clone()).slice([0..b, 0..t - 1, 0..v]), 2);
-        let targets: Vec<i64> = tokens
-            .iter()
-            .flat_map(|r| (1..t).map(|j| r.get(j).copied().unwrap_or(0) as i64))
-            .collect();
-        let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, t - 1, 1]), device);
-        let logps = logp.gather(2, targets).reshape([b, t - 1]) * cm.clone();
+        let (_, tok_logp) = self.next_token_logps(hidden.clone(), tokens, device);
+        let logps = tok_logp * cm.clone();
         let values = match (&self.value_head, values) {
             (Some(head), true) => {
                 let h = self.config.hidden_size;
