@@ -376,9 +376,9 @@ fn train_options(args: &RunArgs, lr: f64, params: Vec<f64>, out: &Path) -> Train
 /// `poc run` on an objective that reads rollouts (ppo.po): samples from the policy, scores
 /// with the reward model, and optimizes against the starting model as the reference.
 fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Failure> {
-    if args.resume.is_some() || args.lora.is_some() || args.precompute_ref || args.grad_accum != 1 {
+    if args.lora.is_some() || args.precompute_ref || args.grad_accum != 1 {
         return Err(user(
-            "--resume, --lora, --precompute-ref and --grad-accum are not supported for on-policy objectives yet",
+            "--lora, --precompute-ref and --grad-accum are not supported for on-policy objectives yet",
         ));
     }
     if args.max_new_tokens == 0
@@ -407,8 +407,36 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         None if matches!(spec, DeviceSpec::Cuda(_)) => Compute::Bf16,
         None => Compute::F32,
     };
+    // The reference is the starting model (--model), also when resuming.
     let reference = reads(poc_compiler::Rollout::ReferenceTokenLogps).then(|| policy.valid());
-    if reads(poc_compiler::Rollout::Values) || reads(poc_compiler::Rollout::OldValues) {
+    let value_head =
+        reads(poc_compiler::Rollout::Values) || reads(poc_compiler::Rollout::OldValues);
+    let mut resume = None;
+    if let Some(dir) = &args.resume {
+        let state = std::fs::read_to_string(dir.join("trainer_state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+        if state.as_ref().and_then(|s| s["on_policy"].as_bool()) != Some(true) {
+            return Err(user(format!(
+                "--resume {}: not a checkpoint of an on-policy run (its trainer_state.json lacks \"on_policy\": true)",
+                dir.display()
+            )));
+        }
+        let compute = policy.compute;
+        policy = load::load(dir, &train_device).map_err(user)?;
+        policy.compute = compute;
+        if value_head {
+            policy = load::load_value_head(dir, policy).map_err(user)?;
+        }
+        let (p, r) = poc_runtime::train::load_resume(dir, policy).map_err(user)?;
+        eprintln!(
+            "poc run: resuming from {} at step {}",
+            dir.display(),
+            r.step
+        );
+        policy = p;
+        resume = Some(r);
+    } else if value_head {
         policy = policy.with_value_head();
     }
     let reward_model = match (&args.reward_model, reads(poc_compiler::Rollout::Score)) {
@@ -511,6 +539,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         &opts,
         &rollout,
         &device,
+        resume,
         stop,
         |log, total| {
             bar.set_length(total as u64);

@@ -643,23 +643,31 @@ fn ppo_trains_on_policy_against_a_reward_model() {
             .contains("--reward-model")
     );
     let run = tmp.path().join("ppo");
-    poc()
-        .args(["run", "ppo", "--max-steps", "3", "--batch-size", "4"])
-        .args([
-            "--max-new-tokens",
-            "6",
-            "--ppo-epochs",
-            "2",
-            "--no-progress",
-        ])
-        .arg("--reward-model")
-        .arg(rm.join("checkpoint-4"))
-        .arg("--out")
-        .arg(&run)
-        .assert()
-        .success();
+    let ppo = |out: &Path, resume: Option<&Path>| {
+        let mut cmd = poc();
+        cmd.args(["run", "ppo", "--max-steps", "4", "--batch-size", "4"])
+            .args([
+                "--max-new-tokens",
+                "6",
+                "--ppo-epochs",
+                "2",
+                "--save-every",
+                "2",
+            ])
+            .arg("--no-progress")
+            .arg("--reward-model")
+            .arg(rm.join("checkpoint-4"))
+            .arg("--out")
+            .arg(out);
+        if let Some(ck) = resume {
+            cmd.arg("--resume").arg(ck);
+        }
+        cmd.output().unwrap()
+    };
+    let a = ppo(&run, None);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
     let m = metrics(&run);
-    assert_eq!(m.len(), 3);
+    assert_eq!(m.len(), 4);
     for row in &m {
         assert!(row["loss"].as_f64().unwrap().is_finite());
         for key in [
@@ -679,5 +687,49 @@ fn ppo_trains_on_policy_against_a_reward_model() {
     }
     // The first rollout comes from the starting policy = the reference: zero KL.
     assert!(m[0]["metrics"]["objective/kl"].as_f64().unwrap().abs() < 1e-4);
-    assert!(run.join("checkpoint-3/model.safetensors").exists());
+    for f in [
+        "model.safetensors",
+        "value_head.safetensors",
+        "optimizer.bin",
+    ] {
+        assert!(run.join("checkpoint-4").join(f).exists(), "{f}");
+    }
+
+    // Resumed from step 2 (a copy of the run as if stopped there), it takes the same steps:
+    // the same rollouts, losses and metrics, the value head and optimizer state included.
+    let b = tmp.path().join("ppo-resumed");
+    let ck = b.join("checkpoint-2");
+    std::fs::create_dir_all(&ck).unwrap();
+    for e in std::fs::read_dir(run.join("checkpoint-2")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), ck.join(e.file_name())).unwrap();
+    }
+    let head: String = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .take(3)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(b.join("metrics.jsonl"), head).unwrap(); // step 3 came after the checkpoint
+    let resumed = ppo(&b, Some(&ck));
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{err}");
+    assert!(err.contains("resuming from"), "{err}");
+    let strip = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("tokens_per_sec");
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(metrics(&run)), strip(metrics(&b)));
+    // A checkpoint of a pairwise run is not one to continue PPO from.
+    let wrong = ppo(&tmp.path().join("wrong"), Some(&rm.join("checkpoint-4")));
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("not a checkpoint of an on-policy run"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
 }

@@ -10,7 +10,7 @@ use crate::model::generate::{GenerateOptions, generate};
 use crate::model::{Llama, Want};
 use crate::objective::{TensorColumn, run_columns, surrogate_columns, to_f64};
 use crate::observe::constant;
-use crate::train::{StepLog, TrainError, TrainOptions, lr_at};
+use crate::train::{Resume, StepLog, TrainError, TrainOptions, lr_at};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{DType, Device, Tensor};
@@ -80,6 +80,11 @@ fn rollouts(prompts: &[&Vec<u32>], completions: Vec<Vec<u32>>, pad: u32) -> (Bat
 /// `opts.batch_size` prompts, computes the objective's rollout inputs, and runs
 /// `rollout.epochs` optimizer updates on that batch. Metrics are the objective's (batch means
 /// of the last epoch), logged to `metrics.jsonl` like [`crate::train::train`]'s.
+///
+/// A `resume` (from [`crate::train::load_resume`] on a checkpoint of this function, with
+/// `models.policy` and its value head loaded from it) continues at its step: the optimizer
+/// state is restored, the prompt order replayed, and each step's sampling seed depends on the
+/// step alone, so the continued run takes the steps the uninterrupted one would have.
 #[allow(clippy::too_many_arguments)]
 pub fn train_on_policy(
     compiled: &Compiled,
@@ -89,6 +94,7 @@ pub fn train_on_policy(
     opts: &TrainOptions,
     rollout: &RolloutOptions,
     device: &Device,
+    resume: Option<Resume>,
     stop: Arc<AtomicBool>,
     mut on_step: impl FnMut(&StepLog, usize),
 ) -> Result<Vec<StepLog>, TrainError> {
@@ -105,20 +111,40 @@ pub fn train_on_policy(
     std::fs::create_dir_all(&opts.out)
         .map_err(|e| TrainError::Other(format!("{}: {e}", opts.out.display())))?;
     let metrics_path = opts.out.join("metrics.jsonl");
-    let mut metrics_file = std::fs::File::create(&metrics_path)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
     let mut order: Vec<usize> = Vec::new();
-    let mut logs = Vec::new();
-    let mut last_checkpoint = "none".to_string();
-    for step in 0..total {
-        let started = std::time::Instant::now();
+    // The prompts of the next batch: the rest of the current shuffled pass over the prompts,
+    // then a fresh pass.
+    let mut next_batch = |order: &mut Vec<usize>| -> Vec<usize> {
         if order.len() < opts.batch_size {
             let mut fresh: Vec<usize> = (0..prompts.len()).collect();
             fresh.shuffle(&mut rng);
             order.extend(fresh);
         }
-        let chosen: Vec<usize> = order.drain(..opts.batch_size.min(order.len())).collect();
+        order.drain(..opts.batch_size.min(order.len())).collect()
+    };
+    let mut first_step = 0;
+    let mut kept = String::new();
+    if let Some(r) = &resume {
+        first_step = r.step;
+        for _ in 0..r.step {
+            next_batch(&mut order);
+        }
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(r.optimizer.clone()))
+            .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
+        kept = crate::train::log_lines_up_to(&metrics_path, r.step);
+    }
+    let mut metrics_file = std::fs::File::create(&metrics_path)
+        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    metrics_file
+        .write_all(kept.as_bytes())
+        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    let mut logs = Vec::new();
+    let mut last_checkpoint = "none".to_string();
+    for step in first_step..total {
+        let started = std::time::Instant::now();
+        let chosen = next_batch(&mut order);
         let batch_prompts: Vec<&Vec<u32>> = chosen.iter().map(|&i| &prompts[i]).collect();
         // 1. Rollouts from the current policy (no gradients).
         let frozen = models.policy.valid();

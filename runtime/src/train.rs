@@ -221,11 +221,16 @@ pub fn load_resume(dir: &Path, policy: Llama) -> Result<(Llama, Resume), TrainEr
     })?;
     let state: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| TrainError::Other(format!("{}: {e}", state_path.display())))?;
-    let field = |k: &str| {
-        state[k]
-            .as_u64()
-            .map(|v| v as usize)
-            .ok_or_else(|| TrainError::Other(format!("{}: lacks `{k}`", state_path.display())))
+    // An on-policy run's data position follows from its step alone (its prompt order is
+    // replayed), so its state has no epoch or cursor.
+    let on_policy = state["on_policy"].as_bool() == Some(true);
+    let field = |k: &str| match state[k].as_u64() {
+        Some(v) => Ok(v as usize),
+        None if on_policy && k != "step" => Ok(0),
+        None => Err(TrainError::Other(format!(
+            "{}: lacks `{k}`",
+            state_path.display()
+        ))),
     };
     let ids: Vec<u64> = state["param_ids"]
         .as_array()
@@ -270,6 +275,7 @@ pub fn save_checkpoint(
     let _ = std::fs::remove_dir_all(&tmp);
     load::save(model, &tmp)?;
     load::save_adapters(model, &tmp, base_model)?;
+    load::save_value_head(model, &tmp)?;
     tok.save(&tmp).map_err(TrainError::Other)?;
     load::write_atomic(&tmp.join("optimizer.bin"), optimizer)?;
     let mut ids = ParamIds(Vec::new());
@@ -400,6 +406,24 @@ pub(crate) fn end_of_step(
         )));
     }
     Ok(())
+}
+
+/// The lines of a run's `metrics.jsonl` logged at or before `step` (a resumed run keeps them
+/// and continues after them); empty when there is no such file.
+pub(crate) fn log_lines_up_to(metrics: &Path, step: usize) -> String {
+    let mut kept = String::new();
+    if let Ok(old) = std::fs::read_to_string(metrics) {
+        for line in old.lines() {
+            let at = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["step"].as_u64());
+            if at.is_some_and(|s| s as usize <= step) {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+    }
+    kept
 }
 
 /// Held-out pairs, evaluated without gradients every `every` steps and after the last one.
@@ -557,17 +581,7 @@ pub fn train(
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(r.optimizer.clone()))
             .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
-        if let Ok(old) = std::fs::read_to_string(&metrics_path) {
-            for line in old.lines() {
-                let step = serde_json::from_str::<serde_json::Value>(line)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64());
-                if step.is_some_and(|s| s as usize <= r.step) {
-                    kept.push_str(line);
-                    kept.push('\n');
-                }
-            }
-        }
+        kept = log_lines_up_to(&metrics_path, r.step);
     }
     let mut metrics_file = std::fs::File::create(&metrics_path)
         .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;

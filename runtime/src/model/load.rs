@@ -363,6 +363,68 @@ pub fn load_adapters(dir: &Path, base: Llama) -> Result<Llama, ModelError> {
     Ok(base.with_adapters(lora, adapters))
 }
 
+/// The file holding a PPO policy's value head, beside the HF weights (which have no place for
+/// it). Its tensors use TRL's `AutoModelForCausalLMWithValueHead` names.
+pub const VALUE_HEAD_WEIGHTS: &str = "value_head.safetensors";
+
+/// Writes the value head of `model` (if it has one) to `dir/value_head.safetensors`, f32:
+/// `v_head.summary.weight` `[1, hidden]` and a zero `v_head.summary.bias` `[1]` (poc's head has
+/// no bias; TRL's has one).
+pub fn save_value_head(model: &Llama, dir: &Path) -> Result<(), ModelError> {
+    let Some(head) = &model.value_head else {
+        return Ok(());
+    };
+    let w = head.val();
+    let [h, _] = w.dims();
+    let bias = Tensor::<1>::zeros([1], &w.device());
+    let tensors = [
+        HfTensor {
+            name: "v_head.summary.weight".into(),
+            shape: vec![1, h],
+            tensor: DeviceTensor::Matrix(w, true),
+        },
+        HfTensor {
+            name: "v_head.summary.bias".into(),
+            shape: vec![1],
+            tensor: DeviceTensor::Vector(bias),
+        },
+    ];
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let path = dir.join(VALUE_HEAD_WEIGHTS);
+    let refs: Vec<&HfTensor> = tensors.iter().collect();
+    write_atomic_with(&path, |w| {
+        write_safetensors(w, &refs, SaveDtype::F32, &path)
+    })
+}
+
+/// Attaches the value head saved by [`save_value_head`] in `dir` to `model`; a non-zero bias
+/// (a head poc did not write) is refused rather than dropped.
+pub fn load_value_head(dir: &Path, model: Llama) -> Result<Llama, ModelError> {
+    let path = dir.join(VALUE_HEAD_WEIGHTS);
+    if !path.is_file() {
+        return Err(ModelError::format(
+            &path,
+            "no such file: the checkpoint has no value head",
+        ));
+    }
+    let h = model.config.hidden_size;
+    let mut shards = Shards::file(&path)?;
+    let w = shards.read("v_head.summary.weight", &[1, h])?;
+    let bias = shards.read("v_head.summary.bias", &[1])?;
+    if bias.iter().any(|&b| b != 0.0) {
+        return Err(ModelError::format(
+            &path,
+            "the value head has a non-zero bias, which poc's head does not have",
+        ));
+    }
+    let device = model.embed.val().device();
+    // [1, h] row-major is [h, 1] row-major: the same values in the same order.
+    let head = Tensor::<2>::from_data(TensorData::new(w, [h, 1]), &device);
+    let mut model = model;
+    model.value_head = Some(Param::from_tensor(head));
+    Ok(model)
+}
+
 /// The dtype tensors are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SaveDtype {
