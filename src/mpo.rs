@@ -2,14 +2,17 @@
 //! pipeline of poc's own commands, each stage in its own directory under --out and skipped
 //! when its output already exists (so an interrupted pipeline resumes at the stage it stopped):
 //!
-//! 1. `reward_model/`: `poc run bt_reward` on the data (a reward model);
+//! 1. `reward_model/`: `poc run bt_reward` on the data (a reward model; skipped with
+//!    `--reward-model DIR`);
 //! 2. `split/`: `poc split` by the signed reward gap at δ (easy: gap > δ);
 //! 3. `dpo/`: `poc run dpo` on the easy pairs, reference = the starting model;
 //! 4. `ppo/`: `poc run ppo` on the hard pairs' prompts, policy initialised from and referenced
 //!    to the DPO model, rewards from the reward model.
 //!
 //! Each stage runs the `poc` binary itself, so what it does is exactly what the stage's own
-//! command does (and its log is the command's).
+//! command does (and its log is the command's). A training stage that was stopped part-way
+//! (Ctrl-C saves a checkpoint; `--save-every N` saves more) continues from its latest
+//! checkpoint with `poc run --resume`.
 
 use crate::Failure;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,21 @@ pub struct MpoArgs {
     /// Seed of every stage.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Save a checkpoint every N steps in every training stage (besides the last, and the one
+    /// Ctrl-C writes); a rerun resumes a stopped stage from its latest checkpoint.
+    #[arg(long, default_value_t = 0)]
+    pub save_every: usize,
+    /// Learning rate of the policy stages (DPO and PPO). Default: `poc run`'s (1e-6 for a
+    /// real model; the tiny preset's own).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning rate of the reward model. Default: `poc run`'s.
+    #[arg(long)]
+    pub reward_lr: Option<f64>,
+    /// Use this trained reward model (a `poc run bt_reward` checkpoint, or any
+    /// LlamaForSequenceClassification directory) instead of training one: stage 1 is skipped.
+    #[arg(long, value_name = "DIR")]
+    pub reward_model: Option<PathBuf>,
     /// Override a parameter of a stage's objective, e.g. `--set dpo.beta=0.2` or
     /// `--set ppo.kl_coef=0.1` (repeatable).
     #[arg(long = "set", value_name = "STAGE.NAME=VALUE")]
@@ -93,6 +111,36 @@ fn done(dir: &Path, steps: usize) -> Option<PathBuf> {
     ck.join("config.json").is_file().then_some(ck)
 }
 
+/// The latest resumable checkpoint before step `steps` of a `poc run` to `dir`, if it stopped
+/// part-way: `checkpoint-K` with K < `steps` and a `trainer_state.json`.
+fn latest_checkpoint(dir: &Path, steps: usize) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let k: usize = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("checkpoint-")?
+                .parse()
+                .ok()?;
+            (k < steps && e.path().join("trainer_state.json").is_file()).then_some((k, e.path()))
+        })
+        .max_by_key(|(k, _)| *k)
+        .map(|(_, p)| p)
+}
+
+/// `--resume CKPT` when the stage writing to `dir` stopped part-way, else nothing.
+fn resume_args(stage: &str, dir: &Path, steps: usize) -> Vec<String> {
+    match latest_checkpoint(dir, steps) {
+        Some(ck) => {
+            eprintln!("poc mpo: [{stage}] continuing from {}", ck.display());
+            vec!["--resume".into(), ck.display().to_string()]
+        }
+        None => Vec::new(),
+    }
+}
+
 fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
@@ -119,11 +167,26 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
     {
         return Err(user(format!("cannot read `{}`: no such file", d.display())));
     }
+    if let Some(d) = &args.reward_model
+        && !d.join("config.json").is_file()
+    {
+        return Err(user(format!(
+            "--reward-model `{}`: no config.json there (expected a model directory)",
+            d.display()
+        )));
+    }
+    for (flag, lr) in [("--lr", args.lr), ("--reward-lr", args.reward_lr)] {
+        if let Some(lr) = lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(user(format!("{flag} {lr}: expected a positive number")));
+        }
+    }
     std::fs::create_dir_all(&args.out)
         .map_err(|e| user(format!("cannot create `{}`: {e}", args.out.display())))?;
     let s = |p: &Path| p.display().to_string();
-    let common = |steps: usize| -> Vec<String> {
-        vec![
+    let common = |steps: usize, lr: Option<f64>| -> Vec<String> {
+        let mut a = vec![
             "--max-steps".into(),
             steps.to_string(),
             "--batch-size".into(),
@@ -133,7 +196,13 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
             "--seed".into(),
             args.seed.to_string(),
             "--no-progress".into(),
-        ]
+            "--save-every".into(),
+            args.save_every.to_string(),
+        ];
+        if let Some(lr) = lr {
+            a.extend(["--lr".into(), lr.to_string()]);
+        }
+        a
     };
     // Every stage reads the same pairs; without --data, the bundled ones written once here.
     let data = match &args.data {
@@ -151,12 +220,16 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
 
     // 1. Reward model.
     let rm_dir = args.out.join("reward_model");
-    let rm = match done(&rm_dir, args.reward_steps) {
-        Some(ck) => {
+    let rm = match (&args.reward_model, done(&rm_dir, args.reward_steps)) {
+        (Some(given), _) => {
+            eprintln!("poc mpo: [reward model] given: {}", given.display());
+            given.clone()
+        }
+        (None, Some(ck)) => {
             eprintln!("poc mpo: [reward model] done: {}", ck.display());
             ck
         }
-        None => {
+        (None, None) => {
             let mut a = vec![
                 "run".into(),
                 "bt_reward".into(),
@@ -164,8 +237,9 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                 args.model.clone(),
             ];
             a.extend(["--data".into(), s(&data), "--out".into(), s(&rm_dir)]);
-            a.extend(common(args.reward_steps));
+            a.extend(common(args.reward_steps, args.reward_lr));
             a.extend(stage_sets(&args.sets, "bt_reward"));
+            a.extend(resume_args("reward model", &rm_dir, args.reward_steps));
             poc("reward model", &a)?;
             done(&rm_dir, args.reward_steps).ok_or_else(|| {
                 Failure::Internal("the reward model stage wrote no checkpoint".into())
@@ -218,8 +292,9 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                     args.model.clone(),
                 ];
                 a.extend(["--data".into(), s(&easy), "--out".into(), s(&dpo_dir)]);
-                a.extend(common(args.dpo_steps));
+                a.extend(common(args.dpo_steps, args.lr));
                 a.extend(stage_sets(&args.sets, "dpo"));
+                a.extend(resume_args("dpo", &dpo_dir, args.dpo_steps));
                 poc("dpo", &a)?;
                 let ck = done(&dpo_dir, args.dpo_steps)
                     .ok_or_else(|| Failure::Internal("the DPO stage wrote no checkpoint".into()))?;
@@ -252,8 +327,9 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                 ]);
                 a.extend(["--out".into(), s(&ppo_dir)]);
                 a.extend(["--max-new-tokens".into(), args.max_new_tokens.to_string()]);
-                a.extend(common(args.ppo_steps));
+                a.extend(common(args.ppo_steps, args.lr));
                 a.extend(stage_sets(&args.sets, "ppo"));
+                a.extend(resume_args("ppo", &ppo_dir, args.ppo_steps));
                 poc("ppo", &a)?;
                 let ck = done(&ppo_dir, args.ppo_steps)
                     .ok_or_else(|| Failure::Internal("the PPO stage wrote no checkpoint".into()))?;

@@ -28,6 +28,8 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
         "0.05",
         "--set",
         "ppo.kl_coef=0.1",
+        "--lr",
+        "2e-4",
         "--out",
     ];
     poc().args(args).arg(&out).assert().success();
@@ -60,12 +62,89 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
         serde_json::from_str(&std::fs::read_to_string(out.join("dpo/run_config.json")).unwrap())
             .unwrap();
     assert_eq!(dpo["pairs"].as_u64().unwrap(), easy);
+    // --lr reaches both policy stages; the reward model keeps poc run's default.
+    assert_eq!(dpo["train"]["lr"], 2e-4);
+    assert_eq!(ppo["train"]["lr"], 2e-4);
+    let rm: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("reward_model/run_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_ne!(rm["train"]["lr"], 2e-4);
     // Everything is done: a second run only reports the finished stages.
     let again = poc().args(args).arg(&out).output().unwrap();
     assert!(again.status.success());
     let err = String::from_utf8(again.stderr).unwrap();
     assert!(!err.contains("poc run "), "{err}");
     assert_eq!(err.matches("] done:").count(), 4, "{err}");
+
+    // A given reward model replaces stage 1: nothing is trained for it, and it scores the split.
+    let given = out.join("reward_model/checkpoint-6");
+    let second = tmp.path().join("mpo-given");
+    let pipeline = || {
+        poc()
+            .args([
+                "mpo",
+                "--dpo-steps",
+                "1",
+                "--ppo-steps",
+                "2",
+                "--batch-size",
+                "2",
+            ])
+            .args([
+                "--max-new-tokens",
+                "4",
+                "--threshold",
+                "0.05",
+                "--save-every",
+                "1",
+            ])
+            .arg("--reward-model")
+            .arg(&given)
+            .arg("--out")
+            .arg(&second)
+            .output()
+            .unwrap()
+    };
+    let run = pipeline();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(!second.join("reward_model").exists());
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("mpo.json")).unwrap()).unwrap();
+    assert_eq!(summary["reward_model"], given.display().to_string());
+    // The same reward model and data give the same split as the first pipeline's.
+    assert_eq!(
+        std::fs::read(second.join("split/easy.jsonl")).unwrap(),
+        std::fs::read(out.join("split/easy.jsonl")).unwrap()
+    );
+    assert!(second.join("ppo/checkpoint-2/model.safetensors").is_file());
+
+    // PPO stopped after step 1 (its last checkpoint gone): a rerun continues it from
+    // checkpoint-1 and ends where the uninterrupted stage did.
+    let metrics = std::fs::read_to_string(second.join("ppo/metrics.jsonl")).unwrap();
+    let steps = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("tokens_per_sec");
+                v
+            })
+            .collect()
+    };
+    std::fs::remove_dir_all(second.join("ppo/checkpoint-2")).unwrap();
+    std::fs::remove_file(second.join("mpo.json")).unwrap();
+    let rerun = pipeline();
+    let err = String::from_utf8_lossy(&rerun.stderr);
+    assert!(rerun.status.success(), "{err}");
+    assert!(err.contains("[ppo] continuing from"), "{err}");
+    assert!(err.contains("[dpo] done:"), "{err}");
+    assert!(second.join("ppo/checkpoint-2/model.safetensors").is_file());
+    let again = std::fs::read_to_string(second.join("ppo/metrics.jsonl")).unwrap();
+    assert_eq!(steps(&again), steps(&metrics));
 }
 
 #[test]
@@ -76,6 +155,11 @@ fn mpo_flag_errors_are_clear() {
             "expected STAGE.NAME=VALUE",
         ),
         (vec!["mpo", "--dpo-steps", "0"], "must be at least 1"),
+        (vec!["mpo", "--lr=0"], "--lr 0: expected a positive number"),
+        (
+            vec!["mpo", "--reward-model", "/nonexistent/rm"],
+            "--reward-model `/nonexistent/rm`: no config.json there",
+        ),
         (
             vec!["mpo", "--data", "/nonexistent/prefs.jsonl"],
             "cannot read `/nonexistent/prefs.jsonl`",
