@@ -40,18 +40,31 @@ per objective, as mean and 95% confidence interval over the seeds (t-distributio
   ECE           expected calibration error (10 equal-width bins) of p = σ(β·Δ) against the
                 event \"chosen has the higher r*\", β the objective's `beta` (0.1 without one)
 
+  train s       wall-clock seconds of the entrant's training (all its stages)
+
+Entrants are pairwise objectives (dpo, my_loss.po, ...), on-policy objectives (ppo: rollouts
+scored by a reward model) and the pipeline `mpo` (poc mpo: split by the reward model's gap, DPO
+on the easy pairs, then PPO on the hard prompts from the DPO model). Every entrant gets the same
+budget of --steps batches of --batch-size training examples: pairs for a pairwise objective,
+prompts (rollout batches, each of 4 PPO epochs) for an on-policy one, and for mpo the first
+half as DPO steps and the rest as PPO rollout batches. On-policy entrants and mpo share one
+reward model (bt_reward, trained once from the reference on world/train.jsonl).
+
 Stages, each skipped when its output is already in --out (so the benchmark resumes):
   1. OUT/world                     poc world --seed W
   2. OUT/reference                 SFT of the tiny model on world/sft.jsonl (sft.po)
-  3. OUT/runs/seedS/OBJ            poc run OBJ --model OUT/reference/checkpoint-N --seed S
-  4. OUT/eval/seedS/OBJ.json       samples, r*, log-probs, held-out margins
-  5. OUT/results.md, OUT/frontier.png (true reward against KL), OUT/curves.png (training
-     curves of the first seed), and the table on stdout.";
+  3. OUT/reward_model              poc run bt_reward from the reference (only for ppo, mpo)
+  4. OUT/runs/seedS/OBJ            poc run OBJ --model OUT/reference/checkpoint-N --seed S
+                                   (mpo: poc mpo --reward-model OUT/reward_model/...)
+  5. OUT/eval/seedS/OBJ.json       samples, r*, log-probs, held-out margins
+  6. OUT/results.md, OUT/frontier.png (true reward against KL), OUT/curves.png (training
+     curves of the first seed; mpo's are in its stage directories), and the table on stdout.";
 
 /// Examples under `poc bench align --help`.
 pub const EXAMPLES: &str = "Examples:
   poc bench align                             dpo ipo mipo mallows_theta mmpo, 3 seeds
   poc bench align dpo my_loss.po --seeds 5 --out runs/mine
+  poc bench align dpo ppo mpo --lr 2e-5       MPO against DPO-only and PPO-only
   poc bench align --quick --out /tmp/align    a small budget (a smoke test, about a minute)";
 
 /// The objectives compared when none are given.
@@ -74,6 +87,10 @@ pub struct AlignArgs {
     /// Optimizer steps of the SFT reference (batch 16 rows).
     #[arg(long)]
     pub sft_steps: Option<usize>,
+    /// Optimizer steps of the reward model that ppo and mpo entrants use (batch --batch-size
+    /// pairs, lr 1e-4).
+    #[arg(long)]
+    pub reward_steps: Option<usize>,
     /// Seed of the world (and of the reference's training).
     #[arg(long, default_value_t = 1)]
     pub world_seed: u64,
@@ -104,6 +121,7 @@ struct Budget {
     seeds: usize,
     steps: usize,
     sft_steps: usize,
+    reward_steps: usize,
     eval_prompts: usize,
     max_new_tokens: usize,
     /// Sizes of the world's files: (pairs, heldout, sft).
@@ -112,15 +130,16 @@ struct Budget {
 
 impl Budget {
     fn of(args: &AlignArgs) -> Budget {
-        let (seeds, steps, sft_steps, prompts, tokens, rows) = if args.quick {
-            (2, 4, 12, 12, 12, Some((96, 48, 96)))
+        let (seeds, steps, sft_steps, reward_steps, prompts, tokens, rows) = if args.quick {
+            (2, 4, 12, 8, 12, 12, Some((96, 48, 96)))
         } else {
-            (3, 120, 300, 240, 20, None)
+            (3, 120, 300, 600, 240, 20, None)
         };
         Budget {
             seeds: args.seeds.unwrap_or(seeds),
             steps: args.steps.unwrap_or(steps),
             sft_steps: args.sft_steps.unwrap_or(sft_steps),
+            reward_steps: args.reward_steps.unwrap_or(reward_steps),
             eval_prompts: args.eval_prompts.unwrap_or(prompts),
             max_new_tokens: args.max_new_tokens.unwrap_or(tokens),
             world_rows: rows,
@@ -291,7 +310,24 @@ pub fn mean_ci(xs: &[f64]) -> Option<(f64, Option<f64>)> {
 // ---------------------------------------------------------------------------------------------
 // Stages.
 
-/// One objective of the comparison.
+/// The entrant name that means the MPO pipeline (`poc mpo`) rather than an objective.
+pub const MPO: &str = "mpo";
+
+/// How an entrant trains.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    /// `poc run OBJ --data world/train.jsonl`.
+    Pairs,
+    /// `poc run OBJ --reward-model RM --prompts world/train.jsonl`.
+    OnPolicy,
+    /// `poc mpo --reward-model RM --data world/train.jsonl`.
+    Mpo,
+    /// MPO's model after its DPO stage: trained by the `Mpo` entrant, evaluated on its own to
+    /// show what each stage adds.
+    MpoDpoStage,
+}
+
+/// One objective (or pipeline) of the comparison.
 struct Entrant {
     /// As given on the command line (passed on to `poc run`).
     arg: String,
@@ -299,6 +335,26 @@ struct Entrant {
     name: String,
     /// β of σ(β·Δ): the `beta` parameter's default, else [`DEFAULT_BETA`].
     beta: f64,
+    kind: Kind,
+}
+
+impl Entrant {
+    /// The directory name of the run that trains this entrant (`runs/seedS/NAME`).
+    fn run_name(&self) -> &str {
+        match self.kind {
+            Kind::MpoDpoStage => MPO,
+            _ => &self.name,
+        }
+    }
+}
+
+/// The table row of MPO's model after its DPO stage.
+pub const MPO_DPO_STAGE: &str = "mpo_dpo_stage";
+
+/// MPO's share of a budget of `steps` batches: (DPO steps, PPO rollout batches).
+fn mpo_steps(steps: usize) -> (usize, usize) {
+    let dpo = steps / 2;
+    (dpo, steps - dpo)
 }
 
 /// Runs `poc bench align`.
@@ -328,25 +384,50 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
     };
     let mut entrants: Vec<Entrant> = Vec::new();
     for arg in &names {
+        if arg == MPO {
+            if entrants.iter().any(|e| e.kind == Kind::Mpo) {
+                return Err(user("`mpo` is given twice"));
+            }
+            if budget.steps < 2 {
+                return Err(user("mpo needs --steps of at least 2 (half DPO, half PPO)"));
+            }
+            let dpo = crate::library::shipped("dpo").unwrap_or(DPO_SOURCE);
+            let c = crate::cli::compile("dpo", dpo)?;
+            for (name, kind) in [(MPO, Kind::Mpo), (MPO_DPO_STAGE, Kind::MpoDpoStage)] {
+                entrants.push(Entrant {
+                    arg: arg.clone(),
+                    name: name.into(),
+                    beta: beta_of(&c),
+                    kind,
+                });
+            }
+            continue;
+        }
         let (label, src) = crate::cli::load(arg)?;
         let c = crate::cli::compile(&label, &src)?;
         let name = c.objective.name.clone();
-        if name == "reference" || entrants.iter().any(|e| e.name == name) {
+        if ["reference", MPO, MPO_DPO_STAGE].contains(&name.as_str())
+            || entrants.iter().any(|e| e.name == name)
+        {
             return Err(user(format!(
-                "`{arg}`: the objective name `{name}` is used twice (or is `reference`); each objective needs its own name"
+                "`{arg}`: the objective name `{name}` is used twice (or is `reference`, `{MPO}` or `{MPO_DPO_STAGE}`); each objective needs its own name"
             )));
         }
-        let beta = c
-            .objective
-            .params
-            .iter()
-            .find(|p| p.name == "beta")
-            .map_or(DEFAULT_BETA, |p| p.default);
+        let kind = if poc_runtime::ppo::is_on_policy(&c) {
+            Kind::OnPolicy
+        } else {
+            Kind::Pairs
+        };
         entrants.push(Entrant {
             arg: arg.clone(),
             name,
-            beta,
+            beta: beta_of(&c),
+            kind,
         });
+    }
+    let needs_reward_model = entrants.iter().any(|e| e.kind != Kind::Pairs);
+    if needs_reward_model && budget.reward_steps == 0 {
+        return Err(user("--reward-steps must be at least 1"));
     }
     let exe = std::env::current_exe()
         .map_err(|e| Failure::Internal(format!("cannot find the poc binary: {e}")))?;
@@ -354,7 +435,11 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(out)
         .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
     let started = Instant::now();
-    let total = 2 + entrants.len() * budget.seeds + budget.seeds * (1 + entrants.len()) + 1;
+    let total = 2
+        + usize::from(needs_reward_model)
+        + trained(&entrants).count() * budget.seeds
+        + budget.seeds * (1 + entrants.len())
+        + 1;
     let mut progress = Progress {
         done: 0,
         total,
@@ -409,39 +494,107 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
         },
     )?;
 
-    // 3. The preference runs.
+    // 3. The reward model of the on-policy entrants.
+    let reward_model = out
+        .join("reward_model")
+        .join(format!("checkpoint-{}", budget.reward_steps));
+    if needs_reward_model {
+        progress.stage(
+            "reward model",
+            &format!(
+                "bt_reward from the reference, {} steps",
+                budget.reward_steps
+            ),
+            reward_model.join("config.json").is_file(),
+            || {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["run", "bt_reward", "--model"])
+                    .arg(&reference)
+                    .arg("--data")
+                    .arg(world.join("train.jsonl"))
+                    .arg("--eval-data")
+                    .arg(world.join("heldout.jsonl"))
+                    .args(["--max-steps", &budget.reward_steps.to_string()])
+                    .args(["--batch-size", &args.batch_size.to_string()])
+                    .args(["--seed", &args.world_seed.to_string()])
+                    .args(["--lr", "1e-4", "--no-progress", "--out"])
+                    .arg(out.join("reward_model"));
+                child(cmd, "poc run bt_reward")
+            },
+        )?;
+    }
+
+    // 4. The training runs.
     let run_dir = |seed: usize, name: &str| out.join("runs").join(format!("seed{seed}")).join(name);
     for seed in 1..=budget.seeds {
-        for e in &entrants {
+        for e in trained(&entrants) {
             let dir = run_dir(seed, &e.name);
-            let done = dir
-                .join(format!("checkpoint-{}", budget.steps))
-                .join("config.json")
-                .is_file();
-            progress.stage(
-                "train",
-                &format!("{} seed {seed}, {} steps", e.name, budget.steps),
-                done,
-                || {
-                    let mut cmd = Command::new(&exe);
-                    cmd.arg("run")
-                        .arg(&e.arg)
-                        .arg("--model")
+            let what = match e.kind {
+                Kind::Pairs => format!("{} seed {seed}, {} steps", e.name, budget.steps),
+                Kind::OnPolicy => {
+                    format!("{} seed {seed}, {} rollout batches", e.name, budget.steps)
+                }
+                Kind::Mpo | Kind::MpoDpoStage => {
+                    let (d, p) = mpo_steps(budget.steps);
+                    format!("mpo seed {seed}, {d} DPO steps + {p} PPO rollout batches")
+                }
+            };
+            let done = policy_of(e, &dir, budget.steps).is_some();
+            progress.stage("train", &what, done, || {
+                let mut cmd = Command::new(&exe);
+                let common = |cmd: &mut Command| {
+                    cmd.arg("--model")
                         .arg(&reference)
-                        .arg("--data")
-                        .arg(world.join("train.jsonl"))
-                        .args(["--max-steps", &budget.steps.to_string()])
                         .args(["--batch-size", &args.batch_size.to_string()])
                         .args(["--seed", &seed.to_string()])
-                        .args(["--lr", &args.lr.to_string(), "--no-progress", "--out"])
+                        .args(["--lr", &args.lr.to_string(), "--out"])
                         .arg(&dir);
-                    child(cmd, &format!("poc run {}", e.arg))
-                },
-            )?;
+                };
+                match e.kind {
+                    Kind::Pairs => {
+                        cmd.arg("run").arg(&e.arg).arg("--data");
+                    }
+                    Kind::OnPolicy => {
+                        cmd.arg("run")
+                            .arg(&e.arg)
+                            .arg("--reward-model")
+                            .arg(&reward_model)
+                            .args(["--max-new-tokens", &budget.max_new_tokens.to_string()])
+                            .arg("--prompts");
+                    }
+                    Kind::Mpo | Kind::MpoDpoStage => {
+                        let (d, p) = mpo_steps(budget.steps);
+                        cmd.arg("mpo")
+                            .arg("--reward-model")
+                            .arg(&reward_model)
+                            .args(["--dpo-steps", &d.to_string()])
+                            .args(["--ppo-steps", &p.to_string()])
+                            .args(["--max-new-tokens", &budget.max_new_tokens.to_string()])
+                            .arg("--data");
+                    }
+                }
+                cmd.arg(world.join("train.jsonl"));
+                if e.kind != Kind::Mpo {
+                    // (poc mpo runs its stages without progress bars itself.)
+                    cmd.args(["--max-steps", &budget.steps.to_string(), "--no-progress"]);
+                }
+                common(&mut cmd);
+                let t = Instant::now();
+                child(
+                    cmd,
+                    &format!(
+                        "poc {} {}",
+                        if e.kind == Kind::Mpo { "mpo" } else { "run" },
+                        e.arg
+                    ),
+                )?;
+                let time = json!({"train_seconds": t.elapsed().as_secs_f64()});
+                save_json(&dir.join(TIME_FILE), &time)
+            })?;
         }
     }
 
-    // 4. Evaluation.
+    // 5. Evaluation.
     let eval_dir = out.join("eval");
     let prompts = read_prompts(&world.join("prompts.jsonl"))?;
     let heldout = world.join("heldout.jsonl");
@@ -475,7 +628,10 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
         let ref_rewards = numbers(&ref_eval, "rewards");
         reference_rewards.push(mean(&ref_rewards));
         for (k, e) in entrants.iter().enumerate() {
-            let policy = run_dir(seed, &e.name).join(format!("checkpoint-{}", budget.steps));
+            let trained = run_dir(seed, e.run_name());
+            let policy = policy_of(e, &trained, budget.steps).ok_or_else(|| {
+                Failure::Internal(format!("no trained model in `{}`", trained.display()))
+            })?;
             let file = dir.join(format!("{}.json", e.name));
             let key = key(&policy);
             let v = match read_eval(&file, &key) {
@@ -492,13 +648,31 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
                     v
                 }
             };
-            results[k].push(Metrics::of(&v, &ref_rewards, e.beta));
+            let mut m = Metrics::of(&v, &ref_rewards, e.beta);
+            m.train_seconds = std::fs::read_to_string(trained.join(TIME_FILE))
+                .ok()
+                .filter(|_| e.kind != Kind::MpoDpoStage)
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                .and_then(|v| v.get("train_seconds").and_then(Value::as_f64))
+                .unwrap_or(f64::NAN);
+            results[k].push(m);
         }
     }
 
-    // 5. Report.
+    // 6. Report.
     progress.begin("report", "results.md, frontier.png, curves.png");
-    let table = table(&entrants, &results, &reference_rewards, &budget, &args);
+    let reward_note = needs_reward_model
+        .then(|| reward_model_accuracy(&out.join("reward_model").join("metrics.jsonl")))
+        .flatten()
+        .map(|a| format!("; held-out pair accuracy {a:.3} against the world's labels"));
+    let table = table(
+        &entrants,
+        &results,
+        &reference_rewards,
+        &budget,
+        &args,
+        reward_note,
+    );
     write_atomic(&out.join("results.md"), table.as_bytes()).map_err(user)?;
     frontier(
         &out.join("frontier.png"),
@@ -508,11 +682,18 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
     )?;
     let mut cmd = Command::new(&exe);
     cmd.arg("plot");
-    for e in &entrants {
+    let single_runs = || {
+        entrants
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::Pairs | Kind::OnPolicy))
+    };
+    for e in single_runs() {
         cmd.arg(run_dir(1, &e.name));
     }
     cmd.arg("--out").arg(out.join("curves.png"));
-    child(cmd, "poc plot")?;
+    if single_runs().next().is_some() {
+        child(cmd, "poc plot")?;
+    }
     progress.end();
     print!("{table}");
     eprintln!(
@@ -527,6 +708,46 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
 
 /// The SFT objective, for a binary whose library does not ship it.
 const SFT_SOURCE: &str = include_str!("../objectives/sft.po");
+
+/// The DPO objective (MPO's β), likewise.
+const DPO_SOURCE: &str = include_str!("../objectives/dpo.po");
+
+/// The file in a run directory where the benchmark keeps the training's wall-clock time.
+const TIME_FILE: &str = "bench_time.json";
+
+/// β of σ(β·Δ): the objective's `beta` default, else [`DEFAULT_BETA`].
+fn beta_of(c: &poc_compiler::Compiled) -> f64 {
+    c.objective
+        .params
+        .iter()
+        .find(|p| p.name == "beta")
+        .map_or(DEFAULT_BETA, |p| p.default)
+}
+
+/// The trained policy of entrant `e` in `dir`, once its training has finished.
+fn policy_of(e: &Entrant, dir: &Path, steps: usize) -> Option<PathBuf> {
+    let finished = |ck: PathBuf| ck.join("config.json").is_file().then_some(ck);
+    match e.kind {
+        Kind::Pairs | Kind::OnPolicy => finished(dir.join(format!("checkpoint-{steps}"))),
+        // poc mpo names its models in its summary (the final one is the DPO model when nothing
+        // was hard, the DPO model the starting one when nothing was easy).
+        Kind::Mpo | Kind::MpoDpoStage => {
+            let summary: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("mpo.json")).ok()?).ok()?;
+            let key = if e.kind == Kind::Mpo {
+                "final_model"
+            } else {
+                "dpo_model"
+            };
+            finished(PathBuf::from(summary.get(key)?.as_str()?))
+        }
+    }
+}
+
+/// The entrants that have a training run of their own.
+fn trained(entrants: &[Entrant]) -> impl Iterator<Item = &Entrant> {
+    entrants.iter().filter(|e| e.kind != Kind::MpoDpoStage)
+}
 
 /// The stage line on stderr: `[align 3/20 0:41] train dpo seed 1, 150 steps ... done (12s)`.
 struct Progress {
@@ -846,6 +1067,8 @@ struct Metrics {
     kl: f64,
     accuracy: f64,
     ece: f64,
+    /// Wall-clock seconds of the training (NaN when unknown).
+    train_seconds: f64,
 }
 
 impl Metrics {
@@ -867,12 +1090,25 @@ impl Metrics {
             kl: kl_estimate(&numbers(v, "logps"), &numbers(v, "ref_logps")),
             accuracy: accuracy(&m, &o),
             ece: ece(&probs, &o, 10),
+            train_seconds: f64::NAN,
         }
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Report.
+
+/// The last `eval/accuracy` in a run's metrics.jsonl.
+fn reward_model_accuracy(metrics: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    text.lines().rev().find_map(|l| {
+        serde_json::from_str::<Value>(l)
+            .ok()?
+            .get("metrics")?
+            .get("eval/accuracy")?
+            .as_f64()
+    })
+}
 
 /// `mean ± half-width` (or the mean alone, or `—`).
 fn cell(xs: &[f64], digits: usize) -> String {
@@ -889,23 +1125,24 @@ fn table(
     reference_rewards: &[f64],
     budget: &Budget,
     args: &AlignArgs,
+    reward_note: Option<String>,
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| objective | β | true reward r* | win rate vs ref | KL(π‖π_ref) | reward acc. (held-out) | ECE |"
+        "| objective | β | true reward r* | win rate vs ref | KL(π‖π_ref) | reward acc. (held-out) | ECE | train s |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         s,
-        "| reference (SFT) | | {} | 0.5 | 0 | | |",
+        "| reference (SFT) | | {} | 0.5 | 0 | | | |",
         cell(reference_rewards, 3)
     );
     for (e, r) in entrants.iter().zip(results) {
         let col = |f: fn(&Metrics) -> f64| r.iter().map(f).collect::<Vec<f64>>();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             e.name,
             e.beta,
             cell(&col(|m| m.true_reward), 3),
@@ -913,6 +1150,7 @@ fn table(
             cell(&col(|m| m.kl), 2),
             cell(&col(|m| m.accuracy), 3),
             cell(&col(|m| m.ece), 3),
+            cell(&col(|m| m.train_seconds), 0),
         );
     }
     let _ = writeln!(
@@ -927,6 +1165,18 @@ fn table(
         budget.eval_prompts,
         budget.max_new_tokens
     );
+    if entrants.iter().any(|e| e.kind != Kind::Pairs) {
+        let (d, p) = mpo_steps(budget.steps);
+        let _ = writeln!(
+            s,
+            "\nEqual budget: {} batches of {} examples per entrant — pairs for a pairwise objective, prompts for an on-policy one ({} rollout batches, 4 PPO epochs each), and for mpo {d} DPO steps on its easy pairs then {p} PPO rollout batches on its hard prompts ({MPO_DPO_STAGE}: mpo's model after its DPO stage, not a separate run). On-policy entrants and mpo score with one reward model (bt_reward, {} steps from the reference{}), whose training is not in their train time.",
+            budget.steps,
+            args.batch_size,
+            budget.steps,
+            budget.reward_steps,
+            reward_note.unwrap_or_default()
+        );
+    }
     s
 }
 

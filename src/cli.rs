@@ -35,7 +35,8 @@ const EXAMPLES: &str = "Examples:
   poc run ppo --reward-model runs/rm/checkpoint-100 --prompts prompts.jsonl   on-policy PPO
   poc mpo --model ./sft --data prefs.jsonl   reward model, split, DPO on easy, PPO on hard
   poc bench eval                             interpreter vs JIT vs burn vs hand-written DPO
-  poc bench align                            objectives compared by the world's true reward";
+  poc bench align                            objectives compared by the world's true reward
+  poc bench align dpo ppo mpo --lr 2e-5      MPO against DPO-only and PPO-only, equal budget";
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -134,9 +135,11 @@ enum Command {
     /// Mixed Preference Optimization end to end: reward model → easy/hard split → DPO on the
     /// easy pairs → PPO on the hard prompts with the DPO model as policy and reference.
     ///
-    /// Each stage lives in OUT/<stage> and is skipped when its output exists, so a stopped
-    /// pipeline resumes where it stopped. Example:
+    /// Each stage lives in OUT/<stage> and is skipped when its output exists, and a training
+    /// stage stopped part-way continues from its latest checkpoint, so a stopped pipeline
+    /// resumes where it stopped. Examples:
     /// poc mpo --model ./Llama-3.2-1B-sft --data prefs.jsonl --threshold 1 --out runs/mpo
+    /// poc mpo --model ./sft --data prefs.jsonl --reward-model runs/rm/checkpoint-500 --lr 5e-7
     Mpo(crate::mpo::MpoArgs),
     /// List the shipped objectives, one line each.
     List,
