@@ -54,6 +54,11 @@ pub struct MpoArgs {
     /// Seed of every stage.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Train rank-R LoRA adapters in the DPO and PPO stages (`poc run --lora R`) instead of
+    /// every weight. PPO then adapts the merged DPO model, whose base is its reference. The
+    /// reward model is trained in full.
+    #[arg(long, value_name = "R")]
+    pub lora: Option<usize>,
     /// Save a checkpoint every N steps in every training stage (besides the last, and the one
     /// Ctrl-C writes); a rerun resumes a stopped stage from its latest checkpoint.
     #[arg(long, default_value_t = 0)]
@@ -218,6 +223,11 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         }
     };
 
+    let lora: Vec<String> = args
+        .lora
+        .map(|r| vec!["--lora".to_string(), r.to_string()])
+        .unwrap_or_default();
+
     // 1. Reward model.
     let rm_dir = args.out.join("reward_model");
     let rm = match (&args.reward_model, done(&rm_dir, args.reward_steps)) {
@@ -294,6 +304,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                 a.extend(["--data".into(), s(&easy), "--out".into(), s(&dpo_dir)]);
                 a.extend(common(args.dpo_steps, args.lr));
                 a.extend(stage_sets(&args.sets, "dpo"));
+                a.extend(lora.clone());
                 a.extend(resume_args("dpo", &dpo_dir, args.dpo_steps));
                 poc("dpo", &a)?;
                 let ck = done(&dpo_dir, args.dpo_steps)
@@ -329,6 +340,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                 a.extend(["--max-new-tokens".into(), args.max_new_tokens.to_string()]);
                 a.extend(common(args.ppo_steps, args.lr));
                 a.extend(stage_sets(&args.sets, "ppo"));
+                a.extend(lora.clone());
                 a.extend(resume_args("ppo", &ppo_dir, args.ppo_steps));
                 poc("ppo", &a)?;
                 let ck = done(&ppo_dir, args.ppo_steps)

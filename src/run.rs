@@ -376,11 +376,12 @@ fn train_options(args: &RunArgs, lr: f64, params: Vec<f64>, out: &Path) -> Train
 /// `poc run` on an objective that reads rollouts (ppo.po): samples from the policy, scores
 /// with the reward model, and optimizes against the starting model as the reference.
 fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Failure> {
-    if args.lora.is_some() || args.precompute_ref || args.grad_accum != 1 {
+    if args.precompute_ref || args.grad_accum != 1 {
         return Err(user(
-            "--lora, --precompute-ref and --grad-accum are not supported for on-policy objectives yet",
+            "--precompute-ref and --grad-accum are not supported for on-policy objectives yet",
         ));
     }
+    let lora = lora_config(&args)?;
     if args.max_new_tokens == 0
         || args.ppo_epochs == 0
         || args.temperature.is_nan()
@@ -407,8 +408,10 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         None if matches!(spec, DeviceSpec::Cuda(_)) => Compute::Bf16,
         None => Compute::F32,
     };
-    // The reference is the starting model (--model), also when resuming.
-    let reference = reads(poc_compiler::Rollout::ReferenceTokenLogps).then(|| policy.valid());
+    // The reference is the starting model (--model), also when resuming: a frozen copy, or
+    // under LoRA the policy with its adapters off.
+    let wants_reference = reads(poc_compiler::Rollout::ReferenceTokenLogps);
+    let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
     let value_head =
         reads(poc_compiler::Rollout::Values) || reads(poc_compiler::Rollout::OldValues);
     let mut resume = None;
@@ -422,9 +425,28 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
                 dir.display()
             )));
         }
-        let compute = policy.compute;
-        policy = load::load(dir, &train_device).map_err(user)?;
-        policy.compute = compute;
+        policy = match (&lora, load::has_adapters(dir)) {
+            (Some(_), true) => load::load_adapters(dir, policy).map_err(user)?,
+            (None, false) => {
+                let compute = policy.compute;
+                let mut loaded = load::load(dir, &train_device).map_err(user)?;
+                loaded.compute = compute;
+                loaded
+            }
+            (Some(_), false) => {
+                return Err(user(format!(
+                    "--resume {}: the checkpoint has no LoRA adapters (adapter_config.json), but --lora was given",
+                    dir.display()
+                )));
+            }
+            (None, true) => {
+                return Err(user(format!(
+                    "--resume {}: the checkpoint holds LoRA adapters; give the same --lora flags as the original run",
+                    dir.display()
+                )));
+            }
+        };
+        // The value head trains with the adapters: attached after them (which freeze the rest).
         if value_head {
             policy = load::load_value_head(dir, policy).map_err(user)?;
         }
@@ -436,8 +458,13 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         );
         policy = p;
         resume = Some(r);
-    } else if value_head {
-        policy = policy.with_value_head();
+    } else {
+        if let Some(l) = lora.clone() {
+            policy = policy.with_lora(l, args.seed);
+        }
+        if value_head {
+            policy = policy.with_value_head();
+        }
     }
     let reward_model = match (&args.reward_model, reads(poc_compiler::Rollout::Score)) {
         (Some(dir), true) => {
@@ -498,6 +525,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         "params": c.objective.params.iter().zip(&params).map(|(p, v)| (p.name.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         "model": args.model,
         "reward_model": args.reward_model.as_ref().map(|p| p.display().to_string()),
+        "lora": policy.lora,
         "prompts": prompt_file.display().to_string(),
         "device": args.device,
         "train": opts,
@@ -518,6 +546,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     let models = poc_runtime::ppo::Models {
         policy,
         reference,
+        reference_is_base: wants_reference && lora.is_some(),
         reward_model,
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -562,6 +591,20 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     Ok(())
 }
 
+/// The adapters `--lora`, `--lora-alpha` and `--lora-target-modules` ask for, if any.
+fn lora_config(args: &RunArgs) -> Result<Option<LoraConfig>, Failure> {
+    Ok(match args.lora {
+        None => None,
+        Some(0) => return Err(user("--lora: the rank must be at least 1")),
+        Some(rank) => Some(LoraConfig {
+            rank,
+            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
+            targets: Target::parse_list(&args.lora_target_modules)
+                .map_err(|e| user(format!("--lora-target-modules: {e}")))?,
+        }),
+    })
+}
+
 /// The `poc run` command.
 pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let params = c
@@ -578,16 +621,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     }
     let spec: DeviceSpec = args.device.parse().map_err(user)?;
     let device = spec.device();
-    let lora = match args.lora {
-        None => None,
-        Some(0) => return Err(user("--lora: the rank must be at least 1")),
-        Some(rank) => Some(LoraConfig {
-            rank,
-            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
-            targets: Target::parse_list(&args.lora_target_modules)
-                .map_err(|e| user(format!("--lora-target-modules: {e}")))?,
-        }),
-    };
+    let lora = lora_config(&args)?;
     let reward = reward_task(c, args.task)?;
     if reward && lora.is_some() {
         return Err(user(

@@ -98,6 +98,8 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
                 "0.05",
                 "--save-every",
                 "1",
+                "--lora",
+                "4",
             ])
             .arg("--reward-model")
             .arg(&given)
@@ -122,6 +124,18 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
         std::fs::read(out.join("split/easy.jsonl")).unwrap()
     );
     assert!(second.join("ppo/checkpoint-2/model.safetensors").is_file());
+    // --lora reaches both policy stages: each saves adapters, and PPO adapts the DPO model.
+    for ck in ["dpo/checkpoint-1", "ppo/checkpoint-2"] {
+        assert!(
+            second.join(ck).join("adapter_config.json").is_file(),
+            "{ck}"
+        );
+    }
+    let ppo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(second.join("ppo/run_config.json")).unwrap())
+            .unwrap();
+    assert!(ppo["model"].as_str().unwrap().ends_with("dpo/checkpoint-1"));
+    assert_eq!(ppo["lora"]["rank"], 4);
 
     // PPO stopped after step 1 (its last checkpoint gone): a rerun continues it from
     // checkpoint-1 and ends where the uninterrupted stage did.

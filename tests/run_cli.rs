@@ -733,3 +733,102 @@ fn ppo_trains_on_policy_against_a_reward_model() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+#[test]
+fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rm = tmp.path().join("rm");
+    poc()
+        .args([
+            "run",
+            "bt_reward",
+            "--max-steps",
+            "2",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(&rm)
+        .assert()
+        .success();
+    let ppo = |out: &Path, resume: Option<&Path>| {
+        let mut cmd = poc();
+        cmd.args(["run", "ppo", "--max-steps", "3", "--batch-size", "4"])
+            .args([
+                "--max-new-tokens",
+                "6",
+                "--ppo-epochs",
+                "2",
+                "--save-every",
+                "1",
+            ])
+            .args(["--lora", "4", "--lr", "5e-3", "--no-progress"])
+            .arg("--reward-model")
+            .arg(rm.join("checkpoint-2"))
+            .arg("--out")
+            .arg(out);
+        if let Some(ck) = resume {
+            cmd.arg("--resume").arg(ck);
+        }
+        cmd.output().unwrap()
+    };
+    let a = tmp.path().join("a");
+    let run = ppo(&a, None);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let m = metrics(&a);
+    assert_eq!(m.len(), 3);
+    // The reference is the base (adapters off) and the adapters start at B = 0: the first
+    // rollout's KL is zero; the adapters then move the policy away from it.
+    assert!(m[0]["metrics"]["objective/kl"].as_f64().unwrap().abs() < 1e-4);
+    let ck = a.join("checkpoint-3");
+    for f in [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "value_head.safetensors",
+        "model.safetensors",
+    ] {
+        assert!(ck.join(f).is_file(), "{f}");
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("run_config.json")).unwrap()).unwrap();
+    assert_eq!(config["lora"]["rank"], 4);
+    let kls: Vec<f64> = m
+        .iter()
+        .map(|r| r["metrics"]["objective/kl"].as_f64().unwrap())
+        .collect();
+    assert!(kls[1..].iter().any(|k| k.abs() > 1e-6), "{kls:?}");
+
+    // Resumed from step 1: adapters, value head and optimizer come back; the same steps follow.
+    let b = tmp.path().join("b");
+    let copy = b.join("checkpoint-1");
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(a.join("checkpoint-1")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+    }
+    let head: String = std::fs::read_to_string(a.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .take(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(b.join("metrics.jsonl"), head).unwrap();
+    let resumed = ppo(&b, Some(&copy));
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let strip = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .map(|mut r| {
+                r.as_object_mut().unwrap().remove("tokens_per_sec");
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(metrics(&a)), strip(metrics(&b)));
+}

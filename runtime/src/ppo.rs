@@ -43,6 +43,9 @@ pub struct Models {
     pub policy: Llama,
     /// The frozen reference, when the objective reads reference log-probs.
     pub reference: Option<Llama>,
+    /// The reference is the policy with its LoRA adapters switched off (its frozen base): no
+    /// second copy of the weights. `reference` is then `None`.
+    pub reference_is_base: bool,
     /// The frozen reward model, when the objective reads the score.
     pub reward_model: Option<Llama>,
 }
@@ -164,10 +167,16 @@ pub fn train_on_policy(
         let b = r.tokens.len();
         // 2. The constants of the update: old policy, reference, reward model.
         let old = frozen.token_stats(&r.tokens, &r.mask, &r.completion, true, device);
-        let reference = models
-            .reference
-            .as_ref()
-            .map(|m| m.token_stats(&r.tokens, &r.mask, &r.completion, false, device));
+        let reference = if models.reference_is_base {
+            let mut base = frozen.clone();
+            base.adapters_enabled = false;
+            Some(base.token_stats(&r.tokens, &r.mask, &r.completion, false, device))
+        } else {
+            models
+                .reference
+                .as_ref()
+                .map(|m| m.token_stats(&r.tokens, &r.mask, &r.completion, false, device))
+        };
         let score = match &models.reward_model {
             Some(rm) => {
                 let want = Want {
