@@ -54,9 +54,9 @@ pub struct MpoArgs {
     /// Seed of every stage.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Train rank-R LoRA adapters in the DPO and PPO stages (`poc run --lora R`) instead of
-    /// every weight. PPO then adapts the merged DPO model, whose base is its reference. The
-    /// reward model is trained in full.
+    /// Train rank-R LoRA adapters in every stage (`poc run --lora R`) instead of every weight
+    /// (the reward model's head trains in full). PPO then adapts the merged DPO model, which is
+    /// its reference with the adapters off.
     #[arg(long, value_name = "R")]
     pub lora: Option<usize>,
     /// Save a checkpoint every N steps in every training stage (besides the last, and the one
@@ -249,6 +249,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
             a.extend(["--data".into(), s(&data), "--out".into(), s(&rm_dir)]);
             a.extend(common(args.reward_steps, args.reward_lr));
             a.extend(stage_sets(&args.sets, "bt_reward"));
+            a.extend(lora.clone());
             a.extend(resume_args("reward model", &rm_dir, args.reward_steps));
             poc("reward model", &a)?;
             done(&rm_dir, args.reward_steps).ok_or_else(|| {

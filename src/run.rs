@@ -425,8 +425,9 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
                 dir.display()
             )));
         }
-        policy = match (&lora, load::has_adapters(dir)) {
-            (Some(_), true) => load::load_adapters(dir, policy).map_err(user)?,
+        let adapters = load::adapter_dir(dir);
+        policy = match (&lora, load::has_adapters(&adapters)) {
+            (Some(_), true) => load::load_adapters(&adapters, policy).map_err(user)?,
             (None, false) => {
                 let compute = policy.compute;
                 let mut loaded = load::load(dir, &train_device).map_err(user)?;
@@ -435,7 +436,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
             }
             (Some(_), false) => {
                 return Err(user(format!(
-                    "--resume {}: the checkpoint has no LoRA adapters (adapter_config.json), but --lora was given",
+                    "--resume {}: the checkpoint has no LoRA adapters (adapter/adapter_config.json), but --lora was given",
                     dir.display()
                 )));
             }
@@ -623,11 +624,6 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let device = spec.device();
     let lora = lora_config(&args)?;
     let reward = reward_task(c, args.task)?;
-    if reward && lora.is_some() {
-        return Err(user(
-            "--lora with a reward model is not supported yet: train the reward model in full",
-        ));
-    }
     let compute = match (args.dtype, spec) {
         (Some(ComputeArg::F32), _) | (None, DeviceSpec::Cpu) => Compute::F32,
         (Some(ComputeArg::Bf16), _) | (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
@@ -657,16 +653,16 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     // under LoRA the policy with its adapters off.
     let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
     let policy = match (&args.resume, lora.clone()) {
-        (Some(dir), Some(_)) if load::has_adapters(dir) => {
-            load::load_adapters(dir, policy).map_err(user)?
+        (Some(dir), Some(_)) if load::has_adapters(&load::adapter_dir(dir)) => {
+            load::load_adapters(&load::adapter_dir(dir), policy).map_err(user)?
         }
         (Some(dir), Some(_)) => {
             return Err(user(format!(
-                "--resume {}: the checkpoint has no LoRA adapters (adapter_config.json), but --lora was given",
+                "--resume {}: the checkpoint has no LoRA adapters (adapter/adapter_config.json), but --lora was given",
                 dir.display()
             )));
         }
-        (Some(dir), None) if load::has_adapters(dir) => {
+        (Some(dir), None) if load::has_adapters(&load::adapter_dir(dir)) => {
             return Err(user(format!(
                 "--resume {}: the checkpoint holds LoRA adapters; give the same --lora flags as the original run",
                 dir.display()

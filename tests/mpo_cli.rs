@@ -127,7 +127,10 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
     // --lora reaches both policy stages: each saves adapters, and PPO adapts the DPO model.
     for ck in ["dpo/checkpoint-1", "ppo/checkpoint-2"] {
         assert!(
-            second.join(ck).join("adapter_config.json").is_file(),
+            second
+                .join(ck)
+                .join("adapter/adapter_config.json")
+                .is_file(),
             "{ck}"
         );
     }

@@ -258,14 +258,42 @@ fn bench_train_reports_a_table() {
     );
 }
 
-/// Runs 6 steps with `extra` flags, and again resumed from the step-3 checkpoint of a copy;
-/// the loss curves must be identical. Returns the first run's directory's parent.
-fn check_resume(extra: &[&str]) -> tempfile::TempDir {
+/// A copy of run `run` in `into` as if it had stopped right after writing `checkpoint-{step}`:
+/// that checkpoint (adapters and all) and the first `lines` lines of its metrics.jsonl.
+/// Returns the copied checkpoint.
+fn stopped_copy(run: &Path, into: &Path, step: usize, lines: usize) -> std::path::PathBuf {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let name = format!("checkpoint-{step}");
+    copy_dir(&run.join(&name), &into.join(&name));
+    let head: String = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .take(lines)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(into.join("metrics.jsonl"), head).unwrap();
+    into.join(name)
+}
+
+/// Runs 6 steps of `objective` with `extra` flags, and again resumed from the step-3
+/// checkpoint of a copy; the loss curves must be identical. Returns the first run's
+/// directory's parent.
+fn check_resume(objective: &str, extra: &[&str]) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let mut args = vec![
         "run",
-        "dpo",
+        objective,
         "--max-steps",
         "6",
         "--save-every",
@@ -276,13 +304,8 @@ fn check_resume(extra: &[&str]) -> tempfile::TempDir {
     args.push("--out");
     poc().args(&args).arg(&a).assert().success();
     // b: a copy of a's state at step 3 (as if a had been stopped there), then resumed.
-    std::fs::create_dir_all(&b).unwrap();
-    let ck = b.join("checkpoint-3");
-    std::fs::create_dir_all(&ck).unwrap();
-    for e in std::fs::read_dir(a.join("checkpoint-3")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), ck.join(e.file_name())).unwrap();
-    }
+    // Steps 4-5, logged after the checkpoint, are dropped by the resumed run.
+    let ck = stopped_copy(&a, &b, 3, 5);
     for f in [
         "optimizer.bin",
         "trainer_state.json",
@@ -291,13 +314,6 @@ fn check_resume(extra: &[&str]) -> tempfile::TempDir {
     ] {
         assert!(ck.join(f).exists(), "checkpoint lacks {f}");
     }
-    let head: String = std::fs::read_to_string(a.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .take(5)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(b.join("metrics.jsonl"), head).unwrap(); // steps 4-5 logged after the checkpoint are dropped
     poc()
         .args(&args)
         .arg(&b)
@@ -329,20 +345,23 @@ fn check_resume(extra: &[&str]) -> tempfile::TempDir {
 
 #[test]
 fn resume_continues_the_loss_curve_exactly() {
-    check_resume(&[]);
+    check_resume("dpo", &[]);
 }
 
 #[test]
 fn lora_trains_adapters_against_the_base_and_resumes_exactly() {
-    let tmp = check_resume(&["--lora", "4", "--lr", "5e-3"]);
+    let tmp = check_resume("dpo", &["--lora", "4", "--lr", "5e-3"]);
     let ck = tmp.path().join("a/checkpoint-6");
     for f in [
-        "adapter_config.json",
-        "adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
         "model.safetensors",
     ] {
         assert!(ck.join(f).exists(), "LoRA checkpoint lacks {f}");
     }
+    // The adapters are not beside the merged weights, where transformers' from_pretrained would
+    // take the checkpoint for an adapter and load its base instead.
+    assert!(!ck.join("adapter_config.json").exists());
     let cfg: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.path().join("a/run_config.json")).unwrap(),
     )
@@ -442,6 +461,50 @@ fn lora_checkpoints_load_in_peft() {
         check.status.success(),
         "{}\n{}",
         String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn lora_reward_models_train_their_head_resume_and_load_in_peft() {
+    // A reward model under LoRA: adapters plus its head (PEFT's SEQ_CLS modules_to_save).
+    let tmp = check_resume("bt_reward", &["--lora", "4", "--lr", "5e-3"]);
+    let ck = tmp.path().join("a/checkpoint-6");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(ck.join("adapter/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_CLS");
+    // On the transformers fixture, PEFT's adapters and head equal poc's merged reward model.
+    let out = tmp.path().join("fixture");
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/tiny-llama");
+    poc()
+        .args([
+            "run",
+            "bt_reward",
+            "--max-steps",
+            "2",
+            "--lora",
+            "4",
+            "--lr",
+            "5e-2",
+        ])
+        .args(["--no-progress", "--model"])
+        .arg(&base)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let check = std::process::Command::new(setup_python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_peft.py"))
+        .arg(&base)
+        .arg(out.join("checkpoint-2"))
+        .output()
+        .expect("the Python of scripts/setup.sh");
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && report.contains("SEQ_CLS"),
+        "{report}\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
 }
@@ -698,19 +761,7 @@ fn ppo_trains_on_policy_against_a_reward_model() {
     // Resumed from step 2 (a copy of the run as if stopped there), it takes the same steps:
     // the same rollouts, losses and metrics, the value head and optimizer state included.
     let b = tmp.path().join("ppo-resumed");
-    let ck = b.join("checkpoint-2");
-    std::fs::create_dir_all(&ck).unwrap();
-    for e in std::fs::read_dir(run.join("checkpoint-2")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), ck.join(e.file_name())).unwrap();
-    }
-    let head: String = std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .take(3)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(b.join("metrics.jsonl"), head).unwrap(); // step 3 came after the checkpoint
+    let ck = stopped_copy(&run, &b, 2, 3); // step 3 came after the checkpoint
     let resumed = ppo(&b, Some(&ck));
     let err = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{err}");
@@ -785,8 +836,8 @@ fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
     assert!(m[0]["metrics"]["objective/kl"].as_f64().unwrap().abs() < 1e-4);
     let ck = a.join("checkpoint-3");
     for f in [
-        "adapter_config.json",
-        "adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
         "value_head.safetensors",
         "model.safetensors",
     ] {
@@ -803,19 +854,7 @@ fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
 
     // Resumed from step 1: adapters, value head and optimizer come back; the same steps follow.
     let b = tmp.path().join("b");
-    let copy = b.join("checkpoint-1");
-    std::fs::create_dir_all(&copy).unwrap();
-    for e in std::fs::read_dir(a.join("checkpoint-1")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
-    }
-    let head: String = std::fs::read_to_string(a.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .take(1)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(b.join("metrics.jsonl"), head).unwrap();
+    let copy = stopped_copy(&a, &b, 1, 1);
     let resumed = ppo(&b, Some(&copy));
     assert!(
         resumed.status.success(),

@@ -274,7 +274,7 @@ pub fn save_checkpoint(
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     load::save(model, &tmp)?;
-    load::save_adapters(model, &tmp, base_model)?;
+    load::save_adapters(model, &load::adapter_dir(&tmp), base_model)?;
     load::save_value_head(model, &tmp)?;
     tok.save(&tmp).map_err(TrainError::Other)?;
     load::write_atomic(&tmp.join("optimizer.bin"), optimizer)?;

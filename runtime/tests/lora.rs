@@ -263,3 +263,64 @@ fn bf16_compute_is_close_to_f32_and_keeps_f32_master_weights() {
     assert!(g.abs().sum().into_scalar::<f64>() > 0.0);
     assert_eq!(model.layers[0].wq.val().dtype(), DType::F32);
 }
+
+/// The rewards of [`batch`]'s rows under a reward model.
+fn rewards(model: &Llama, device: &Device) -> Tensor<1> {
+    let (tokens, mask, completion) = batch();
+    let want = poc_runtime::model::Want {
+        rewards: true,
+        ..Default::default()
+    };
+    model
+        .stats(&tokens, &mask, &completion, want, device)
+        .rewards
+        .unwrap()
+}
+
+#[test]
+fn a_lora_reward_model_trains_its_head_and_saves_it_as_peft_seq_cls() {
+    let ad = training(&cpu(), false);
+    let model = Llama::random(&config(), 3, &ad)
+        .with_score_head(5)
+        .with_lora(lora(&[Target::Q, Target::V]), 1);
+    // The head trains with the adapters (PEFT's modules_to_save); the backbone does not.
+    let loss = rewards(&model, &ad).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let score = model.score.as_ref().unwrap();
+    let g = grads
+        .get::<2>(score.id)
+        .expect("the reward head is trained");
+    assert!(g.abs().sum().into_scalar::<f64>() > 0.0);
+    assert!(grads.get::<2>(model.embed.id).is_none());
+    assert!(grads.get::<2>(model.layers[0].wq.id).is_none());
+
+    // Saved and reloaded onto a base without a head: the adapters bring the head back.
+    let device = cpu();
+    let adapted = perturb(model.valid());
+    let mut head = adapted.clone();
+    head.score = adapted
+        .score
+        .clone()
+        .map(|s| s.map(|w| w.clone() + w.ones_like() * 0.5));
+    let want = to_f64(rewards(&head, &device));
+    let dir = tempfile::tempdir().unwrap();
+    load::save(&head, dir.path()).unwrap();
+    load::save_adapters(&head, dir.path(), "tiny").unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["task_type"], "SEQ_CLS");
+    assert_eq!(cfg["modules_to_save"], serde_json::json!(["score"]));
+    let bytes = std::fs::read(dir.path().join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(
+        st.tensor("base_model.model.score.weight").unwrap().shape(),
+        &[1, 32]
+    );
+    let reloaded = load::load_adapters(dir.path(), Llama::random(&config(), 3, &device)).unwrap();
+    assert!(max_diff(&to_f64(rewards(&reloaded, &device)), &want) < 1e-5);
+    // The merged checkpoint is a LlamaForSequenceClassification with the same rewards.
+    let merged = load::load(dir.path(), &device).unwrap();
+    assert!(max_diff(&to_f64(rewards(&merged, &device)), &want) < 1e-4);
+}

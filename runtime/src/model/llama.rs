@@ -340,9 +340,10 @@ impl Llama {
 
     /// Freezes every base parameter and attaches fresh adapters (A ~ U(±1/√in), B = 0, PEFT's
     /// initialization) on `lora.targets` of every block, seeded. Only the adapters train
-    /// afterwards; the model computes exactly what it did before until B moves.
+    /// afterwards, and a reward head if there is one (PEFT's `modules_to_save`); the model
+    /// computes exactly what it did before until B moves.
     pub fn with_lora(self, lora: LoraConfig, seed: u64) -> Llama {
-        let mut model = self.no_grad();
+        let mut model = self.frozen_base();
         let device = model.embed.val().device();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x4c6f5241);
         let r = lora.rank;
@@ -366,14 +367,21 @@ impl Llama {
     }
 
     /// Replaces the adapters with `adapters` (one per block, e.g. read from a checkpoint) and
-    /// freezes the base parameters.
+    /// freezes the base parameters (a reward head stays trainable, as in [`Llama::with_lora`]).
     pub fn with_adapters(self, lora: LoraConfig, adapters: Vec<BlockAdapters>) -> Llama {
-        let mut model = self.no_grad();
+        let mut model = self.frozen_base();
         for (layer, a) in model.layers.iter_mut().zip(adapters) {
             layer.adapters = a;
         }
         model.lora = Some(lora);
         model.adapters_enabled = true;
+        model
+    }
+
+    /// Every parameter frozen but the reward head: what LoRA trains besides its adapters.
+    fn frozen_base(self) -> Llama {
+        let mut model = self.no_grad();
+        model.score = model.score.map(|s| s.set_require_grad(true));
         model
     }
 

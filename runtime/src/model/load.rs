@@ -245,6 +245,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
 
 const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// A reward head's name in PEFT's adapter file (a `modules_to_save` module of `SEQ_CLS`).
+const ADAPTER_SCORE: &str = "base_model.model.score.weight";
 
 /// PEFT's name of adapter matrix `ab` (`lora_A`/`lora_B`) on projection `t` of block `layer`.
 fn adapter_name(layer: usize, t: Target, ab: &str) -> String {
@@ -256,7 +258,9 @@ fn adapter_name(layer: usize, t: Target, ab: &str) -> String {
 
 /// Writes the adapters of a LoRA model to `dir` in PEFT's layout (`adapter_config.json`,
 /// `adapter_model.safetensors`, f32), so `peft.PeftModel.from_pretrained` loads them onto the
-/// base model. Does nothing for a model without adapters.
+/// base model. A reward model's head goes with them as PEFT's `SEQ_CLS` task saves it
+/// (`modules_to_save: ["score"]`, `base_model.model.score.weight`). Does nothing for a model
+/// without adapters.
 pub fn save_adapters(model: &Llama, dir: &Path, base_model: &str) -> Result<(), ModelError> {
     let Some(lora) = &model.lora else {
         return Ok(());
@@ -277,15 +281,28 @@ pub fn save_adapters(model: &Llama, dir: &Path, base_model: &str) -> Result<(), 
             }
         }
     }
+    if let Some(w) = &model.score {
+        let [h, _] = w.val().dims();
+        tensors.push(HfTensor {
+            name: ADAPTER_SCORE.into(),
+            shape: vec![1, h],
+            tensor: DeviceTensor::Matrix(w.val(), true),
+        });
+    }
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let path = dir.join(ADAPTER_WEIGHTS);
     let refs: Vec<&HfTensor> = tensors.iter().collect();
     write_atomic_with(&path, |w| {
         write_safetensors(w, &refs, SaveDtype::F32, &path)
     })?;
+    let (task, modules_to_save) = match model.score {
+        Some(_) => ("SEQ_CLS", serde_json::json!(["score"])),
+        None => ("CAUSAL_LM", serde_json::Value::Null),
+    };
     let config = serde_json::json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": task,
+        "modules_to_save": modules_to_save,
         "base_model_name_or_path": base_model,
         "r": lora.rank,
         "lora_alpha": lora.alpha,
@@ -297,13 +314,24 @@ pub fn save_adapters(model: &Llama, dir: &Path, base_model: &str) -> Result<(), 
     write_json(&dir.join(ADAPTER_CONFIG), &config)
 }
 
+/// Where a checkpoint keeps its LoRA adapters: a subdirectory, because transformers'
+/// `from_pretrained` treats any directory with an `adapter_config.json` as an adapter and loads
+/// its base instead of the merged weights beside it.
+pub const ADAPTER_SUBDIR: &str = "adapter";
+
+/// The adapter directory of checkpoint `checkpoint` (`checkpoint/adapter`).
+pub fn adapter_dir(checkpoint: &Path) -> PathBuf {
+    checkpoint.join(ADAPTER_SUBDIR)
+}
+
 /// Whether `dir` holds PEFT adapters (`adapter_config.json`).
 pub fn has_adapters(dir: &Path) -> bool {
     dir.join(ADAPTER_CONFIG).is_file()
 }
 
 /// Reads the LoRA settings and adapters saved by [`save_adapters`] in `dir` and attaches them
-/// to `base` (whose base weights are frozen). The shapes are checked against `base`.
+/// to `base` (whose base weights are frozen), with the reward head they carry for a `SEQ_CLS`
+/// task. The shapes are checked against `base`.
 pub fn load_adapters(dir: &Path, base: Llama) -> Result<Llama, ModelError> {
     let cfg_path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
@@ -360,6 +388,14 @@ pub fn load_adapters(dir: &Path, base: Llama) -> Result<Llama, ModelError> {
         alpha,
         targets,
     };
+    let mut base = base;
+    if v.get("task_type").and_then(|t| t.as_str()) == Some("SEQ_CLS") {
+        let h = base.config.hidden_size;
+        let w = shards.read(ADAPTER_SCORE, &[1, h])?;
+        // [1, h] row-major is [h, 1] row-major.
+        let w = Tensor::<2>::from_data(TensorData::new(w, [h, 1]), &device);
+        base.score = Some(Param::from_tensor(w));
+    }
     Ok(base.with_adapters(lora, adapters))
 }
 
