@@ -610,6 +610,34 @@ fn bt_reward_trains_a_reward_model_with_held_out_accuracy() {
 }
 
 #[test]
+fn mmpo_reward_trains_a_reward_model_on_score_margins() {
+    // MMPO's reward-model loss reads the dataset's quality scores (the bundled pairs have
+    // them); `--task reward` is what `auto` infers from its reward inputs.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mmpo_rm");
+    poc()
+        .args(["run", "objectives/mmpo_reward.po", "--task", "reward"])
+        .args(["--max-steps", "3", "--no-progress", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let m = metrics(&out);
+    assert_eq!(m.len(), 3);
+    let last = &m[2]["metrics"];
+    let p_star = last["target/p_star"].as_f64().unwrap();
+    assert!(p_star > 0.0 && p_star < 1.0, "{last}");
+    assert!(last["eval/accuracy"].is_number(), "{last}");
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoint-3/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg["architectures"],
+        serde_json::json!(["LlamaForSequenceClassification"])
+    );
+}
+
+#[test]
 fn dtype_and_checkpointing_flags_train() {
     let tmp = tempfile::tempdir().unwrap();
     let run = |extra: &[&str], dir: &str| {
