@@ -217,6 +217,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
             chosen: random_seq(),
             rejected: random_seq(),
             columns: Default::default(),
+            demonstration: false,
         })
         .collect();
     let dpo = crate::cli::compile("dpo", crate::library::shipped("dpo").unwrap_or_default())?;

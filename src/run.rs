@@ -268,6 +268,29 @@ fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure
     Ok(pairs)
 }
 
+/// A demonstration row (TRL SFT format) has no rejected completion: an error naming its line
+/// when the objective reads one.
+fn demonstrations_fit<'a>(
+    c: &Compiled,
+    mut pairs: impl Iterator<Item = &'a Pair>,
+) -> Result<(), Failure> {
+    let reader = c
+        .objective
+        .inputs
+        .iter()
+        .find(|i| poc_runtime::observe::needs(std::slice::from_ref(i)).rejected);
+    match (reader, pairs.find(|p| p.demonstration)) {
+        (Some(input), Some(p)) => Err(user(format!(
+            "data line {}: a demonstration row (`prompt`/`completion` or `messages`) has no rejected completion, but `{}` reads `{}` ({}); give preference rows (`prompt`, `chosen`, `rejected`) or train an objective that reads only the chosen side, such as sft",
+            p.line,
+            c.objective.name,
+            input.name,
+            input.source.text()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn load_file(path: &Path, tok: &Tok, args: &RunArgs) -> Result<(Vec<Pair>, Vec<String>), Failure> {
     data::load_pairs(path, tok, args.max_length, args.strict).map_err(user)
 }
@@ -698,6 +721,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     };
     let pairs = load_data(&args, &tok, &out)?;
     let (pairs, eval_pairs) = held_out(pairs, &args, &tok, reward)?;
+    demonstrations_fit(c, pairs.iter().chain(eval_pairs.iter()))?;
     // The reference of training and of evaluation: the same strategy for both.
     let cache_both = |r: &Llama| -> Result<_, Failure> {
         Ok((

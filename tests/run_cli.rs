@@ -899,3 +899,78 @@ fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
     };
     assert_eq!(strip(metrics(&a)), strip(metrics(&b)));
 }
+
+#[test]
+fn sft_forwards_the_chosen_rows_alone_and_trains_on_demonstration_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The same loss with the rejected side declared (so forwarded, unused): the chosen-only
+    // batches of sft give the same curve.
+    let both = tmp.path().join("sft_both.po");
+    std::fs::write(
+        &both,
+        "/// SFT forced to forward the rejected rows too.\nobjective sft_both\n\
+         input policy_chosen_logps\ninput policy_rejected_logps\ninput chosen_len\n\
+         loss = -policy_chosen_logps / chosen_len + 0 * policy_rejected_logps\n",
+    )
+    .unwrap();
+    let losses = |objective: &Path, out: &str| {
+        poc()
+            .arg("run")
+            .arg(objective)
+            .args([
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "4",
+                "--no-progress",
+                "--out",
+            ])
+            .arg(tmp.path().join(out))
+            .assert()
+            .success();
+        metrics(&tmp.path().join(out))
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect::<Vec<f64>>()
+    };
+    let one = losses(Path::new("objectives/sft.po"), "one");
+    let two = losses(&both, "two");
+    assert_eq!(one.len(), 3);
+    for (a, b) in one.iter().zip(&two) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "{one:?} vs {two:?}");
+    }
+
+    // TRL SFT rows train sft; a preference objective on them is an error naming the line.
+    let data = tmp.path().join("sft.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"Say hi ->\", \"completion\": \" hi\"}\n\
+         {\"messages\": [{\"role\": \"user\", \"content\": \"Say no\"}, {\"role\": \"assistant\", \"content\": \"no\"}]}\n",
+    )
+    .unwrap();
+    let run = |objective: &str| {
+        poc()
+            .args(["run", objective, "--max-steps", "2", "--batch-size", "2"])
+            .arg("--no-progress")
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(tmp.path().join(objective))
+            .output()
+            .unwrap()
+    };
+    let sft = run("sft");
+    assert!(
+        sft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sft.stderr)
+    );
+    assert_eq!(metrics(&tmp.path().join("sft")).len(), 2);
+    let dpo = run("dpo");
+    assert_eq!(dpo.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&dpo.stderr);
+    assert!(
+        err.contains("data line 1: a demonstration row") && err.contains("policy_rejected_logps"),
+        "{err}"
+    );
+}

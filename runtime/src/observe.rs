@@ -17,6 +17,9 @@ pub struct Needs {
     pub reference: bool,
     /// Reference entropies.
     pub entropy: bool,
+    /// Anything of the rejected completion from a forward pass (log-probs, token counts,
+    /// entropies, rewards): without it, batches hold the chosen rows alone.
+    pub rejected: bool,
 }
 
 impl Needs {
@@ -30,6 +33,14 @@ impl Needs {
 pub fn needs(inputs: &[Input]) -> Needs {
     let mut n = Needs::default();
     for i in inputs {
+        if let Source::PolicyLogps(Side::Rejected)
+        | Source::Tokens(Side::Rejected)
+        | Source::ReferenceLogps(Side::Rejected)
+        | Source::ReferenceEntropy(Side::Rejected)
+        | Source::Reward(Side::Rejected) = i.source
+        {
+            n.rejected = true;
+        }
         match i.source {
             Source::PolicyLogps(_) => n.policy.logps = true,
             Source::Reward(_) => n.policy.rewards = true,
@@ -49,7 +60,8 @@ pub fn needs(inputs: &[Input]) -> Needs {
 #[error("{0}")]
 pub struct ObserveError(pub String);
 
-/// `[B]` halves of a `[2B]` statistic: chosen rows first.
+/// `[B]` halves of a `[2B]` statistic: chosen rows first (a chosen-only batch's `[B]` statistic
+/// is its chosen half).
 fn half(t: &Tensor<1>, side: Side, b: usize) -> Tensor<1> {
     match side {
         Side::Chosen => t.clone().narrow(0, 0, b),

@@ -359,13 +359,17 @@ impl RefCache {
         let col = |k: usize, v: &[[f64; 2]]| -> Vec<f32> {
             batch.pairs.iter().map(|&i| v[i][k] as f32).collect()
         };
+        // The batch's rows: chosen, then rejected unless it holds the chosen rows alone.
+        let rejected = batch.tokens.len() > batch.pairs.len();
         let both = |v: &[[f64; 2]]| {
             let mut x = col(0, v);
-            x.extend(col(1, v));
+            if rejected {
+                x.extend(col(1, v));
+            }
             let n = x.len();
             Tensor::<1>::from_data(burn::tensor::TensorData::new(x, [n]), device)
         };
-        let n = 2 * batch.pairs.len();
+        let n = batch.tokens.len();
         crate::model::SequenceStats {
             logps: both(&self.logps),
             tokens: Tensor::zeros([n], device),
@@ -454,7 +458,7 @@ pub fn evaluate(
     let mut metric_sums = vec![0.0; compiled.metrics.len()];
     let idx: Vec<usize> = (0..eval.pairs.len()).collect();
     for chunk in idx.chunks(opts.batch_size.max(1)) {
-        let batch = crate::data::pairs::batch_of(&eval.pairs, chunk, pad);
+        let batch = crate::data::pairs::batch_of_sides(&eval.pairs, chunk, pad, need.rejected);
         let pstats = model.stats(
             &batch.tokens,
             &batch.mask,
@@ -576,6 +580,7 @@ pub fn train(
                 opts.batch_size,
                 tok.pad,
                 opts.seed.wrapping_add(epoch as u64 - 1),
+                need.rejected,
             );
         }
         optim = optim
@@ -605,6 +610,7 @@ pub fn train(
                     opts.batch_size,
                     tok.pad,
                     opts.seed.wrapping_add(epoch as u64),
+                    need.rejected,
                 );
                 cursor = 0;
                 epoch += 1;

@@ -155,7 +155,7 @@ fn long_completions_are_truncated() {
 fn batches_pad_mask_and_cover_every_pair_once() {
     let text = poc_runtime::data::synthetic::synthetic_jsonl(50, 1);
     let (pairs, _) = parse_pairs(&text, "s", &tok(), 64, false).unwrap();
-    let bs = batches(&pairs, 8, PAD, 3);
+    let bs = batches(&pairs, 8, PAD, 3, true);
     let mut seen: Vec<usize> = bs.iter().flat_map(|b| b.pairs.clone()).collect();
     seen.sort();
     assert_eq!(seen, (0..50).collect::<Vec<_>>());
@@ -187,11 +187,77 @@ fn batches_pad_mask_and_cover_every_pair_once() {
         }
     }
     // Seeded: the same seed gives the same order.
-    let again = batches(&pairs, 8, PAD, 3);
+    let again = batches(&pairs, 8, PAD, 3, true);
     assert_eq!(
         bs.iter().map(|b| b.pairs.clone()).collect::<Vec<_>>(),
         again.iter().map(|b| b.pairs.clone()).collect::<Vec<_>>()
     );
+    // Without the rejected side: the same pairs in the same order, the chosen rows alone.
+    let chosen = batches(&pairs, 8, PAD, 3, false);
+    for (one, both) in chosen.iter().zip(&bs) {
+        let n = both.pairs.len();
+        assert_eq!(one.pairs, both.pairs);
+        assert_eq!(one.tokens.len(), n);
+        for k in 0..n {
+            let len = pairs[one.pairs[k]].chosen.ids.len();
+            assert_eq!(one.tokens[k][..len], both.tokens[k][..len]);
+            assert_eq!(one.completion[k][..len], both.completion[k][..len]);
+        }
+    }
+}
+
+#[test]
+fn demonstration_rows_in_trl_sft_formats_are_chosen_only_pairs() {
+    let text = [
+        r#"{"prompt": "Say hi ->", "completion": " hi", "weight": 2}"#,
+        r#"{"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Hello."}]}"#,
+        r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#,
+        r#"{"prompt": "Say hi ->", "chosen": " hi", "rejected": " no"}"#,
+    ]
+    .join("\n");
+    let t = tok();
+    let (pairs, bad) = parse_pairs(&text, "sft.jsonl", &t, 128, false).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(
+        pairs.iter().map(|p| p.demonstration).collect::<Vec<_>>(),
+        [true, true, true, false]
+    );
+    for p in &pairs[..3] {
+        assert_eq!(p.rejected, p.chosen);
+    }
+    // A plain demonstration tokenizes as the same preference row's chosen side.
+    assert_eq!(pairs[0].chosen, pairs[3].chosen);
+    assert_eq!(pairs[0].columns["weight"], 2.0);
+    // `messages` is prompt + last assistant message, as `prompt`/`completion` lists are.
+    assert_eq!(pairs[1].chosen, pairs[2].chosen);
+    assert_eq!(
+        t.decode(&pairs[2].chosen.ids[pairs[2].chosen.completion_start..]),
+        "Hello."
+    );
+}
+
+#[test]
+fn bad_demonstration_rows_say_why() {
+    for (row, want) in [
+        (
+            r#"{"messages": [{"role": "user", "content": "Hi"}]}"#,
+            "ends with a `user` message",
+        ),
+        (
+            r#"{"messages": [{"role": "assistant", "content": "Hi"}]}"#,
+            "needs a prompt before its last",
+        ),
+        (
+            r#"{"prompt": "x", "completion": [{"role": "assistant", "content": "no"}]}"#,
+            "both strings or both message lists",
+        ),
+        (r#"{"prompt": "x", "completion": "  "}"#, "empty completion"),
+        (r#"{"prompt": "x"}"#, "missing field `chosen`"),
+        (r#"{"messages": []}"#, "`messages` is empty"),
+    ] {
+        let why = bad_reason(row, 64);
+        assert!(why.contains(want), "{row}: {why}");
+    }
 }
 
 #[test]

@@ -287,6 +287,13 @@ fn the_trl_loader_reads_every_file_without_a_bad_row() {
         let (pairs, bad) = poc_runtime::data::load_pairs(&path, &tok, 64, true).unwrap();
         assert!(bad.is_empty(), "{name}: {bad:?}");
         assert_eq!(pairs.len(), 600, "{name}");
+        // sft.jsonl is TRL's SFT format: demonstration rows; the rest are preference pairs.
+        assert!(
+            pairs
+                .iter()
+                .all(|p| p.demonstration == (name == "sft.jsonl")),
+            "{name}"
+        );
         let columns: Vec<&String> = pairs[0].columns.keys().collect();
         let expected: &[&str] = if name == "sft.jsonl" {
             &["family", "true_reward"]

@@ -4,6 +4,13 @@
 //! message lists (`[{"role", "content"}]`, rendered with the Llama-3 chat template; a row
 //! without `prompt` takes the messages chosen and rejected share, as TRL's implicit prompt).
 //! Every other numeric field is kept as a column (objectives read e.g. `score_chosen`).
+//!
+//! A demonstration row, in TRL's SFT formats, has no rejected completion: `prompt` and
+//! `completion` (strings or message lists), or `messages` alone (the conversation up to its
+//! last message is the prompt, the last message, an assistant's, the completion). It becomes a
+//! pair whose `rejected` is a copy of `chosen`, marked [`Pair::demonstration`]; objectives that
+//! read only the chosen side (`sft.po`) train on it, and the training loop then forwards the
+//! chosen rows alone.
 
 use super::DataError;
 use super::chat::{
@@ -36,6 +43,8 @@ pub struct Pair {
     pub rejected: Tokenized,
     /// Numeric columns other than prompt/chosen/rejected (e.g. `score_chosen`).
     pub columns: BTreeMap<String, f64>,
+    /// A demonstration row (TRL SFT format): `rejected` is a copy of `chosen`.
+    pub demonstration: bool,
 }
 
 /// How a row's texts were written.
@@ -95,6 +104,51 @@ fn tokenize(
         ids,
         completion_start: start,
     })
+}
+
+/// The texts of a demonstration row (TRL's SFT formats): (prompt, completion, format).
+fn demonstration_texts(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<(String, String, Format), String> {
+    let list = |v: &Value, what: &str| match v {
+        Value::Array(a) => parse_messages(a, what),
+        _ => Err(format!("`{what}` must be a message list here")),
+    };
+    match (obj.get("prompt"), obj.get("completion"), obj.get("messages")) {
+        (Some(Value::String(p)), Some(Value::String(c)), None) => {
+            if c.trim().is_empty() {
+                return Err("completion: empty completion".into());
+            }
+            Ok((p.clone(), c.clone(), Format::Plain))
+        }
+        (Some(p @ Value::Array(_)), Some(c @ Value::Array(_)), None) => {
+            let prompt = render_prompt(&list(p, "prompt")?)?;
+            let completion = render_completion(&list(c, "completion")?)
+                .map_err(|e| format!("completion: {e}"))?;
+            Ok((prompt, completion, Format::Chat))
+        }
+        (None, None, Some(m)) => {
+            let mut messages = list(m, "messages")?;
+            let last = messages.pop().ok_or("`messages` is empty")?;
+            if last.role != "assistant" {
+                return Err(format!(
+                    "`messages` ends with a `{}` message; the last message of a demonstration is the assistant's",
+                    last.role
+                ));
+            }
+            let completion = render_completion(std::slice::from_ref(&last))
+                .map_err(|e| format!("messages: the last message: {e}"))?;
+            let prompt = render_prompt(&messages).map_err(|_| {
+                "`messages` needs a prompt before its last (assistant) message".to_string()
+            })?;
+            Ok((prompt, completion, Format::Chat))
+        }
+        (_, None, None) => Err("missing field `chosen`".into()),
+        _ => Err(
+            "a demonstration row has `prompt` and `completion` (both strings or both message lists), or `messages` alone"
+                .into(),
+        ),
+    }
 }
 
 /// The texts of a row: (prompt, chosen, rejected, format).
@@ -161,14 +215,29 @@ fn chat_texts(
 
 fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<Pair, String> {
     let obj = v.as_object().ok_or("expected a JSON object")?;
-    let (prompt, chosen, rejected, format) = row_texts(obj)?;
-    let chosen =
-        tokenize(tok, &prompt, &chosen, format, max_length).map_err(|e| format!("chosen: {e}"))?;
-    let rejected = tokenize(tok, &prompt, &rejected, format, max_length)
-        .map_err(|e| format!("rejected: {e}"))?;
+    let demonstration = !obj.contains_key("chosen") && !obj.contains_key("rejected");
+    let (chosen, rejected) = if demonstration {
+        let (prompt, completion, format) = demonstration_texts(obj)?;
+        let c = tokenize(tok, &prompt, &completion, format, max_length)
+            .map_err(|e| format!("completion: {e}"))?;
+        (c.clone(), c)
+    } else {
+        let (prompt, chosen, rejected, format) = row_texts(obj)?;
+        (
+            tokenize(tok, &prompt, &chosen, format, max_length)
+                .map_err(|e| format!("chosen: {e}"))?,
+            tokenize(tok, &prompt, &rejected, format, max_length)
+                .map_err(|e| format!("rejected: {e}"))?,
+        )
+    };
     let columns = obj
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "prompt" | "chosen" | "rejected"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "prompt" | "chosen" | "rejected" | "completion" | "messages"
+            )
+        })
         .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
         .collect();
     Ok(Pair {
@@ -176,6 +245,7 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
         chosen,
         rejected,
         columns,
+        demonstration,
     })
 }
 
@@ -232,18 +302,19 @@ pub fn parse_pairs(
         if let Some(first) = bad.first() {
             msg.push_str(&format!(" ({} bad; first: {first})", bad.len()));
         }
-        msg.push_str("\n  = hint: each line is a JSON object with `prompt`, `chosen`, `rejected` (strings or message lists)");
+        msg.push_str("\n  = hint: each line is a JSON object with `prompt`, `chosen`, `rejected` (strings or message lists), or a demonstration: `prompt` and `completion`, or `messages`");
         return Err(DataError::BadRows(msg));
     }
     Ok((pairs, bad))
 }
 
-/// A padded batch: chosen rows first, then rejected rows (one forward for both).
+/// A padded batch: chosen rows first, then rejected rows (one forward for both), or the chosen
+/// rows alone when nothing reads the rejected side.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Indices into the pair list.
     pub pairs: Vec<usize>,
-    /// `[2B][T]` token ids, right-padded.
+    /// `[2B][T]` token ids (`[B][T]`, chosen only), right-padded.
     pub tokens: Vec<Vec<u32>>,
     /// Real-token mask.
     pub mask: Vec<Vec<bool>>,
@@ -253,7 +324,14 @@ pub struct Batch {
 
 /// Length-bucketed batches for one epoch: pairs are shuffled (seeded), sorted by length within
 /// windows of 50 batches to cut padding, cut into batches, and the batch order shuffled.
-pub fn batches(pairs: &[Pair], batch_size: usize, pad: u32, seed: u64) -> Vec<Batch> {
+/// Without `rejected`, a batch holds the chosen rows alone.
+pub fn batches(
+    pairs: &[Pair],
+    batch_size: usize,
+    pad: u32,
+    seed: u64,
+    rejected: bool,
+) -> Vec<Batch> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     order.shuffle(&mut rng);
@@ -263,7 +341,7 @@ pub fn batches(pairs: &[Pair], batch_size: usize, pad: u32, seed: u64) -> Vec<Ba
     }
     let mut out: Vec<Batch> = order
         .chunks(batch_size.max(1))
-        .map(|idx| batch_of(pairs, idx, pad))
+        .map(|idx| batch_of_sides(pairs, idx, pad, rejected))
         .collect();
     out.shuffle(&mut rng);
     out
@@ -271,11 +349,19 @@ pub fn batches(pairs: &[Pair], batch_size: usize, pad: u32, seed: u64) -> Vec<Ba
 
 /// The padded batch of `idx`, in that order (chosen rows, then rejected rows).
 pub fn batch_of(pairs: &[Pair], idx: &[usize], pad: u32) -> Batch {
-    let seqs: Vec<&Tokenized> = idx
-        .iter()
-        .map(|&i| &pairs[i].chosen)
-        .chain(idx.iter().map(|&i| &pairs[i].rejected))
-        .collect();
+    batch_of_sides(pairs, idx, pad, true)
+}
+
+/// [`batch_of`], or without `rejected` the chosen rows alone.
+pub fn batch_of_sides(pairs: &[Pair], idx: &[usize], pad: u32, rejected: bool) -> Batch {
+    let chosen = idx.iter().map(|&i| &pairs[i].chosen);
+    let seqs: Vec<&Tokenized> = if rejected {
+        chosen
+            .chain(idx.iter().map(|&i| &pairs[i].rejected))
+            .collect()
+    } else {
+        chosen.collect()
+    };
     padded(&seqs, pad, idx.to_vec())
 }
 

@@ -290,15 +290,13 @@ pub struct SftRow {
 }
 
 impl SftRow {
-    /// The JSONL object: `prompt`, `completion`, and the same completion as `chosen` and
-    /// `rejected` so TRL's pair loader (and any objective that reads only the chosen side, such
-    /// as a negative log-likelihood) can consume the file; `family`, `true_reward`.
+    /// The JSONL object in TRL's SFT (prompt-completion) format: `prompt`, `completion`,
+    /// `family`, `true_reward`. poc's loader reads it as a demonstration row, which objectives
+    /// that read only the chosen side (`sft.po`) train on.
     pub fn to_json(&self) -> Value {
         json!({
             "prompt": self.prompt,
             "completion": self.completion,
-            "chosen": self.completion,
-            "rejected": self.completion,
             "family": self.family,
             "true_reward": self.true_reward,
         })
