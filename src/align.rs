@@ -81,7 +81,8 @@ pub struct AlignArgs {
     /// Training seeds per objective (data order and sampling streams).
     #[arg(long)]
     pub seeds: Option<usize>,
-    /// Optimizer steps of every preference run (batch --batch-size pairs).
+    /// Training batches of every entrant: optimizer steps of a pairwise objective, rollout
+    /// batches of an on-policy one, and for mpo half DPO steps, half PPO rollout batches.
     #[arg(long)]
     pub steps: Option<usize>,
     /// Optimizer steps of the SFT reference (batch 16 rows).
@@ -97,13 +98,15 @@ pub struct AlignArgs {
     /// Evaluation prompts (one sample each per model and seed).
     #[arg(long)]
     pub eval_prompts: Option<usize>,
-    /// The most tokens sampled per prompt (the stop token included).
+    /// The most tokens sampled per prompt (the stop token included), in the evaluation and in
+    /// the rollouts of on-policy entrants and mpo.
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
-    /// Preference pairs per optimizer step.
+    /// Examples per training batch: preference pairs, or prompts of a rollout batch.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Learning rate of the preference runs (the SFT reference uses 1e-3).
+    /// Learning rate of every entrant's training (the SFT reference uses 1e-3, the reward
+    /// model 1e-4).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     /// Output directory; finished stages found there are not run again.
@@ -731,9 +734,16 @@ fn policy_of(e: &Entrant, dir: &Path, steps: usize) -> Option<PathBuf> {
         Kind::Pairs | Kind::OnPolicy => finished(dir.join(format!("checkpoint-{steps}"))),
         // poc mpo names its models in its summary (the final one is the DPO model when nothing
         // was hard, the DPO model the starting one when nothing was easy).
+        // A pipeline run with another budget (an earlier --steps) does not count.
         Kind::Mpo | Kind::MpoDpoStage => {
             let summary: Value =
                 serde_json::from_str(&std::fs::read_to_string(dir.join("mpo.json")).ok()?).ok()?;
+            let (d, p) = mpo_steps(steps);
+            if summary.get("dpo_steps")?.as_u64()? != d as u64
+                || summary.get("ppo_steps")?.as_u64()? != p as u64
+            {
+                return None;
+            }
             let key = if e.kind == Kind::Mpo {
                 "final_model"
             } else {

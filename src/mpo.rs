@@ -34,7 +34,7 @@ pub struct MpoArgs {
     #[arg(long, value_name = "DELTA", default_value_t = 1.0)]
     pub threshold: f64,
     /// Optimizer steps of the reward model.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, conflicts_with = "reward_model")]
     pub reward_steps: usize,
     /// Optimizer steps of DPO on the easy pairs.
     #[arg(long, default_value_t = 100)]
@@ -63,12 +63,13 @@ pub struct MpoArgs {
     /// Ctrl-C writes); a rerun resumes a stopped stage from its latest checkpoint.
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
-    /// Learning rate of the policy stages (DPO and PPO). Default: `poc run`'s (1e-6 for a
-    /// real model; the tiny preset's own).
+    /// Learning rate of the policy stages (DPO and PPO). Default: `poc run`'s, which is 1e-6
+    /// for any model directory (the PPO stage's model is the DPO checkpoint); only `--model
+    /// tiny` gets the tiny preset's higher default in the stages that start from it.
     #[arg(long)]
     pub lr: Option<f64>,
     /// Learning rate of the reward model. Default: `poc run`'s.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reward_model")]
     pub reward_lr: Option<f64>,
     /// Use this trained reward model (a `poc run bt_reward` checkpoint, or any
     /// LlamaForSequenceClassification directory) instead of training one: stage 1 is skipped.
@@ -116,33 +117,64 @@ fn done(dir: &Path, steps: usize) -> Option<PathBuf> {
     ck.join("config.json").is_file().then_some(ck)
 }
 
-/// The latest resumable checkpoint before step `steps` of a `poc run` to `dir`, if it stopped
-/// part-way: `checkpoint-K` with K < `steps` and a `trainer_state.json`.
-fn latest_checkpoint(dir: &Path, steps: usize) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let k: usize = e
-                .file_name()
-                .to_str()?
-                .strip_prefix("checkpoint-")?
-                .parse()
-                .ok()?;
-            (k < steps && e.path().join("trainer_state.json").is_file()).then_some((k, e.path()))
-        })
-        .max_by_key(|(k, _)| *k)
-        .map(|(_, p)| p)
+/// The latest resumable checkpoint before step `steps` of a `poc run` of `steps` steps to
+/// `dir`, if it stopped part-way: `checkpoint-K` with K < `steps` whose `trainer_state.json`
+/// says the run was to take `steps` steps (a checkpoint of a run with another budget, whose
+/// learning-rate schedule differs, is not continued). `Err` lists such other checkpoints.
+fn latest_checkpoint(dir: &Path, steps: usize) -> Result<Option<PathBuf>, Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut mine = Vec::new();
+    let mut others = Vec::new();
+    for e in entries.flatten() {
+        let Some(k) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix("checkpoint-"))
+            .and_then(|k| k.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let total = std::fs::read_to_string(e.path().join("trainer_state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|s| s["total_steps"].as_u64());
+        match total {
+            Some(t) if t as usize == steps && k < steps => mine.push((k, e.path())),
+            // This run's final checkpoint: finished, not a point to continue from.
+            Some(t) if t as usize == steps => {}
+            Some(_) => others.push(e.path()),
+            None => {}
+        }
+    }
+    match mine.into_iter().max_by_key(|(k, _)| *k) {
+        Some((_, p)) => Ok(Some(p)),
+        None if others.is_empty() => Ok(None),
+        None => Err(others),
+    }
 }
 
 /// `--resume CKPT` when the stage writing to `dir` stopped part-way, else nothing.
 fn resume_args(stage: &str, dir: &Path, steps: usize) -> Vec<String> {
     match latest_checkpoint(dir, steps) {
-        Some(ck) => {
+        Ok(Some(ck)) => {
             eprintln!("poc mpo: [{stage}] continuing from {}", ck.display());
             vec!["--resume".into(), ck.display().to_string()]
         }
-        None => Vec::new(),
+        Ok(None) => Vec::new(),
+        Err(others) => {
+            eprintln!(
+                "poc mpo: [{stage}] {} holds checkpoints of a run with another step count ({}); this stage starts afresh",
+                dir.display(),
+                others
+                    .iter()
+                    .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Vec::new()
+        }
     }
 }
 
@@ -166,6 +198,9 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         return Err(user(
             "--reward-steps, --dpo-steps and --ppo-steps must be at least 1",
         ));
+    }
+    if args.lora == Some(0) {
+        return Err(user("--lora: the rank must be at least 1"));
     }
     if let Some(d) = &args.data
         && !d.is_file()
@@ -355,6 +390,8 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         "threshold": args.threshold,
         "easy_pairs": n_easy,
         "hard_pairs": n_hard,
+        "dpo_steps": args.dpo_steps,
+        "ppo_steps": args.ppo_steps,
         "dpo_model": dpo,
         "final_model": final_model,
     });
@@ -368,4 +405,42 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         args.out.join("mpo.json").display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(dir: &Path, step: usize, total: usize) {
+        let ck = dir.join(format!("checkpoint-{step}"));
+        std::fs::create_dir_all(&ck).unwrap();
+        let state = serde_json::json!({"step": step, "total_steps": total});
+        std::fs::write(ck.join("trainer_state.json"), state.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_stage_continues_only_a_run_with_its_own_budget() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        assert_eq!(latest_checkpoint(&dir.join("none"), 10), Ok(None));
+        // A run of 10 steps stopped after 4 (checkpoints 2 and 4): continue from 4.
+        checkpoint(dir, 2, 10);
+        checkpoint(dir, 4, 10);
+        assert_eq!(
+            latest_checkpoint(dir, 10),
+            Ok(Some(dir.join("checkpoint-4")))
+        );
+        // Asked for 20 steps: those checkpoints belong to another schedule.
+        assert_eq!(
+            latest_checkpoint(dir, 20).map_err(|v| v.len()),
+            Err(2),
+            "checkpoints of a 10-step run are not continued by a 20-step one"
+        );
+        // The finished step is not a resume point.
+        checkpoint(dir, 10, 10);
+        assert_eq!(
+            latest_checkpoint(dir, 10),
+            Ok(Some(dir.join("checkpoint-4")))
+        );
+    }
 }

@@ -615,6 +615,39 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     Ok(())
 }
 
+/// Whether checkpoint `dir` is one a pairwise run training a reward model (`reward`) or a
+/// policy can continue: not an on-policy run's, and under LoRA the same kind of model (the
+/// adapters' PEFT task).
+fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), Failure> {
+    let json = |path: PathBuf| {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    };
+    if json(dir.join("trainer_state.json")).is_some_and(|s| s["on_policy"] == true) {
+        return Err(user(format!(
+            "--resume {}: a checkpoint of an on-policy run; continue it with the on-policy objective it was trained with",
+            dir.display()
+        )));
+    }
+    if let Some(cfg) = json(load::adapter_dir(dir).join("adapter_config.json")) {
+        let adapters_reward = cfg["task_type"] == "SEQ_CLS";
+        if adapters_reward != reward {
+            return Err(user(format!(
+                "--resume {}: the checkpoint's adapters are a {}'s, but this run trains a {}",
+                dir.display(),
+                if adapters_reward {
+                    "reward model"
+                } else {
+                    "policy"
+                },
+                if reward { "reward model" } else { "policy" }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The adapters `--lora`, `--lora-alpha` and `--lora-target-modules` ask for, if any.
 fn lora_config(args: &RunArgs) -> Result<Option<LoraConfig>, Failure> {
     Ok(match args.lora {
@@ -675,6 +708,9 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     // The reference is the starting model (--model), also when resuming: a frozen copy, or
     // under LoRA the policy with its adapters off.
     let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
+    if let Some(dir) = &args.resume {
+        check_pair_checkpoint(dir, reward)?;
+    }
     let policy = match (&args.resume, lora.clone()) {
         (Some(dir), Some(_)) if load::has_adapters(&load::adapter_dir(dir)) => {
             load::load_adapters(&load::adapter_dir(dir), policy).map_err(user)?

@@ -30,7 +30,7 @@ wants ` mzqk`. The true reward of ANY completion is a graded edit-distance score
 Files written to --out:
   world.json     the definition (seed, version, formula, families, temperatures, which are
                  aligned) and the statistics of the generated data
-  sft.jsonl      {prompt, completion, chosen = rejected = completion, family, true_reward}
+  sft.jsonl      TRL SFT rows {prompt, completion, family, true_reward} (poc run sft)
   train.jsonl    TRL pairs {prompt, chosen, rejected} + numeric columns score_chosen,
                  score_rejected, family, true_reward_chosen, true_reward_rejected,
                  label_flipped (1 when the label disagrees with r*)

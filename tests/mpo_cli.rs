@@ -139,6 +139,22 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
             .unwrap();
     assert!(ppo["model"].as_str().unwrap().ends_with("dpo/checkpoint-1"));
     assert_eq!(ppo["lora"]["rank"], 4);
+    // Its reference is the DPO model itself (its adapters off): the first rollout's KL is 0.
+    let first: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(second.join("ppo/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(first["metrics"]["objective/kl"].as_f64().unwrap().abs() < 1e-4);
+    assert_eq!(
+        std::fs::read_to_string(second.join("mpo.json"))
+            .map(|t| serde_json::from_str::<serde_json::Value>(&t).unwrap()["ppo_steps"].clone())
+            .unwrap(),
+        2
+    );
 
     // PPO stopped after step 1 (its last checkpoint gone): a rerun continues it from
     // checkpoint-1 and ends where the uninterrupted stage did.
@@ -174,6 +190,10 @@ fn mpo_flag_errors_are_clear() {
         (vec!["mpo", "--dpo-steps", "0"], "must be at least 1"),
         (vec!["mpo", "--lr=0"], "--lr 0: expected a positive number"),
         (
+            vec!["mpo", "--lora", "0"],
+            "--lora: the rank must be at least 1",
+        ),
+        (
             vec!["mpo", "--reward-model", "/nonexistent/rm"],
             "--reward-model `/nonexistent/rm`: no config.json there",
         ),
@@ -187,4 +207,11 @@ fn mpo_flag_errors_are_clear() {
         let err = String::from_utf8(out.stderr).unwrap();
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+    // Reward-model flags mean nothing with a given reward model: a usage error, not ignored.
+    let out = poc()
+        .args(["mpo", "--reward-model", "rm", "--reward-lr", "1e-4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }

@@ -913,10 +913,21 @@ fn sft_forwards_the_chosen_rows_alone_and_trains_on_demonstration_rows() {
          loss = -policy_chosen_logps / chosen_len + 0 * policy_rejected_logps\n",
     )
     .unwrap();
+    // Rows whose rejected equals chosen, so that both batchings bucket the pairs alike.
+    let same = tmp.path().join("same.jsonl");
+    let rows: String = (0..24)
+        .map(|i| {
+            let answer = " yes".repeat(1 + i % 5);
+            format!("{{\"prompt\": \"q{i} ->\", \"chosen\": \"{answer}\", \"rejected\": \"{answer}\"}}\n")
+        })
+        .collect();
+    std::fs::write(&same, rows).unwrap();
     let losses = |objective: &Path, out: &str| {
         poc()
             .arg("run")
             .arg(objective)
+            .arg("--data")
+            .arg(&same)
             .args([
                 "--max-steps",
                 "3",

@@ -137,3 +137,35 @@ pub fn observe(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn needs_of(src: &str) -> Needs {
+        let c = poc_compiler::compile(src).expect("the objective compiles");
+        needs(&c.objective.inputs)
+    }
+
+    #[test]
+    fn what_the_shipped_objectives_need() {
+        // sft reads the chosen side of the policy alone: chosen-only batches, no reference.
+        let sft = needs_of(include_str!("../../objectives/sft.po"));
+        assert!(sft.policy.logps && !sft.rejected && !sft.reference && !sft.entropy);
+        let dpo = needs_of(include_str!("../../objectives/dpo.po"));
+        assert!(dpo.policy.logps && dpo.rejected && dpo.reference && !dpo.entropy);
+        // MallowsPO-θ reads the reference's entropies; MIPO its log-probs only; bt_reward is a
+        // reward model of both sides.
+        let mallows = needs_of(include_str!("../../objectives/mallows_theta.po"));
+        assert!(mallows.reference && mallows.entropy && mallows.rejected);
+        let mipo = needs_of(include_str!("../../objectives/mipo.po"));
+        assert!(mipo.reference && !mipo.entropy && mipo.rejected);
+        let rm = needs_of(include_str!("../../objectives/bt_reward.po"));
+        assert!(rm.reward_model() && rm.rejected && !rm.reference);
+        // A score column of the rejected side is data, not a forward of it.
+        let chosen_only = needs_of(
+            "/// Test.\nobjective t\ninput policy_chosen_logps\ninput score_rejected\nloss = -policy_chosen_logps * score_rejected\n",
+        );
+        assert!(!chosen_only.rejected);
+    }
+}

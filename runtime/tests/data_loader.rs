@@ -192,16 +192,20 @@ fn batches_pad_mask_and_cover_every_pair_once() {
         bs.iter().map(|b| b.pairs.clone()).collect::<Vec<_>>(),
         again.iter().map(|b| b.pairs.clone()).collect::<Vec<_>>()
     );
-    // Without the rejected side: the same pairs in the same order, the chosen rows alone.
+    // Without the rejected side: every pair once, its chosen row alone (bucketed by the
+    // chosen length).
     let chosen = batches(&pairs, 8, PAD, 3, false);
-    for (one, both) in chosen.iter().zip(&bs) {
-        let n = both.pairs.len();
-        assert_eq!(one.pairs, both.pairs);
-        assert_eq!(one.tokens.len(), n);
-        for k in 0..n {
-            let len = pairs[one.pairs[k]].chosen.ids.len();
-            assert_eq!(one.tokens[k][..len], both.tokens[k][..len]);
-            assert_eq!(one.completion[k][..len], both.completion[k][..len]);
+    let mut seen: Vec<usize> = chosen.iter().flat_map(|b| b.pairs.clone()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    for b in &chosen {
+        assert_eq!(b.tokens.len(), b.pairs.len(), "chosen rows only");
+        for (k, &i) in b.pairs.iter().enumerate() {
+            let c = &pairs[i].chosen;
+            assert_eq!(&b.tokens[k][..c.ids.len()], &c.ids[..]);
+            assert!(b.tokens[k][c.ids.len()..].iter().all(|&x| x == PAD));
+            let starts = b.completion[k].iter().position(|&m| m);
+            assert_eq!(starts, Some(c.completion_start));
         }
     }
 }
@@ -254,6 +258,10 @@ fn bad_demonstration_rows_say_why() {
         (r#"{"prompt": "x", "completion": "  "}"#, "empty completion"),
         (r#"{"prompt": "x"}"#, "missing field `chosen`"),
         (r#"{"messages": []}"#, "`messages` is empty"),
+        (
+            r#"{"prompt": "x", "completion": " y", "label": false}"#,
+            "unpaired preference row",
+        ),
     ] {
         let why = bad_reason(row, 64);
         assert!(why.contains(want), "{row}: {why}");

@@ -7,7 +7,8 @@
 //!
 //! A demonstration row, in TRL's SFT formats, has no rejected completion: `prompt` and
 //! `completion` (strings or message lists), or `messages` alone (the conversation up to its
-//! last message is the prompt, the last message, an assistant's, the completion). It becomes a
+//! last message is the prompt, the last message, an assistant's, the completion: earlier
+//! assistant turns are prompt, as in a multi-turn DPO row). It becomes a
 //! pair whose `rejected` is a copy of `chosen`, marked [`Pair::demonstration`]; objectives that
 //! read only the chosen side (`sft.po`) train on it, and the training loop then forwards the
 //! chosen rows alone.
@@ -216,6 +217,14 @@ fn chat_texts(
 fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<Pair, String> {
     let obj = v.as_object().ok_or("expected a JSON object")?;
     let demonstration = !obj.contains_key("chosen") && !obj.contains_key("rejected");
+    if demonstration && obj.contains_key("label") {
+        // TRL's unpaired preference (KTO) format: a `label: false` completion is a bad one, and
+        // must not be trained on as a demonstration.
+        return Err(
+            "an unpaired preference row (`prompt`, `completion`, `label`) is not supported; give pairs (`chosen`, `rejected`) or demonstrations without `label`"
+                .into(),
+        );
+    }
     let (chosen, rejected) = if demonstration {
         let (prompt, completion, format) = demonstration_texts(obj)?;
         let c = tokenize(tok, &prompt, &completion, format, max_length)
@@ -335,7 +344,14 @@ pub fn batches(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..pairs.len()).collect();
     order.shuffle(&mut rng);
-    let len = |i: &usize| pairs[*i].chosen.ids.len().max(pairs[*i].rejected.ids.len());
+    let len = |i: &usize| {
+        let c = pairs[*i].chosen.ids.len();
+        if rejected {
+            c.max(pairs[*i].rejected.ids.len())
+        } else {
+            c
+        }
+    };
     for window in order.chunks_mut(batch_size.max(1) * 50) {
         window.sort_by_key(len);
     }
