@@ -705,22 +705,22 @@ fn precomputed_reference_matches_the_live_reference() {
     );
 }
 
+/// A reward model of `steps` steps on the bundled pairs, trained into `dir`; its checkpoint.
+fn reward_model(dir: &Path, steps: usize) -> std::path::PathBuf {
+    poc()
+        .args(["run", "bt_reward", "--no-progress", "--max-steps"])
+        .arg(steps.to_string())
+        .arg("--out")
+        .arg(dir)
+        .assert()
+        .success();
+    dir.join(format!("checkpoint-{steps}"))
+}
+
 #[test]
 fn ppo_trains_on_policy_against_a_reward_model() {
     let tmp = tempfile::tempdir().unwrap();
-    let rm = tmp.path().join("rm");
-    poc()
-        .args([
-            "run",
-            "bt_reward",
-            "--max-steps",
-            "4",
-            "--no-progress",
-            "--out",
-        ])
-        .arg(&rm)
-        .assert()
-        .success();
+    let rm = reward_model(&tmp.path().join("rm"), 4);
     // Without a reward model, the score has no source.
     let out = poc()
         .args(["run", "ppo", "--max-steps", "1", "--no-progress", "--out"])
@@ -747,7 +747,7 @@ fn ppo_trains_on_policy_against_a_reward_model() {
             ])
             .arg("--no-progress")
             .arg("--reward-model")
-            .arg(rm.join("checkpoint-4"))
+            .arg(&rm)
             .arg("--out")
             .arg(out);
         if let Some(ck) = resume {
@@ -804,7 +804,7 @@ fn ppo_trains_on_policy_against_a_reward_model() {
     };
     assert_eq!(strip(metrics(&run)), strip(metrics(&b)));
     // A checkpoint of a pairwise run is not one to continue PPO from.
-    let wrong = ppo(&tmp.path().join("wrong"), Some(&rm.join("checkpoint-4")));
+    let wrong = ppo(&tmp.path().join("wrong"), Some(&rm));
     assert_eq!(wrong.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&wrong.stderr).contains("not a checkpoint of an on-policy run"),
@@ -816,19 +816,7 @@ fn ppo_trains_on_policy_against_a_reward_model() {
 #[test]
 fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
-    let rm = tmp.path().join("rm");
-    poc()
-        .args([
-            "run",
-            "bt_reward",
-            "--max-steps",
-            "2",
-            "--no-progress",
-            "--out",
-        ])
-        .arg(&rm)
-        .assert()
-        .success();
+    let rm = reward_model(&tmp.path().join("rm"), 2);
     let ppo = |out: &Path, resume: Option<&Path>| {
         let mut cmd = poc();
         cmd.args(["run", "ppo", "--max-steps", "3", "--batch-size", "4"])
@@ -842,7 +830,7 @@ fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
             ])
             .args(["--lora", "4", "--lr", "5e-3", "--no-progress"])
             .arg("--reward-model")
-            .arg(rm.join("checkpoint-2"))
+            .arg(&rm)
             .arg("--out")
             .arg(out);
         if let Some(ck) = resume {

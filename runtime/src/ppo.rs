@@ -127,7 +127,6 @@ pub fn train_on_policy(
         order.drain(..opts.batch_size.min(order.len())).collect()
     };
     let mut first_step = 0;
-    let mut kept = String::new();
     if let Some(r) = &resume {
         first_step = r.step;
         for _ in 0..r.step {
@@ -136,13 +135,9 @@ pub fn train_on_policy(
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(r.optimizer.clone()))
             .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
-        kept = crate::train::log_lines_up_to(&metrics_path, r.step);
     }
-    let mut metrics_file = std::fs::File::create(&metrics_path)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
-    metrics_file
-        .write_all(kept.as_bytes())
-        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    let mut metrics_file =
+        crate::train::metrics_file(&metrics_path, resume.as_ref().map(|r| r.step))?;
     let mut logs = Vec::new();
     let mut last_checkpoint = "none".to_string();
     for step in first_step..total {

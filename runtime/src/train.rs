@@ -412,9 +412,22 @@ pub(crate) fn end_of_step(
     Ok(())
 }
 
-/// The lines of a run's `metrics.jsonl` logged at or before `step` (a resumed run keeps them
-/// and continues after them); empty when there is no such file.
-pub(crate) fn log_lines_up_to(metrics: &Path, step: usize) -> String {
+/// A run's `metrics.jsonl`, created afresh; a run resumed at step `resumed` keeps the lines
+/// logged up to that step and continues after them.
+pub(crate) fn metrics_file(
+    path: &Path,
+    resumed: Option<usize>,
+) -> Result<std::fs::File, TrainError> {
+    let kept = resumed.map_or_else(String::new, |step| log_lines_up_to(path, step));
+    let io = |e: std::io::Error| TrainError::Other(format!("{}: {e}", path.display()));
+    let mut file = std::fs::File::create(path).map_err(io)?;
+    file.write_all(kept.as_bytes()).map_err(io)?;
+    Ok(file)
+}
+
+/// The lines of a run's `metrics.jsonl` logged at or before `step`; empty when there is no
+/// such file.
+fn log_lines_up_to(metrics: &Path, step: usize) -> String {
     let mut kept = String::new();
     if let Ok(old) = std::fs::read_to_string(metrics) {
         for line in old.lines() {
@@ -568,8 +581,7 @@ pub fn train(
     let mut cursor = 0usize;
     let mut epoch = 0usize;
     let mut first_step = 0;
-    // A resumed run keeps the log lines up to its checkpoint and continues them.
-    let mut kept = String::new();
+    // A resumed run continues at its checkpoint: data position and optimizer state.
     if let Some(r) = &resume {
         first_step = r.step;
         epoch = r.epoch;
@@ -586,13 +598,8 @@ pub fn train(
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(r.optimizer.clone()))
             .map_err(|e| TrainError::Other(format!("optimizer state: {e:?}")))?;
-        kept = log_lines_up_to(&metrics_path, r.step);
     }
-    let mut metrics_file = std::fs::File::create(&metrics_path)
-        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
-    metrics_file
-        .write_all(kept.as_bytes())
-        .map_err(|e| TrainError::Other(format!("{}: {e}", metrics_path.display())))?;
+    let mut metrics_file = metrics_file(&metrics_path, resume.as_ref().map(|r| r.step))?;
     let mut logs = Vec::new();
     let mut last_checkpoint = "none".to_string();
     for step in first_step..total {
