@@ -258,6 +258,8 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         }
     };
 
+    // The stages this invocation ran (the rest were done before and skipped).
+    let mut ran: Vec<&str> = Vec::new();
     let lora: Vec<String> = args
         .lora
         .map(|r| vec!["--lora".to_string(), r.to_string()])
@@ -287,6 +289,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
             a.extend(lora.clone());
             a.extend(resume_args("reward model", &rm_dir, args.reward_steps));
             poc("reward model", &a)?;
+            ran.push("reward model");
             done(&rm_dir, args.reward_steps).ok_or_else(|| {
                 Failure::Internal("the reward model stage wrote no checkpoint".into())
             })?
@@ -313,6 +316,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
             args.device.clone(),
         ];
         poc("split", &a)?;
+        ran.push("split");
     }
     let (n_easy, n_hard) = (count_lines(&easy), count_lines(&hard));
 
@@ -343,6 +347,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                 a.extend(lora.clone());
                 a.extend(resume_args("dpo", &dpo_dir, args.dpo_steps));
                 poc("dpo", &a)?;
+                ran.push("dpo");
                 let ck = done(&dpo_dir, args.dpo_steps)
                     .ok_or_else(|| Failure::Internal("the DPO stage wrote no checkpoint".into()))?;
                 s(&ck)
@@ -379,6 +384,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                 a.extend(lora.clone());
                 a.extend(resume_args("ppo", &ppo_dir, args.ppo_steps));
                 poc("ppo", &a)?;
+                ran.push("ppo");
                 let ck = done(&ppo_dir, args.ppo_steps)
                     .ok_or_else(|| Failure::Internal("the PPO stage wrote no checkpoint".into()))?;
                 s(&ck)
@@ -394,6 +400,7 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         "ppo_steps": args.ppo_steps,
         "dpo_model": dpo,
         "final_model": final_model,
+        "ran": ran,
     });
     let text =
         serde_json::to_string_pretty(&summary).map_err(|e| Failure::Internal(e.to_string()))?;

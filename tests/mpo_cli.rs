@@ -76,6 +76,14 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
     let err = String::from_utf8(again.stderr).unwrap();
     assert!(!err.contains("poc run "), "{err}");
     assert_eq!(err.matches("] done:").count(), 4, "{err}");
+    // The summary says which stages each invocation ran: all four, then none.
+    assert_eq!(
+        summary["ran"],
+        serde_json::json!(["reward model", "split", "dpo", "ppo"])
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mpo.json")).unwrap()).unwrap();
+    assert_eq!(again["ran"], serde_json::json!([]));
 
     // A given reward model replaces stage 1: nothing is trained for it, and it scores the split.
     let given = out.join("reward_model/checkpoint-6");
