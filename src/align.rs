@@ -576,10 +576,9 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
                             .arg("--data");
                     }
                 }
-                cmd.arg(world.join("train.jsonl"));
+                cmd.arg(world.join("train.jsonl")).arg("--no-progress");
                 if e.kind != Kind::Mpo {
-                    // (poc mpo runs its stages without progress bars itself.)
-                    cmd.args(["--max-steps", &budget.steps.to_string(), "--no-progress"]);
+                    cmd.args(["--max-steps", &budget.steps.to_string()]);
                 }
                 common(&mut cmd);
                 let t = Instant::now();

@@ -75,6 +75,9 @@ pub struct MpoArgs {
     /// LlamaForSequenceClassification directory) instead of training one: stage 1 is skipped.
     #[arg(long, value_name = "DIR")]
     pub reward_model: Option<PathBuf>,
+    /// No progress bars in the training stages (they show only on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
     /// Override a parameter of a stage's objective, e.g. `--set dpo.beta=0.2` or
     /// `--set ppo.kl_coef=0.1` (repeatable).
     #[arg(long = "set", value_name = "STAGE.NAME=VALUE")]
@@ -235,12 +238,14 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
             args.device.clone(),
             "--seed".into(),
             args.seed.to_string(),
-            "--no-progress".into(),
             "--save-every".into(),
             args.save_every.to_string(),
         ];
         if let Some(lr) = lr {
             a.extend(["--lr".into(), lr.to_string()]);
+        }
+        if args.no_progress {
+            a.push("--no-progress".into());
         }
         a
     };

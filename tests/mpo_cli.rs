@@ -108,6 +108,7 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
                 "1",
                 "--lora",
                 "4",
+                "--no-progress",
             ])
             .arg("--reward-model")
             .arg(&given)
