@@ -24,7 +24,7 @@ pub struct MpoArgs {
     /// The starting (SFT) model: a directory or a preset, as `poc run --model`.
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    /// TRL preference JSONL. Default: the bundled synthetic pairs.
+    /// TRL preference JSONL. Default: 2,048 pairs of the synthetic world (`poc world --seed 1`).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Pipeline directory (one subdirectory per stage).
@@ -63,9 +63,9 @@ pub struct MpoArgs {
     /// Ctrl-C writes); a rerun resumes a stopped stage from its latest checkpoint.
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
-    /// Learning rate of the policy stages (DPO and PPO). Default: `poc run`'s, which is 1e-6
-    /// for any model directory (the PPO stage's model is the DPO checkpoint); only `--model
-    /// tiny` gets the tiny preset's higher default in the stages that start from it.
+    /// Learning rate of the policy stages (DPO and PPO). Default: `poc run`'s: 1e-6 for a model
+    /// directory, the preset's own for `--model tiny` (in the PPO stage too, although it starts
+    /// from the DPO checkpoint).
     #[arg(long)]
     pub lr: Option<f64>,
     /// Learning rate of the reward model. Default: `poc run`'s.
@@ -249,15 +249,19 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
         }
         a
     };
-    // Every stage reads the same pairs; without --data, the bundled ones written once here.
+    // Every stage reads the same pairs; without --data, 2,048 pairs of the synthetic world
+    // (`poc world --seed 1`), written once here. Their noisy labels and mostly small reward gaps
+    // give the split both easy and hard pairs, as MPO's paper found on HH-RLHF (the bundled
+    // pairs of `poc run` are so easy that every pair would be easy and PPO would never run).
     let data = match &args.data {
         Some(d) => d.clone(),
         None => {
             let path = args.out.join("data.jsonl");
             if !path.is_file() {
-                let text = poc_runtime::data::synthetic::synthetic_jsonl(2048, 7);
-                std::fs::write(&path, text)
-                    .map_err(|e| user(format!("{}: {e}", path.display())))?;
+                let world = poc_runtime::data::world::World::new(1);
+                let rows = world.train_pairs(2048);
+                let text = poc_runtime::data::world::to_jsonl(rows.iter().map(|r| r.to_json()));
+                poc_runtime::model::load::write_atomic(&path, text.as_bytes()).map_err(user)?;
             }
             path
         }
@@ -383,6 +387,11 @@ pub fn run(args: MpoArgs) -> Result<(), Failure> {
                     s(&hard),
                 ]);
                 a.extend(["--out".into(), s(&ppo_dir)]);
+                // The PPO stage starts from the DPO checkpoint, a directory, whose `poc run`
+                // default lr is a real model's; a pipeline on `tiny` keeps tiny's.
+                if args.lr.is_none() && args.model == "tiny" {
+                    a.extend(["--lr".into(), crate::run::TINY_ON_POLICY_LR.to_string()]);
+                }
                 a.extend(["--max-new-tokens".into(), args.max_new_tokens.to_string()]);
                 a.extend(common(args.ppo_steps, args.lr));
                 a.extend(stage_sets(&args.sets, "ppo"));

@@ -535,7 +535,9 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     let (prompts, eos) =
         crate::generate::load_prompts(&prompt_file, &tok, &policy.config, &args.model)?;
     // On-policy updates are larger per step (several epochs per batch): a lower default.
-    let lr = args.lr.unwrap_or(if tiny { 1e-4 } else { 1e-6 });
+    let lr = args
+        .lr
+        .unwrap_or(if tiny { TINY_ON_POLICY_LR } else { 1e-6 });
     let opts = train_options(&args, lr, params.clone(), &out);
     let rollout = poc_runtime::ppo::RolloutOptions {
         epochs: args.ppo_epochs,
@@ -647,6 +649,10 @@ fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// The default learning rate of on-policy training on the `tiny` preset (its updates are larger
+/// per step than a pairwise run's: several epochs per batch); 1e-6 for any other model.
+pub(crate) const TINY_ON_POLICY_LR: f64 = 1e-4;
 
 /// The adapters `--lora`, `--lora-alpha` and `--lora-target-modules` ask for, if any.
 fn lora_config(args: &RunArgs) -> Result<Option<LoraConfig>, Failure> {

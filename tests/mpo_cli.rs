@@ -148,6 +148,8 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
             .unwrap();
     assert!(ppo["model"].as_str().unwrap().ends_with("dpo/checkpoint-1"));
     assert_eq!(ppo["lora"]["rank"], 4);
+    // A pipeline on `tiny` keeps tiny's on-policy lr in PPO, which starts from a checkpoint.
+    assert_eq!(ppo["train"]["lr"], 1e-4);
     // Its reference is the DPO model itself (its adapters off): the first rollout's KL is 0.
     let first: serde_json::Value = serde_json::from_str(
         std::fs::read_to_string(second.join("ppo/metrics.jsonl"))
