@@ -210,6 +210,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
             .map(|_| rng.random_range(0..config.vocab_size as u32))
             .collect(),
         completion_start: PROMPT,
+        earlier: Vec::new(),
     };
     let pairs: Vec<Pair> = (0..shape.pairs)
         .map(|i| Pair {

@@ -71,6 +71,7 @@ fn rollouts(prompts: &[&Vec<u32>], completions: Vec<Vec<u32>>, pad: u32) -> (Bat
             Tokenized {
                 ids,
                 completion_start: p.len(),
+                earlier: Vec::new(),
             }
         })
         .collect();

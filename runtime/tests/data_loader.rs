@@ -241,6 +241,36 @@ fn demonstration_rows_in_trl_sft_formats_are_chosen_only_pairs() {
 }
 
 #[test]
+fn multi_turn_demonstrations_train_on_every_assistant_turn() {
+    let row = r#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "First."}, {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Second."}]}"#;
+    let t = tok();
+    let (pairs, bad) = parse_pairs(row, "chat.jsonl", &t, 256, false).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let c = &pairs[0].chosen;
+    assert_eq!(c.earlier.len(), 1, "one earlier assistant turn");
+    let batch = poc_runtime::data::pairs::padded(&[c], PAD, vec![0]);
+    let trained: Vec<u32> = c
+        .ids
+        .iter()
+        .zip(&batch.completion[0])
+        .filter(|(_, m)| **m)
+        .map(|(&id, _)| id)
+        .collect();
+    // Both assistant contents with their <|eot_id|>; no system, user or header tokens.
+    assert_eq!(t.decode(&trained), "First.Second.");
+    assert_eq!(trained.iter().filter(|&&id| id == 260).count(), 2);
+    assert_eq!(
+        trained.len(),
+        "First.".len() + "Second.".len() + 2,
+        "byte-level tokens of both turns plus their two <|eot_id|>"
+    );
+    // A single-turn conversation trains on its one assistant turn only.
+    let one = r#"{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}"#;
+    let (pairs, _) = parse_pairs(one, "chat.jsonl", &t, 256, false).unwrap();
+    assert!(pairs[0].chosen.earlier.is_empty());
+}
+
+#[test]
 fn bad_demonstration_rows_say_why() {
     for (row, want) in [
         (

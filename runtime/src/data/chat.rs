@@ -52,6 +52,16 @@ fn turn(m: &Message) -> String {
     )
 }
 
+/// BOS and every turn of `messages`, complete (each ending with `<|eot_id|>`), with no
+/// generation prompt after them.
+pub fn render_turns(messages: &[Message]) -> String {
+    let mut s = String::from(BEGIN_OF_TEXT);
+    for m in messages {
+        s.push_str(&turn(m));
+    }
+    s
+}
+
 /// `apply_chat_template(prompt, add_generation_prompt=True)`: BOS, every turn, then the
 /// assistant header. The prompt must not be empty (the template puts BOS on the first turn).
 pub fn render_prompt(prompt: &[Message]) -> Result<String, String> {

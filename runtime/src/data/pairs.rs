@@ -7,15 +7,15 @@
 //!
 //! A demonstration row, in TRL's SFT formats, has no rejected completion: `prompt` and
 //! `completion` (strings or message lists), or `messages` alone (the conversation up to its
-//! last message is the prompt, the last message, an assistant's, the completion: earlier
-//! assistant turns are prompt, as in a multi-turn DPO row). It becomes a
+//! last message is the prompt, the last message, an assistant's, the completion; the earlier
+//! assistant turns are trained on too, as TRL's `assistant_only_loss`). It becomes a
 //! pair whose `rejected` is a copy of `chosen`, marked [`Pair::demonstration`]; objectives that
 //! read only the chosen side (`sft.po`) train on it, and the training loop then forwards the
 //! chosen rows alone.
 
 use super::DataError;
 use super::chat::{
-    Message, parse_messages, render_completion, render_prompt, split_implicit_prompt,
+    Message, parse_messages, render_completion, render_prompt, render_turns, split_implicit_prompt,
 };
 use super::tokenizer::Tok;
 use rand::SeedableRng;
@@ -31,6 +31,10 @@ pub struct Tokenized {
     pub ids: Vec<u32>,
     /// Index of the first completion token.
     pub completion_start: usize,
+    /// Token ranges before `completion_start` that are trained on too: the earlier assistant
+    /// turns of a multi-turn demonstration (`messages`), as TRL's `assistant_only_loss`. Empty
+    /// for every other row.
+    pub earlier: Vec<std::ops::Range<usize>>,
 }
 
 /// A tokenized preference pair with its extra numeric columns.
@@ -104,13 +108,41 @@ fn tokenize(
     Ok(Tokenized {
         ids,
         completion_start: start,
+        earlier: Vec::new(),
     })
 }
 
-/// The texts of a demonstration row (TRL's SFT formats): (prompt, completion, format).
+/// The token ranges of the assistant turns `messages[i]`, `i` in `turns`, inside `ids` (the
+/// tokenized conversation): each from after its header through its `<|eot_id|>`. A turn whose
+/// text does not tokenize as a prefix of `ids`, or that reaches the final completion, is left
+/// out.
+fn turn_ranges(
+    tok: &Tok,
+    messages: &[Message],
+    turns: &[usize],
+    ids: &Tokenized,
+) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let mut out = Vec::new();
+    for &i in turns {
+        let start = tok.encode(&render_prompt(&messages[..i])?, false)?;
+        let end = tok.encode(&render_turns(&messages[..=i]), false)?;
+        let prefix = |t: &[u32]| t.len() <= ids.ids.len() && ids.ids[..t.len()] == *t;
+        if prefix(&start)
+            && prefix(&end)
+            && start.len() < end.len()
+            && end.len() <= ids.completion_start
+        {
+            out.push(start.len()..end.len());
+        }
+    }
+    Ok(out)
+}
+
+/// The texts of a demonstration row (TRL's SFT formats): (prompt, completion, format, and for a
+/// `messages` row the messages of its prompt, whose assistant turns are trained on too).
 fn demonstration_texts(
     obj: &serde_json::Map<String, Value>,
-) -> Result<(String, String, Format), String> {
+) -> Result<(String, String, Format, Vec<Message>), String> {
     let list = |v: &Value, what: &str| match v {
         Value::Array(a) => parse_messages(a, what),
         _ => Err(format!("`{what}` must be a message list here")),
@@ -120,13 +152,13 @@ fn demonstration_texts(
             if c.trim().is_empty() {
                 return Err("completion: empty completion".into());
             }
-            Ok((p.clone(), c.clone(), Format::Plain))
+            Ok((p.clone(), c.clone(), Format::Plain, Vec::new()))
         }
         (Some(p @ Value::Array(_)), Some(c @ Value::Array(_)), None) => {
             let prompt = render_prompt(&list(p, "prompt")?)?;
             let completion = render_completion(&list(c, "completion")?)
                 .map_err(|e| format!("completion: {e}"))?;
-            Ok((prompt, completion, Format::Chat))
+            Ok((prompt, completion, Format::Chat, Vec::new()))
         }
         (None, None, Some(m)) => {
             let mut messages = list(m, "messages")?;
@@ -142,7 +174,7 @@ fn demonstration_texts(
             let prompt = render_prompt(&messages).map_err(|_| {
                 "`messages` needs a prompt before its last (assistant) message".to_string()
             })?;
-            Ok((prompt, completion, Format::Chat))
+            Ok((prompt, completion, Format::Chat, messages))
         }
         (_, None, None) => Err("missing field `chosen`".into()),
         _ => Err(
@@ -226,9 +258,14 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
         );
     }
     let (chosen, rejected) = if demonstration {
-        let (prompt, completion, format) = demonstration_texts(obj)?;
-        let c = tokenize(tok, &prompt, &completion, format, max_length)
+        let (prompt, completion, format, messages) = demonstration_texts(obj)?;
+        let mut c = tokenize(tok, &prompt, &completion, format, max_length)
             .map_err(|e| format!("completion: {e}"))?;
+        // Earlier assistant turns (after some other message) are trained on too.
+        let turns: Vec<usize> = (1..messages.len())
+            .filter(|&i| messages[i].role == "assistant")
+            .collect();
+        c.earlier = turn_ranges(tok, &messages, &turns, &c)?;
         (c.clone(), c)
     } else {
         let (prompt, chosen, rejected, format) = row_texts(obj)?;
@@ -394,7 +431,13 @@ pub fn padded(seqs: &[&Tokenized], pad: u32, pairs: Vec<usize>) -> Batch {
         ids.resize(t, pad);
         tokens.push(ids);
         mask.push((0..t).map(|j| j < n).collect());
-        completion.push((0..t).map(|j| j >= s.completion_start && j < n).collect());
+        completion.push(
+            (0..t)
+                .map(|j| {
+                    j < n && (j >= s.completion_start || s.earlier.iter().any(|r| r.contains(&j)))
+                })
+                .collect(),
+        );
     }
     Batch {
         pairs,
