@@ -39,7 +39,6 @@ per objective, as mean and 95% confidence interval over the seeds (t-distributio
                 (pairs tied in r* are left out; Δ = 0 counts 1/2)
   ECE           expected calibration error (10 equal-width bins) of p = σ(β·Δ) against the
                 event \"chosen has the higher r*\", β the objective's `beta` (0.1 without one)
-
   train s       wall-clock seconds of the entrant's training (all its stages)
 
 Entrants are pairwise objectives (dpo, my_loss.po, ...), on-policy objectives (ppo: rollouts

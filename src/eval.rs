@@ -206,9 +206,8 @@ pub fn evaluate(
             Ok(out)
         }
         Backend::Burn => {
-            let spec: poc_runtime::device::DeviceSpec = device
-                .parse()
-                .map_err(|e: poc_runtime::device::BadDevice| Failure::User(format!("poc: {e}")))?;
+            let spec = poc_runtime::device::DeviceSpec::usable(device)
+                .map_err(|e| Failure::User(format!("poc: {e}")))?;
             let dev = spec.device();
             let dtype = precision.dtype();
             let inputs: Vec<_> = columns
@@ -255,9 +254,8 @@ pub fn evaluate_columns(
         ))),
         Backend::Burn => {
             use poc_runtime::objective::{TensorColumn, column, token_column};
-            let spec: poc_runtime::device::DeviceSpec = device
-                .parse()
-                .map_err(|e: poc_runtime::device::BadDevice| Failure::User(format!("poc: {e}")))?;
+            let spec = poc_runtime::device::DeviceSpec::usable(device)
+                .map_err(|e| Failure::User(format!("poc: {e}")))?;
             let dev = spec.device();
             let dtype = precision.dtype();
             let lens: Vec<usize> = columns

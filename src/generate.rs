@@ -91,7 +91,7 @@ struct Prompt {
 
 /// Runs `poc generate`.
 pub fn run(args: GenerateArgs) -> Result<(), Failure> {
-    let spec: DeviceSpec = args.device.parse().map_err(user)?;
+    let spec = DeviceSpec::usable(&args.device).map_err(user)?;
     let mut opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,

@@ -420,7 +420,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
             .iter()
             .any(|i| i.source == poc_compiler::Source::Rollout(r))
     };
-    let spec: DeviceSpec = args.device.parse().map_err(user)?;
+    let spec = DeviceSpec::usable(&args.device).map_err(user)?;
     let device = spec.device();
     let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
     let (mut policy, tok, tiny) =
@@ -682,7 +682,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     if poc_runtime::ppo::is_on_policy(c) {
         return run_on_policy(c, args, params);
     }
-    let spec: DeviceSpec = args.device.parse().map_err(user)?;
+    let spec = DeviceSpec::usable(&args.device).map_err(user)?;
     let device = spec.device();
     let lora = lora_config(&args)?;
     let reward = reward_task(c, args.task)?;
@@ -990,7 +990,7 @@ pub fn logps(
     max_length: usize,
     batch_size: usize,
 ) -> Result<(), Failure> {
-    let spec: DeviceSpec = device.parse().map_err(user)?;
+    let spec = DeviceSpec::usable(device).map_err(user)?;
     let device = spec.device();
     let (m, tok, _) = resolve_model(model, false, 0, &device)?;
     let (pairs, bad) = data::load_pairs(data_path, &tok, max_length, false).map_err(user)?;

@@ -68,7 +68,7 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
     if args.batch_size == 0 {
         return Err(user("--batch-size must be at least 1"));
     }
-    let device = args.device.parse::<DeviceSpec>().map_err(user)?.device();
+    let device = DeviceSpec::usable(&args.device).map_err(user)?.device();
     let dir = args.reward_model.display().to_string();
     if !args.reward_model.is_dir() {
         return Err(user(format!(

@@ -181,6 +181,15 @@ fn run_errors_are_clear() {
         "cannot read `/nonexistent/prefs.jsonl`",
     );
     case(&["run", "dpo", "--device", "tpu"], "unknown device `tpu`");
+    // A CUDA device libtorch does not see is named before any tensor is made (no panic).
+    case(
+        &["run", "dpo", "--device", "cuda:99"],
+        "device `cuda:99`: libtorch sees",
+    );
+    case(
+        &["run", "ppo", "--device", "cuda:99"],
+        "device `cuda:99`: libtorch sees",
+    );
     case(&["run", "dpo", "--lora", "0"], "rank must be at least 1");
     case(
         &["run", "dpo", "--lora", "4", "--lora-target-modules", "qkv"],

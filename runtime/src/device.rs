@@ -13,10 +13,21 @@ pub enum DeviceSpec {
     Cuda(usize),
 }
 
-/// A device string that is not `cpu`, `cuda` or `cuda:N`.
+/// A device the user named that poc cannot use.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
-pub struct BadDevice(pub String);
+pub enum BadDevice {
+    /// Not `cpu`, `cuda` or `cuda:N`.
+    #[error("unknown device `{0}`: expected `cpu`, `cuda` or `cuda:N`")]
+    Unknown(String),
+    /// A CUDA device libtorch does not see.
+    #[error("device `{name}`: {why}")]
+    Unavailable {
+        /// As the user wrote it.
+        name: String,
+        /// What libtorch sees instead.
+        why: String,
+    },
+}
 
 impl std::str::FromStr for DeviceSpec {
     type Err = BadDevice;
@@ -28,12 +39,36 @@ impl std::str::FromStr for DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceSpec::Cuda)
-                .ok_or_else(|| BadDevice(s.to_string())),
+                .ok_or_else(|| BadDevice::Unknown(s.to_string())),
         }
     }
 }
 
 impl DeviceSpec {
+    /// The device `name` names, if libtorch can use it: CUDA device N must exist (libtorch
+    /// raises deep inside the first tensor operation otherwise).
+    pub fn usable(name: &str) -> Result<DeviceSpec, BadDevice> {
+        let spec: DeviceSpec = name.parse()?;
+        if let DeviceSpec::Cuda(n) = spec {
+            let count = tch::Cuda::device_count().max(0) as usize;
+            if n >= count {
+                let why = if count == 0 {
+                    "libtorch sees no CUDA device (no NVIDIA GPU or driver here, or a CPU-only libtorch); use --device cpu".to_string()
+                } else {
+                    format!(
+                        "libtorch sees {count} CUDA device(s): cuda:0 to cuda:{}",
+                        count - 1
+                    )
+                };
+                return Err(BadDevice::Unavailable {
+                    name: name.to_string(),
+                    why,
+                });
+            }
+        }
+        Ok(spec)
+    }
+
     /// The burn device (libtorch backend) for this spec.
     // burn 0.22 marks its tch backend deprecated (0.23 drops it); poc pins 0.22 for libtorch.
     #[allow(deprecated)]
