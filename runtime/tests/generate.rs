@@ -5,8 +5,7 @@
 //! are deterministic; EOS and the context length stop a row; bad input is an error.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use poc_runtime::device::DeviceSpec;
+use burn::tensor::{Int, Tensor, TensorData};
 use poc_runtime::model::generate::{
     GenerateError, GenerateOptions, KvCache, forward_step, generate, sample,
 };
@@ -14,19 +13,12 @@ use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target};
 use poc_runtime::objective::to_f64;
 use rand::SeedableRng;
 
-fn cpu() -> Device {
-    DeviceSpec::Cpu.device()
-}
+mod common;
+use common::cpu;
 
 /// Multi-head attention, tied head.
 fn mha() -> LlamaConfig {
-    let mut c = LlamaConfig::preset("tiny").unwrap();
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = Some(4);
-    c.intermediate_size = 48;
-    c
+    common::small_config(4)
 }
 
 /// Grouped-query attention (2 query heads per key/value head).

@@ -7,23 +7,16 @@
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
-use poc_runtime::device::{DeviceSpec, training};
+use poc_runtime::device::training;
 use poc_runtime::model::load;
 use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target};
 use poc_runtime::objective::to_f64;
 
-fn cpu() -> Device {
-    DeviceSpec::Cpu.device()
-}
+mod common;
+use common::cpu;
 
 fn config() -> LlamaConfig {
-    let mut c = LlamaConfig::preset("tiny").unwrap();
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = Some(2);
-    c.intermediate_size = 48;
-    c
+    common::small_config(2)
 }
 
 fn lora(targets: &[Target]) -> LoraConfig {

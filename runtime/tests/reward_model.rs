@@ -5,22 +5,16 @@
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use poc_runtime::device::{DeviceSpec, training};
+use poc_runtime::device::training;
 use poc_runtime::model::load;
 use poc_runtime::model::{Llama, LlamaConfig, Want};
 use poc_runtime::objective::to_f64;
 
-fn cpu() -> Device {
-    DeviceSpec::Cpu.device()
-}
+mod common;
+use common::cpu;
 
 fn config() -> LlamaConfig {
-    let mut c = LlamaConfig::preset("tiny").unwrap();
-    c.hidden_size = 32;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = Some(2);
-    c.intermediate_size = 48;
+    let mut c = common::small_config(2);
     c.extra.insert("pad_token_id".into(), 0.into());
     c
 }
