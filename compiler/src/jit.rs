@@ -338,12 +338,14 @@ fn build_body(
             }
             Op::Sigmoid => {
                 // x >= 0 ? 1 / (1 + e) : e / (1 + e)
-                let e = *exp_neg_abs.entry(unnegated(ins.args[0])).or_insert_with(|| {
-                    let ax = b.ins().fabs(a[0]);
-                    let nax = b.ins().fneg(ax);
-                    let call = b.ins().call(helpers["poc_exp"], &[nax]);
-                    b.inst_results(call)[0]
-                });
+                let e = *exp_neg_abs
+                    .entry(unnegated(ins.args[0]))
+                    .or_insert_with(|| {
+                        let ax = b.ins().fabs(a[0]);
+                        let nax = b.ins().fneg(ax);
+                        let call = b.ins().call(helpers["poc_exp"], &[nax]);
+                        b.inst_results(call)[0]
+                    });
                 let one = b.ins().f64const(1.0);
                 let z = b.ins().f64const(0.0);
                 let denom = b.ins().fadd(one, e);
