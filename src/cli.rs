@@ -137,9 +137,8 @@ enum Command {
     ///
     /// Each stage lives in OUT/<stage> and is skipped when its output exists, and a training
     /// stage stopped part-way continues from its latest checkpoint, so a stopped pipeline
-    /// resumes where it stopped. Examples:
-    /// poc mpo --model ./Llama-3.2-1B-sft --data prefs.jsonl --threshold 1 --out runs/mpo
-    /// poc mpo --model ./sft --data prefs.jsonl --reward-model runs/rm/checkpoint-500 --lr 5e-7
+    /// resumes where it stopped.
+    #[command(after_help = crate::mpo::EXAMPLES)]
     Mpo(crate::mpo::MpoArgs),
     /// List the shipped objectives, one line each.
     List,

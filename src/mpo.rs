@@ -18,6 +18,14 @@ use crate::Failure;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Examples under `poc mpo --help`.
+pub const EXAMPLES: &str = "Examples:
+  poc mpo                                      tiny + 2,048 synthetic-world pairs, CPU (~40 s)
+  poc mpo --model ./Llama-3.2-1B-sft --data prefs.jsonl --threshold 1 --out runs/mpo
+  poc mpo --model ./sft --data prefs.jsonl --lora 16 --device cuda --lr 5e-6
+  poc mpo --model ./sft --data prefs.jsonl --reward-model runs/rm/checkpoint-500
+  poc mpo --set dpo.beta=0.2 --set ppo.kl_coef=0.1 --out runs/mpo-tuned";
+
 /// Arguments of `poc mpo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MpoArgs {
