@@ -11,6 +11,7 @@
 use crate::Failure;
 use crate::run::resolve_model;
 use plotters::prelude::*;
+use poc_compiler::ops;
 use poc_runtime::data::{self, Tok};
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::model::Llama;
@@ -234,16 +235,6 @@ pub fn ece(probs: &[f64], outcomes: &[bool], bins: usize) -> f64 {
             c / n as f64 * (p_sum[b] / c - hits[b] / c).abs()
         })
         .sum()
-}
-
-/// The logistic function, stable for large |z|.
-pub fn sigmoid(z: f64) -> f64 {
-    if z >= 0.0 {
-        1.0 / (1.0 + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (1.0 + e)
-    }
 }
 
 /// The 97.5% quantile of Student's t with `dof` degrees of freedom (a table to 30, then the
@@ -592,9 +583,7 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
                 // A pipeline whose stages were all done before (an mpo.json of an older poc
                 // lacked its budget) trained nothing now: its recorded time stands.
                 let mpo_ran_nothing = e.kind == Kind::Mpo
-                    && std::fs::read_to_string(dir.join("mpo.json"))
-                        .ok()
-                        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+                    && crate::jsonl::read(&dir.join("mpo.json"))
                         .and_then(|v| v.get("ran").and_then(Value::as_array).map(Vec::is_empty))
                         .unwrap_or(false);
                 if mpo_ran_nothing && dir.join(TIME_FILE).is_file() {
@@ -661,10 +650,8 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
                 }
             };
             let mut m = Metrics::of(&v, &ref_rewards, e.beta);
-            m.train_seconds = std::fs::read_to_string(trained.join(TIME_FILE))
-                .ok()
+            m.train_seconds = crate::jsonl::read(&trained.join(TIME_FILE))
                 .filter(|_| e.kind != Kind::MpoDpoStage)
-                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
                 .and_then(|v| v.get("train_seconds").and_then(Value::as_f64))
                 .unwrap_or(f64::NAN);
             results[k].push(m);
@@ -745,8 +732,7 @@ fn policy_of(e: &Entrant, dir: &Path, steps: usize) -> Option<PathBuf> {
         // was hard, the DPO model the starting one when nothing was easy).
         // A pipeline run with another budget (an earlier --steps) does not count.
         Kind::Mpo | Kind::MpoDpoStage => {
-            let summary: Value =
-                serde_json::from_str(&std::fs::read_to_string(dir.join("mpo.json")).ok()?).ok()?;
+            let summary = crate::jsonl::read(&dir.join("mpo.json"))?;
             let (d, p) = mpo_steps(steps);
             if summary.get("dpo_steps")?.as_u64()? != d as u64
                 || summary.get("ppo_steps")?.as_u64()? != p as u64
@@ -848,7 +834,7 @@ fn save_json(path: &Path, v: &Value) -> Result<(), Failure> {
 
 /// A stored evaluation when it was made with the same `key` (model, seed, budget).
 fn read_eval(path: &Path, key: &Value) -> Option<Value> {
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let v = crate::jsonl::read(path)?;
     (v.get("key") == Some(key)).then_some(v)
 }
 
@@ -1102,7 +1088,7 @@ impl Metrics {
             .filter(|(m, g)| m.is_finite() && g.is_finite() && **g != 0.0)
             .map(|(&m, &g)| (m, g > 0.0))
             .unzip();
-        let probs: Vec<f64> = m.iter().map(|&d| sigmoid(beta * d)).collect();
+        let probs: Vec<f64> = m.iter().map(|&d| ops::sigmoid(beta * d)).collect();
         Metrics {
             true_reward: mean(&rewards),
             win_rate: win_rate(&rewards, reference_rewards),
@@ -1210,18 +1196,7 @@ fn frontier(
     results: &[Vec<Metrics>],
     reference_rewards: &[f64],
 ) -> Result<(), Failure> {
-    use crate::plot::{FONT, draw_error, render};
-    let colors = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(188, 189, 34),
-        RGBColor(23, 190, 207),
-    ];
+    use crate::plot::{COLORS, FONT, draw_error, render};
     // The axes hold every seed's point and every mean's interval.
     let with_intervals = |per_objective: Vec<Vec<f64>>| -> Vec<f64> {
         let mut all: Vec<f64> = per_objective.iter().flatten().copied().collect();
@@ -1277,7 +1252,7 @@ fn frontier(
         for (k, (e, r)) in entrants.iter().zip(results).enumerate() {
             series.push((
                 e.name.clone(),
-                colors[k % colors.len()],
+                COLORS[k % COLORS.len()],
                 r.iter().map(|m| (m.kl, m.true_reward)).collect(),
             ));
         }
@@ -1400,7 +1375,7 @@ mod tests {
 
     #[test]
     fn sigmoid_is_stable() {
-        assert_eq!(sigmoid(0.0), 0.5);
-        assert!(sigmoid(-800.0) >= 0.0 && sigmoid(800.0) == 1.0);
+        assert_eq!(ops::sigmoid(0.0), 0.5);
+        assert!(ops::sigmoid(-800.0) >= 0.0 && ops::sigmoid(800.0) == 1.0);
     }
 }

@@ -206,9 +206,7 @@ pub fn evaluate(
             Ok(out)
         }
         Backend::Burn => {
-            let spec = poc_runtime::device::DeviceSpec::usable(device)
-                .map_err(|e| Failure::User(format!("poc: {e}")))?;
-            let dev = spec.device();
+            let dev = burn_device(device)?;
             let dtype = precision.dtype();
             let inputs: Vec<_> = columns
                 .iter()
@@ -222,6 +220,13 @@ pub fn evaluate(
                 .collect())
         }
     }
+}
+
+/// The burn device `--device` names, if libtorch can use it.
+fn burn_device(device: &str) -> Result<burn::tensor::Device, Failure> {
+    let spec = poc_runtime::device::DeviceSpec::usable(device)
+        .map_err(|e| Failure::User(format!("poc: {e}")))?;
+    Ok(spec.device())
 }
 
 /// Evaluates any program (token-level ones included) on `columns` with the chosen backend;
@@ -254,9 +259,7 @@ pub fn evaluate_columns(
         ))),
         Backend::Burn => {
             use poc_runtime::objective::{TensorColumn, column, token_column};
-            let spec = poc_runtime::device::DeviceSpec::usable(device)
-                .map_err(|e| Failure::User(format!("poc: {e}")))?;
-            let dev = spec.device();
+            let dev = burn_device(device)?;
             let dtype = precision.dtype();
             let lens: Vec<usize> = columns
                 .iter()

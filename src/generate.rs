@@ -113,15 +113,10 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
     opts.pad = tok.pad;
     opts.check(&model.config).map_err(user)?;
 
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
-    if args.no_progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} prompts [{elapsed_precise}<{eta_precise}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = crate::run::progress_bar(
+        prompts.len() as u64,
+        args.no_progress,
+        "{bar:30} {pos}/{len} prompts [{elapsed_precise}<{eta_precise}]",
     );
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
     let mut done: Vec<Option<Vec<u32>>> = vec![None; prompts.len()];

@@ -1,6 +1,13 @@
-//! JSON-lines input shared by the commands that read rows (`poc eval`, `poc plot RUN_DIR`).
+//! JSON input shared by the commands: rows of JSON-lines files (`poc eval`, `poc plot RUN_DIR`)
+//! and whole JSON files that runs leave behind (trainer states, pipeline summaries).
 
 use serde_json::{Map, Value};
+use std::path::Path;
+
+/// The JSON file at `path`, if it exists and parses.
+pub fn read(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
 
 /// Line `lineno` (1-based) of file `label` as a JSON object: `Ok(None)` for a blank line, an
 /// error naming `label:lineno` for anything that is not an object.

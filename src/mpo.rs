@@ -147,9 +147,7 @@ fn latest_checkpoint(dir: &Path, steps: usize) -> Result<Option<PathBuf>, Vec<Pa
         else {
             continue;
         };
-        let total = std::fs::read_to_string(e.path().join("trainer_state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        let total = crate::jsonl::read(&e.path().join("trainer_state.json"))
             .and_then(|s| s["total_steps"].as_u64());
         match total {
             Some(t) if t as usize == steps && k < steps => mine.push((k, e.path())),

@@ -939,7 +939,7 @@ struct Series<'a> {
 }
 
 /// Distinguishable line colours (Tableau 10).
-const COLORS: [RGBColor; 10] = [
+pub(crate) const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

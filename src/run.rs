@@ -425,12 +425,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
     let (mut policy, tok, tiny) =
         resolve_model(&args.model, args.random_init, args.seed, &train_device)?;
-    policy.compute = match args.dtype {
-        Some(ComputeArg::Bf16) => Compute::Bf16,
-        Some(ComputeArg::F32) => Compute::F32,
-        None if matches!(spec, DeviceSpec::Cuda(_)) => Compute::Bf16,
-        None => Compute::F32,
-    };
+    policy.compute = compute_of(&args, spec);
     // The reference is the starting model (--model), also when resuming: a frozen copy, or
     // under LoRA the policy with its adapters off.
     let wants_reference = reads(poc_compiler::Rollout::ReferenceTokenLogps);
@@ -439,10 +434,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         reads(poc_compiler::Rollout::Values) || reads(poc_compiler::Rollout::OldValues);
     let mut resume = None;
     if let Some(dir) = &args.resume {
-        let state = std::fs::read_to_string(dir.join("trainer_state.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-        if state.as_ref().and_then(|s| s["on_policy"].as_bool()) != Some(true) {
+        if !on_policy_checkpoint(dir) {
             return Err(user(format!(
                 "--resume {}: not a checkpoint of an on-policy run (its trainer_state.json lacks \"on_policy\": true)",
                 dir.display()
@@ -517,12 +509,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         }
         (_, false) => None,
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
+    let out = run_dir(c, &args)?;
     let prompt_file = match (&args.prompts, &args.data) {
         (Some(p), _) | (None, Some(p)) => p.clone(),
         (None, None) => {
@@ -575,17 +562,8 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         reference_is_base: wants_reference && lora.is_some(),
         reward_model,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-    });
-    let bar = indicatif::ProgressBar::new(0);
-    if args.no_progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let stop = stop_on_ctrl_c();
+    let bar = progress_bar(0, args.no_progress, TRAIN_BAR);
     let result = poc_runtime::ppo::train_on_policy(
         c,
         models,
@@ -617,22 +595,75 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
     Ok(())
 }
 
+/// The run directory (`--out`, default runs/OBJECTIVE), created.
+fn run_dir(c: &Compiled, args: &RunArgs) -> Result<PathBuf, Failure> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
+    std::fs::create_dir_all(&out)
+        .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
+    Ok(out)
+}
+
+/// The compute dtype: `--dtype`, else bf16 on CUDA and f32 on the CPU.
+fn compute_of(args: &RunArgs, spec: DeviceSpec) -> Compute {
+    match (args.dtype, spec) {
+        (Some(ComputeArg::F32), _) | (None, DeviceSpec::Cpu) => Compute::F32,
+        (Some(ComputeArg::Bf16), _) | (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
+    }
+}
+
+/// A flag Ctrl-C sets: the training loop saves a checkpoint after the current step and stops.
+/// A second Ctrl-C quits at once.
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\npoc: interrupted; saving a checkpoint after this step (Ctrl-C again to quit now)"
+        );
+    });
+    stop
+}
+
+/// The template of a training run's progress bar (its message is set per step).
+const TRAIN_BAR: &str = "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}";
+
+/// A progress bar on stderr in `template`; indicatif draws it only on a terminal, and
+/// `hidden` (`--no-progress`) turns it off.
+pub(crate) fn progress_bar(len: u64, hidden: bool, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    if hidden {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Whether checkpoint `dir` was written by an on-policy run (its trainer state says so).
+fn on_policy_checkpoint(dir: &Path) -> bool {
+    crate::jsonl::read(&dir.join("trainer_state.json"))
+        .is_some_and(|s| s["on_policy"].as_bool() == Some(true))
+}
+
 /// Whether checkpoint `dir` is one a pairwise run training a reward model (`reward`) or a
 /// policy can continue: not an on-policy run's, and under LoRA the same kind of model (the
 /// adapters' PEFT task).
 fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), Failure> {
-    let json = |path: PathBuf| {
-        std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    };
-    if json(dir.join("trainer_state.json")).is_some_and(|s| s["on_policy"] == true) {
+    if on_policy_checkpoint(dir) {
         return Err(user(format!(
             "--resume {}: a checkpoint of an on-policy run; continue it with the on-policy objective it was trained with",
             dir.display()
         )));
     }
-    if let Some(cfg) = json(load::adapter_dir(dir).join("adapter_config.json")) {
+    if let Some(cfg) = crate::jsonl::read(&load::adapter_dir(dir).join("adapter_config.json")) {
         let adapters_reward = cfg["task_type"] == "SEQ_CLS";
         if adapters_reward != reward {
             return Err(user(format!(
@@ -686,16 +717,8 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let device = spec.device();
     let lora = lora_config(&args)?;
     let reward = reward_task(c, args.task)?;
-    let compute = match (args.dtype, spec) {
-        (Some(ComputeArg::F32), _) | (None, DeviceSpec::Cpu) => Compute::F32,
-        (Some(ComputeArg::Bf16), _) | (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
-    };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
+    let compute = compute_of(&args, spec);
+    let out = run_dir(c, &args)?;
     // The policy lives on the training device (autodiff, optionally checkpointing); the
     // reference and everything without gradients on the plain one.
     let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
@@ -827,16 +850,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         serde_json::to_string_pretty(&resolved).map_err(|e| Failure::Internal(e.to_string()))?;
     load::write_atomic(&out.join("run_config.json"), text.as_bytes()).map_err(user)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\npoc: interrupted; saving a checkpoint after this step (Ctrl-C again to quit now)"
-        );
-    });
+    let stop = stop_on_ctrl_c();
     eprintln!(
         "poc run: {} on {} ({:.1}M parameters), {} pairs, lr {lr:e}, batch {}x{} -> {}",
         c.objective.name,
@@ -847,16 +861,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         args.grad_accum,
         out.display()
     );
-    let bar = indicatif::ProgressBar::new(0);
-    if args.no_progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(0, args.no_progress, TRAIN_BAR);
     let result = train::train(
         c,
         policy,

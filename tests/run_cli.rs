@@ -432,16 +432,15 @@ fn setup_python() -> std::path::PathBuf {
     cache.join("torch-2.9.0/bin/python")
 }
 
-#[test]
-fn lora_checkpoints_load_in_peft() {
-    // The transformers fixture is the base; PEFT's adapters on it must equal poc's merge.
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
+/// Trains `objective` for 2 steps with rank-4 LoRA (and `extra` flags) on the transformers
+/// fixture into `out`, then runs scripts/check_peft.py: PEFT's adapters on the fixture must
+/// equal poc's merged checkpoint. Returns the script's JSON report.
+fn check_peft(objective: &str, extra: &[&str], out: &Path) -> String {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/tiny-llama");
     poc()
         .args([
             "run",
-            "dpo",
+            objective,
             "--max-steps",
             "2",
             "--lora",
@@ -449,15 +448,11 @@ fn lora_checkpoints_load_in_peft() {
             "--lr",
             "5e-2",
         ])
-        .args([
-            "--lora-target-modules",
-            "all-linear",
-            "--no-progress",
-            "--model",
-        ])
+        .args(extra)
+        .args(["--no-progress", "--model"])
         .arg(&base)
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .assert()
         .success();
     let check = std::process::Command::new(setup_python())
@@ -466,11 +461,23 @@ fn lora_checkpoints_load_in_peft() {
         .arg(out.join("checkpoint-2"))
         .output()
         .expect("the Python of scripts/setup.sh");
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(
         check.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&check.stdout),
+        "{report}\n{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+    report
+}
+
+#[test]
+fn lora_checkpoints_load_in_peft() {
+    // The transformers fixture is the base; PEFT's adapters on it must equal poc's merge.
+    let tmp = tempfile::tempdir().unwrap();
+    check_peft(
+        "dpo",
+        &["--lora-target-modules", "all-linear"],
+        &tmp.path().join("run"),
     );
 }
 
@@ -485,37 +492,8 @@ fn lora_reward_models_train_their_head_resume_and_load_in_peft() {
     .unwrap();
     assert_eq!(cfg["task_type"], "SEQ_CLS");
     // On the transformers fixture, PEFT's adapters and head equal poc's merged reward model.
-    let out = tmp.path().join("fixture");
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/tiny-llama");
-    poc()
-        .args([
-            "run",
-            "bt_reward",
-            "--max-steps",
-            "2",
-            "--lora",
-            "4",
-            "--lr",
-            "5e-2",
-        ])
-        .args(["--no-progress", "--model"])
-        .arg(&base)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
-    let check = std::process::Command::new(setup_python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_peft.py"))
-        .arg(&base)
-        .arg(out.join("checkpoint-2"))
-        .output()
-        .expect("the Python of scripts/setup.sh");
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && report.contains("SEQ_CLS"),
-        "{report}\n{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let report = check_peft("bt_reward", &[], &tmp.path().join("fixture"));
+    assert!(report.contains("SEQ_CLS"), "{report}");
 }
 
 #[test]
