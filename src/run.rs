@@ -213,38 +213,8 @@ pub fn resolve_model(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> Result<(Llama, Tok, bool), Failure> {
-    let path = Path::new(name);
-    if path.is_dir() {
-        let config = LlamaConfig::from_file(&path.join("config.json")).map_err(user)?;
-        let eos = config.eos_ids().first().copied().unwrap_or(0);
-        let tok_path = path.join("tokenizer.json");
-        let tok = Tok::from_file(&tok_path, eos).map_err(|e| {
-            user(format!(
-                "{e}\n  = hint: an HF model directory needs tokenizer.json beside config.json"
-            ))
-        })?;
-        let model = if random_init {
-            Llama::random(&config, seed, device)
-        } else {
-            load::load(path, device).map_err(user)?
-        };
-        return Ok((model, tok, false));
-    }
-    let Some(config) = LlamaConfig::preset(name) else {
-        return Err(Failure::User(format!(
-            "poc: `--model {name}` is neither a directory nor a preset\n  = hint: presets are {}; a directory holds config.json, *.safetensors and tokenizer.json",
-            LlamaConfig::PRESETS.join(", ")
-        )));
-    };
-    if name == "tiny" {
-        return Ok((Llama::random(&config, seed, device), Tok::tiny(), true));
-    }
-    if !random_init {
-        return Err(Failure::User(format!(
-            "poc: the preset `{name}` has no local weights\n  = hint: download the Hugging Face checkpoint (config.json, model*.safetensors, tokenizer.json) into a directory and pass `--model DIR`, or pass `--random-init` to benchmark the shape with random weights"
-        )));
-    }
-    Ok((Llama::random(&config, seed, device), Tok::tiny(), false))
+    let r = poc_runtime::model::resolve(name, random_init, seed, device).map_err(user)?;
+    Ok((r.model, r.tok, r.embedded))
 }
 
 fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure> {

@@ -5,8 +5,10 @@ pub mod config;
 pub mod generate;
 pub mod llama;
 pub mod load;
+pub mod resolve;
 
 pub use config::{LlamaConfig, ModelError};
 pub use llama::{
     Adapter, BlockAdapters, Compute, Llama, LoraConfig, SequenceStats, Target, TokenStats, Want,
 };
+pub use resolve::{ResolveError, Resolved, resolve};

@@ -1,0 +1,99 @@
+//! `--model NAME`: an HF model directory, or a preset (the embedded `tiny`, or a shape with
+//! random weights under `random_init`), with its tokenizer. Every command that takes a model
+//! resolves it here.
+
+use super::{Llama, LlamaConfig, ModelError, load};
+use crate::data::{DataError, Tok};
+use burn::tensor::Device;
+use std::path::Path;
+
+/// A resolved model: the weights on the requested device and the tokenizer that goes with them.
+pub struct Resolved {
+    /// The decoder.
+    pub model: Llama,
+    /// Its tokenizer (the byte-level one for presets).
+    pub tok: Tok,
+    /// Whether this is the embedded `tiny` default (random init, byte tokenizer).
+    pub embedded: bool,
+}
+
+/// Why `--model` could not be resolved; each message names the model and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// `config.json` or the weights could not be read.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The directory has no usable `tokenizer.json`.
+    #[error("{0}\n  = hint: an HF model directory needs tokenizer.json beside config.json")]
+    Tokenizer(DataError),
+    /// Neither a directory nor a preset name.
+    #[error(
+        "`--model {name}` is neither a directory nor a preset\n  = hint: presets are {presets}; a directory holds config.json, *.safetensors and tokenizer.json"
+    )]
+    Unknown {
+        /// What was passed.
+        name: String,
+        /// The preset names, comma-separated.
+        presets: String,
+    },
+    /// A preset other than `tiny` without `random_init`: there are no local weights.
+    #[error(
+        "the preset `{name}` has no local weights\n  = hint: download the Hugging Face checkpoint (config.json, model*.safetensors, tokenizer.json) into a directory and pass `--model DIR`, or pass `--random-init` to benchmark the shape with random weights"
+    )]
+    NoLocalWeights {
+        /// The preset.
+        name: String,
+    },
+}
+
+/// Resolves `name` on `device`. `random_init` replaces a directory's or a preset's weights
+/// with random ones drawn from `seed` (the embedded `tiny` is always random).
+pub fn resolve(
+    name: &str,
+    random_init: bool,
+    seed: u64,
+    device: &Device,
+) -> Result<Resolved, ResolveError> {
+    let path = Path::new(name);
+    if path.is_dir() {
+        let config = LlamaConfig::from_file(&path.join("config.json"))?;
+        let eos = config.eos_ids().first().copied().unwrap_or(0);
+        let tok =
+            Tok::from_file(&path.join("tokenizer.json"), eos).map_err(ResolveError::Tokenizer)?;
+        let model = if random_init {
+            Llama::random(&config, seed, device)
+        } else {
+            load::load(path, device)?
+        };
+        return Ok(Resolved {
+            model,
+            tok,
+            embedded: false,
+        });
+    }
+    let Some(config) = LlamaConfig::preset(name) else {
+        return Err(ResolveError::Unknown {
+            name: name.to_string(),
+            presets: LlamaConfig::PRESETS.join(", "),
+        });
+    };
+    if name == "tiny" {
+        let model = Llama::random(&config, seed, device);
+        return Ok(Resolved {
+            model,
+            tok: Tok::tiny(),
+            embedded: true,
+        });
+    }
+    if !random_init {
+        return Err(ResolveError::NoLocalWeights {
+            name: name.to_string(),
+        });
+    }
+    let model = Llama::random(&config, seed, device);
+    Ok(Resolved {
+        model,
+        tok: Tok::tiny(),
+        embedded: false,
+    })
+}
