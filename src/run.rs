@@ -6,7 +6,7 @@ use burn::module::Module;
 use poc_compiler::Compiled;
 use poc_runtime::data::{self, Pair, Tok};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target, load};
+use poc_runtime::model::{Compute, Llama, LoraConfig, Target, load};
 use poc_runtime::train::{self, Schedule, TrainOptions};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
