@@ -1,26 +1,30 @@
-//! Preparing a program for native execution (the JIT): parameters may be bound to their
-//! values (specialization: `--set` values are fixed for a run, so `label_smoothing = 0`
-//! removes cDPO's second term entirely), and the log-sigmoid family is expanded into the
-//! primitives the interpreter itself uses, so that `sigmoid(z)`, `sigmoid(-z)`,
-//! `log_sigmoid(z)` and `softplus(-z)` all share one `exp(-|z|)`. Every expansion is
-//! exactly the interpreter's formula, so results stay bit-identical.
+//! JIT specialization: the gradient rewritten for native execution. Parameters may be bound
+//! to their values (`--set` values are fixed for a run, so `label_smoothing = 0` removes
+//! cDPO's second term entirely), and the log-sigmoid family is expanded into the primitives
+//! the interpreter itself uses, so that `sigmoid(z)`, `sigmoid(-z)`, `log_sigmoid(z)` and
+//! `softplus(-z)` all share one `exp(-|z|)` and one `ln(1 + ·)`. This is the only place the
+//! family is expanded (the JIT lowers the ops as calls to the interpreter's functions); every
+//! expansion is exactly the interpreter's formula, so results stay bit-identical.
 
-use crate::dag::{Dag, Id};
+use crate::dag::{Dag, Derived, Id};
+use crate::grad::Gradient;
 use crate::ops::Op;
 use crate::simplify;
 
-/// Rebuilds the part of `dag` reachable from `roots` with parameters bound (when `params` is
-/// given) and sigmoid-family ops expanded, then simplifies. Returns the new DAG and roots.
-pub fn prepare(dag: &Dag, roots: &[Id], params: Option<&[f64]>) -> (Dag, Vec<Id>) {
-    let live = dag.reachable(roots);
+/// The gradient `g` with parameters bound (when `params` is given) and sigmoid-family ops
+/// expanded, then simplified; the same roots under the same names.
+pub fn specialize(g: &Gradient, params: Option<&[f64]>) -> Gradient {
+    let dag = &g.dag;
+    let live = dag.reachable(&g.roots());
     let mut out = Dag::new();
-    let mut map: Vec<Option<Id>> = vec![None; dag.len()];
-    for i in 0..dag.len() {
+    let mut map: Vec<Option<Id<Derived>>> = vec![None; dag.len()];
+    for old in dag.ids() {
+        let i = old.index();
         if !live[i] {
             continue;
         }
-        let node = dag.node(Id(i as u32));
-        let a: Vec<Id> = node
+        let node = dag.node(old);
+        let a: Vec<Id<Derived>> = node
             .args
             .iter()
             .map(|x| map[x.index()].expect("operand mapped"))
@@ -51,16 +55,12 @@ pub fn prepare(dag: &Dag, roots: &[Id], params: Option<&[f64]>) -> (Dag, Vec<Id>
         };
         map[i] = Some(id);
     }
-    let new_roots: Vec<Id> = roots
-        .iter()
-        .map(|r| map[r.index()].expect("root mapped"))
-        .collect();
-    let (dag, roots, _) = simplify::simplify(&out, &new_roots);
-    (dag, roots)
+    let (specialized, _) = simplify::simplify(&g.rebuilt(out, &map));
+    specialized
 }
 
 /// `exp(-|x|)`, with `|-y| = |y|` so that x and -x share it.
-fn exp_neg_abs(d: &mut Dag, x: Id) -> Id {
+fn exp_neg_abs(d: &mut Dag<Derived>, x: Id<Derived>) -> Id<Derived> {
     let inner = if d.op(x) == Op::Neg {
         d.node(x).args[0]
     } else {
@@ -72,7 +72,7 @@ fn exp_neg_abs(d: &mut Dag, x: Id) -> Id {
 }
 
 /// `softplus(x) = relu(x) + log1p(exp(-|x|))`, exactly `ops::softplus`.
-fn softplus(d: &mut Dag, x: Id) -> Id {
+fn softplus(d: &mut Dag<Derived>, x: Id<Derived>) -> Id<Derived> {
     let e = exp_neg_abs(d, x);
     let l = d.add(Op::Log1p, &[e]);
     let r = d.add(Op::Relu, &[x]);

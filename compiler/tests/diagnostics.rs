@@ -1,81 +1,64 @@
-//! Data-driven diagnostics tests: each `tests/diagnostics/<kind>.po` must fail with an error
-//! of that kind; the rendered diagnostics (caret, message, hint) are snapshots. Every error
-//! kind the compiler can report has a case.
+//! Data-driven diagnostics tests: each `diagnostics/<kind>.po` is named after an error kind
+//! ([`ErrorKind::name`]) and must fail with an error of that kind; the rendered diagnostics
+//! (caret, message, hint) are snapshots, one file per case
+//! (`snapshots/diagnostics__diagnostic@<kind>.po.snap`). Every kind in [`ErrorKind::ALL`] has
+//! a case, so a new kind without one fails here.
 
 use poc_compiler::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn kind_file(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Syntax => "syntax",
-        ErrorKind::UnknownName => "unknown_name",
-        ErrorKind::UnknownFunction => "unknown_function",
-        ErrorKind::WrongArity => "wrong_arity",
-        ErrorKind::DuplicateDefinition => "duplicate_definition",
-        ErrorKind::CyclicLet => "cyclic_let",
-        ErrorKind::MissingLoss => "missing_loss",
-        ErrorKind::MissingObjective => "missing_objective",
-        ErrorKind::NonDifferentiableLoss => "non_differentiable_loss",
-        ErrorKind::BoolAsNumber => "bool_as_number",
-        ErrorKind::NumberAsBool => "number_as_bool",
-        ErrorKind::DefaultOutOfRange => "default_out_of_range",
-        ErrorKind::BadRange => "bad_range",
-        ErrorKind::UnknownSource => "unknown_source",
-        ErrorKind::BadSet => "bad_set",
-        ErrorKind::TokenAsNumber => "token_as_number",
-        ErrorKind::NumberAsToken => "number_as_token",
+/// Kinds a source cannot produce (they come from the command line), with the test that covers
+/// each.
+const COMMAND_LINE_KINDS: [(ErrorKind, &str); 1] =
+    [(ErrorKind::BadSet, "bad_set_is_reported_with_hints")];
+
+fn cases_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/diagnostics")
+}
+
+fn kind_of(path: &Path) -> ErrorKind {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    ErrorKind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.name() == stem)
+        .unwrap_or_else(|| panic!("{}: not named after an error kind", path.display()))
+}
+
+#[test]
+fn every_error_kind_has_a_case() {
+    for &kind in ErrorKind::ALL {
+        let file = cases_dir().join(format!("{}.po", kind.name()));
+        let on_command_line = COMMAND_LINE_KINDS.iter().any(|(k, _)| *k == kind);
+        assert!(
+            file.exists() != on_command_line,
+            "{kind:?}: expected {} (or list it in COMMAND_LINE_KINDS with its test)",
+            file.display()
+        );
     }
 }
 
-const SOURCE_KINDS: [ErrorKind; 16] = [
-    ErrorKind::Syntax,
-    ErrorKind::UnknownName,
-    ErrorKind::UnknownFunction,
-    ErrorKind::WrongArity,
-    ErrorKind::DuplicateDefinition,
-    ErrorKind::CyclicLet,
-    ErrorKind::MissingLoss,
-    ErrorKind::MissingObjective,
-    ErrorKind::NonDifferentiableLoss,
-    ErrorKind::BoolAsNumber,
-    ErrorKind::NumberAsBool,
-    ErrorKind::DefaultOutOfRange,
-    ErrorKind::BadRange,
-    ErrorKind::UnknownSource,
-    ErrorKind::TokenAsNumber,
-    ErrorKind::NumberAsToken,
-];
-
 #[test]
-fn every_source_error_kind_has_a_snapshot() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/diagnostics");
-    let files = std::fs::read_dir(&dir).unwrap().count();
-    assert_eq!(
-        files,
-        SOURCE_KINDS.len(),
-        "one case per error kind in {}",
-        dir.display()
-    );
-    for kind in SOURCE_KINDS {
-        let name = kind_file(kind);
+fn diagnostic() {
+    insta::glob!("diagnostics", "*.po", |path| {
+        let kind = kind_of(path);
+        let name = kind.name();
         let label = format!("tests/diagnostics/{name}.po");
-        let src = std::fs::read_to_string(dir.join(format!("{name}.po"))).unwrap();
+        let src = std::fs::read_to_string(path).unwrap();
         let diags = poc_compiler::check_source(&src).expect_err(&format!("{label} must fail"));
         assert!(
             diags.iter().any(|d| d.kind == kind),
             "{label}: expected {kind:?}, got {diags:#?}"
         );
         let rendered = poc_grammar::diag::render_all(&diags, &label, &src);
-        insta::assert_snapshot!(format!("diag_{name}"), format!("{src}\n---\n{rendered}"));
-    }
+        insta::assert_snapshot!(format!("{src}\n---\n{rendered}"));
+    });
 }
 
 #[test]
 fn bad_set_is_reported_with_hints() {
-    let src = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("objectives/dpo.po"),
-    )
-    .unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../objectives/dpo.po");
+    let src = std::fs::read_to_string(path).unwrap();
     let obj = poc_compiler::check_source(&src).unwrap();
     let sets = ["bta=0.2", "beta=fast", "label_smoothing=0.9", "beta"].map(String::from);
     let diags = obj.params_with(&sets).unwrap_err();
@@ -85,10 +68,7 @@ fn bad_set_is_reported_with_hints() {
         "all four bad --set flags are reported together"
     );
     assert!(diags.iter().all(|d| d.kind == ErrorKind::BadSet));
-    insta::assert_snapshot!(
-        "diag_bad_set",
-        poc_grammar::diag::render_all(&diags, "poc", "")
-    );
+    insta::assert_snapshot!("bad_set", poc_grammar::diag::render_all(&diags, "poc", ""));
     // A good override passes and lands in its slot.
     let p = obj.params_with(&["beta=0.25".into()]).unwrap();
     let i = obj.params.iter().position(|p| p.name == "beta").unwrap();

@@ -1,111 +1,19 @@
-//! Token-level objectives: per-token inputs, masked reductions, `gae`, `last_token` and
-//! `whiten` against hand-computed values; symbolic gradients against central finite
-//! differences; the burn lowering (`[B, T]` tensors with padding) against the interpreter, and
-//! burn's autodiff against the symbolic gradient; the type rules; the JIT's refusal.
+//! Token-level objectives on the interpreter: per-token inputs, masked reductions, `gae`,
+//! `last_token` and `whiten` against hand-computed values; symbolic gradients against central
+//! finite differences; the type rules; the JIT's refusal. (The burn lowering of the same
+//! programs: runtime/tests/token_level.rs.)
 
 mod common;
 
-use burn::tensor::DType;
 use common::*;
+use poc_compiler::ErrorKind;
 use poc_compiler::interp::{Column, eval_columns};
-use poc_compiler::{ErrorKind, OutputKind};
-use poc_runtime::device::DeviceSpec;
-use poc_runtime::objective::{
-    TensorColumn, column, run_columns, surrogate_columns, to_f64, token_column, tokens_to_f64,
-};
 
 const ROWS: usize = 48;
 const MAX_LEN: usize = 9;
 
 fn compile(src: &str) -> poc_compiler::Compiled {
     poc_compiler::compile(src).unwrap_or_else(|e| panic!("{e:?}\n{src}"))
-}
-
-/// The output named `name` of an interpreter evaluation.
-fn output<'a>(c: &poc_compiler::Compiled, out: &'a [Column], name: &str) -> &'a Column {
-    let k = c.program.outputs.iter().position(|o| o.name == name);
-    &out[k.unwrap_or_else(|| panic!("no output {name}"))]
-}
-
-/// The burn lowering of `program` on `cols` (f64 or another dtype), back as columns with each
-/// row's padding dropped.
-fn burn_eval(
-    program: &poc_compiler::Program,
-    params: &[f64],
-    cols: &[Column],
-    dtype: DType,
-) -> Vec<Column> {
-    let dev = DeviceSpec::Cpu.device();
-    let lens = row_lengths(cols);
-    let inputs: Vec<TensorColumn> = cols.iter().map(|c| tensor(c, dtype, false)).collect();
-    run_columns(program, params, &inputs, &dev, dtype)
-        .unwrap()
-        .into_iter()
-        .map(|o| from_tensor(o, &lens))
-        .collect()
-}
-
-fn row_lengths(cols: &[Column]) -> Vec<usize> {
-    cols.iter()
-        .find_map(|c| match c {
-            Column::Tokens(v) => Some(v.iter().map(Vec::len).collect()),
-            Column::Scalar(_) => None,
-        })
-        .unwrap_or_default()
-}
-
-fn tensor(c: &Column, dtype: DType, grad: bool) -> TensorColumn {
-    let dev = DeviceSpec::Cpu.device();
-    match c {
-        Column::Scalar(v) => {
-            let t = column(v, &dev, dtype);
-            TensorColumn::Scalar(if grad { t.autodiff().require_grad() } else { t })
-        }
-        Column::Tokens(v) => {
-            let t = token_column(v, &dev, dtype);
-            TensorColumn::Tokens(if grad { t.autodiff().require_grad() } else { t })
-        }
-    }
-}
-
-fn from_tensor(t: TensorColumn, lens: &[usize]) -> Column {
-    match t {
-        TensorColumn::Scalar(t) => Column::Scalar(to_f64(t)),
-        TensorColumn::Tokens(t) => Column::Tokens(tokens_to_f64(t, lens)),
-    }
-}
-
-/// Every value of two columns agrees.
-fn assert_columns_close(what: &str, want: &Column, got: &Column, rel: f64, abs: f64) {
-    match (want, got) {
-        (Column::Scalar(a), Column::Scalar(b)) => {
-            assert_eq!(a.len(), b.len(), "{what}");
-            for (r, (x, y)) in a.iter().zip(b).enumerate() {
-                assert!(close(*x, *y, rel, abs), "{what} row {r}: {x} vs {y}");
-            }
-        }
-        (Column::Tokens(a), Column::Tokens(b)) => {
-            assert_eq!(a.len(), b.len(), "{what}");
-            for (r, (x, y)) in a.iter().zip(b).enumerate() {
-                assert_eq!(x.len(), y.len(), "{what} row {r}");
-                for (t, (x, y)) in x.iter().zip(y).enumerate() {
-                    assert!(
-                        close(*x, *y, rel, abs),
-                        "{what} row {r} token {t}: {x} vs {y}"
-                    );
-                }
-            }
-        }
-        _ => panic!("{what}: {want:?} vs {got:?}"),
-    }
-}
-
-/// An objective whose gradient with respect to `logprobs` is `f` at every valid token: the way
-/// to read a per-token value back through the outputs (which are per example or gradients).
-fn probe(f: &str) -> String {
-    format!(
-        "objective probe\nparam gamma = 0.9\nparam lam = 0.8\ninput logprobs from policy.token_logps(completion)\ninput rewards from reference.token_logps(completion)\ninput values from old_value_head(completion)\ninput mask from completion.mask\nloss = masked_sum(logprobs * ({f}), mask)\n"
-    )
 }
 
 /// The per-token gradient of `probe(f)` on one row.
@@ -120,17 +28,7 @@ fn probe_row(f: &str, rewards: &[f64], values: &[f64], mask: &[f64]) -> Vec<f64>
     ];
     let params = c.objective.default_params();
     let out = eval_columns(&c.program, &params, &cols).unwrap();
-    let got = output(&c, &out, "d/logprobs").tokens(0).to_vec();
-    // burn agrees, from the same program on [1, T] tensors.
-    let burn = burn_eval(&c.program, &params, &cols, DType::F64);
-    assert_columns_close(
-        f,
-        output(&c, &out, "d/logprobs"),
-        output(&c, &burn, "d/logprobs"),
-        1e-12,
-        1e-12,
-    );
-    got
+    output(&c, &out, "d/logprobs").tokens(0).to_vec()
 }
 
 fn assert_all_close(what: &str, got: &[f64], want: &[f64]) {
@@ -170,7 +68,7 @@ fn gae_matches_hand_computed_examples() {
     let want = [2.12, 0.0, 1.0, 0.0];
     let a = poc_compiler::ops::gae(|t| rewards[t], |t| values[t], &mask, 0.9, 0.8);
     assert_all_close("gae with holes", &a, &want);
-    // The same through the language, on the interpreter and on burn.
+    // The same through the language.
     let got = probe_row(
         "gae(rewards, values, mask, gamma, lam)",
         &rewards,
@@ -221,28 +119,6 @@ fn last_token_and_whiten_match_hand_computed_values() {
 }
 
 #[test]
-fn last_token_is_exact_for_long_completions_in_low_precision() {
-    // bf16 holds integers exactly only up to 256: the lowering must not rank positions.
-    let c = compile(&probe("last_token(mask)"));
-    let params = c.objective.default_params();
-    let t = 600;
-    let mask: Vec<f64> = (0..t).map(|i| if i < 590 { 1.0 } else { 0.0 }).collect();
-    let cols = vec![
-        Column::Tokens(vec![vec![-1.0; t]]),
-        Column::Tokens(vec![vec![0.0; t]]),
-        Column::Tokens(vec![vec![0.0; t]]),
-        Column::Tokens(vec![mask]),
-    ];
-    for dtype in [DType::F64, DType::F32, DType::BF16] {
-        let out = burn_eval(&c.program, &params, &cols, dtype);
-        let g = output(&c, &out, "d/logprobs").tokens(0).to_vec();
-        let ones: Vec<usize> = (0..t).filter(|&i| g[i] != 0.0).collect();
-        assert_eq!(ones, vec![589], "{dtype:?}");
-        assert_eq!(g[589], 1.0, "{dtype:?}");
-    }
-}
-
-#[test]
 fn whiten_uses_the_whole_batch() {
     // Two rows: the statistics are over all valid tokens of the batch (as TRL's
     // masked_whiten), so a row alone whitens differently.
@@ -260,14 +136,6 @@ fn whiten_uses_the_whole_batch() {
     let g = output(&c, &out, "d/logprobs");
     let want = Column::Tokens(vec![vec![-3.0 * s, -s], vec![s, 3.0 * s, 0.0]]);
     assert_columns_close("whiten over the batch", &want, g, 1e-12, 1e-12);
-    let burn = burn_eval(&c.program, &params, &cols, DType::F64);
-    assert_columns_close(
-        "burn whiten",
-        &want,
-        output(&c, &burn, "d/logprobs"),
-        1e-12,
-        1e-12,
-    );
 }
 
 #[test]
@@ -350,17 +218,8 @@ fn ppo_clips_as_written() {
 #[test]
 fn token_expressions_with_broadcasting_differentiate_correctly() {
     // Scalar inputs mixed into per-token expressions: their gradients sum over the tokens.
-    let srcs = [
-        "loss = masked_mean(softplus(x * s) + s ^ 2 * x, m) + masked_sum(relu(x - s), m)",
-        "loss = masked_sum(if x > s then x * y else tanh(y - s), m) / (1 + s ^ 2)",
-        "loss = s * masked_mean(exp(stop_grad(x) - x) * y, m) + masked_sum(sigmoid(x) * last_token(m), m)",
-        "loss = masked_mean(max(x * whiten(y, m), clamp(x, s - 1, s + 1)), m) - log_sigmoid(s)",
-        "loss = masked_sum(gae(y, x, m, 0.9, 0.5) * x - min(y, s), m)",
-    ];
-    for body in srcs {
-        let src = format!(
-            "objective mix\ninput x from policy.token_logps(completion)\ninput y from value_head(completion)\ninput s from policy.logps(chosen)\ninput m from completion.mask\n{body}\n"
-        );
+    for body in MIXED_TOKEN_LOSSES {
+        let src = mixed_token_source(body);
         let c = compile(&src);
         let cols = random_rollouts(&c, 24, 7, 3);
         let report = check_fd_tokens(&c, &[], &cols);
@@ -370,104 +229,6 @@ fn token_expressions_with_broadcasting_differentiate_correctly() {
             "{body}: {:#?}",
             &report.failures[..report.failures.len().min(5)]
         );
-        // burn agrees with the interpreter, and its autodiff with the symbolic gradient.
-        burn_agrees(&c, &[], &cols, &format!("mix `{body}`"));
-    }
-}
-
-/// burn f64 = interpreter on every output; burn autodiff of the lowered loss = the symbolic
-/// gradient (per token, padding dropped); the surrogate carries the symbolic gradient.
-fn burn_agrees(c: &poc_compiler::Compiled, params: &[f64], cols: &[Column], what: &str) {
-    let want = eval_columns(&c.program, params, cols).unwrap();
-    let got = burn_eval(&c.program, params, cols, DType::F64);
-    for (k, o) in c.program.outputs.iter().enumerate() {
-        assert_columns_close(
-            &format!("{what} {}", o.name),
-            &want[k],
-            &got[k],
-            1e-9,
-            1e-12,
-        );
-    }
-
-    let dev = DeviceSpec::Cpu.device();
-    let lens = row_lengths(cols);
-    let inputs: Vec<TensorColumn> = cols.iter().map(|c| tensor(c, DType::F64, true)).collect();
-    let outs = run_columns(&c.loss_program, params, &inputs, &dev, DType::F64).unwrap();
-    let loss = outs[0].clone().scalar().unwrap();
-    let grads = loss.sum().backward();
-    let diff: Vec<(usize, usize)> = c
-        .program
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(k, o)| match o.kind {
-            OutputKind::Grad(i) => Some((k, i as usize)),
-            _ => None,
-        })
-        .collect();
-    for &(k, i) in &diff {
-        let g = gradient(&inputs[i], &grads, &lens);
-        let name = &c.program.input_names[i];
-        assert_columns_close(
-            &format!("{what} autodiff d/{name}"),
-            &want[k],
-            &g,
-            1e-7,
-            1e-10,
-        );
-    }
-
-    let inputs: Vec<TensorColumn> = cols.iter().map(|c| tensor(c, DType::F64, true)).collect();
-    let outs = run_columns(&c.program, params, &inputs, &dev, DType::F64).unwrap();
-    let xs: Vec<TensorColumn> = diff.iter().map(|&(_, i)| inputs[i].clone()).collect();
-    let gs: Vec<TensorColumn> = diff.iter().map(|&(k, _)| outs[k].clone()).collect();
-    let grads = surrogate_columns(&xs, &gs).backward();
-    for &(k, i) in &diff {
-        let g = gradient(&inputs[i], &grads, &lens);
-        let name = &c.program.input_names[i];
-        assert_columns_close(
-            &format!("{what} surrogate d/{name}"),
-            &want[k],
-            &g,
-            1e-14,
-            1e-16,
-        );
-    }
-}
-
-/// burn's gradient for an input (zeros where autodiff never reached it, e.g. an input read
-/// only through `whiten`).
-fn gradient(input: &TensorColumn, grads: &burn::tensor::Gradients, lens: &[usize]) -> Column {
-    match input.clone() {
-        TensorColumn::Scalar(t) => {
-            let g = t.grad(grads).unwrap_or_else(|| t.zeros_like());
-            Column::Scalar(to_f64(g))
-        }
-        TensorColumn::Tokens(t) => {
-            let g = t.grad(grads).unwrap_or_else(|| t.zeros_like());
-            Column::Tokens(tokens_to_f64(g, lens))
-        }
-    }
-}
-
-#[test]
-fn ppo_on_burn_matches_interpreter_and_symbolic_gradient() {
-    for (name, _) in token_objectives() {
-        let c = compiled(&name);
-        let params = c.objective.default_params();
-        let cols = random_rollouts(&c, ROWS, MAX_LEN, 21);
-        burn_agrees(&c, &params, &cols, &name);
-
-        // f32 (what training runs in): inputs rounded first, so the tolerance measures the
-        // lowering.
-        let rounded: Vec<Column> = cols
-            .iter()
-            .map(|col| from_tensor(tensor(col, DType::F32, false), &row_lengths(&cols)))
-            .collect();
-        let want = eval_columns(&c.program, &params, &rounded).unwrap();
-        let got = burn_eval(&c.program, &params, &rounded, DType::F32);
-        assert_columns_close(&format!("{name} f32 loss"), &want[0], &got[0], 1e-4, 1e-5);
     }
 }
 
@@ -558,9 +319,4 @@ fn bad_token_columns_are_errors_not_panics() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`logprobs` is per token"), "{err}");
-    // The per-example path of the runtime refuses token-level programs.
-    let dev = DeviceSpec::Cpu.device();
-    assert!(
-        poc_runtime::objective::run_program(&c.program, &params, &[], &dev, DType::F64).is_err()
-    );
 }

@@ -1,11 +1,11 @@
 //! The burn lowering against the interpreter (f64, f32, bf16), and burn's own autodiff of
 //! the lowered loss against the compiler's symbolic gradient, on libtorch CPU, for every
-//! per-example objective (token-level objectives: tests/token_level.rs).
+//! per-example objective (token-level objectives: token_level.rs).
 
-mod common;
+mod lowering;
 
 use burn::tensor::DType;
-use common::*;
+use lowering::*;
 use poc_compiler::OutputKind;
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::objective::{column, run_program, surrogate, to_f64};
@@ -141,5 +141,39 @@ fn burn_low_precision_is_close_to_f64() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn worked_example_on_burn_matches_the_interpreter() {
+    // OBJECTIVES.md's worked example (compiler/tests/worked_example.rs checks its values).
+    let dev = DeviceSpec::Cpu.device();
+    let row = worked_example_row();
+    for (name, sets) in [
+        ("dpo", &["beta=0.1", "label_smoothing=0.1"][..]),
+        ("hinge", &["beta=0.1"]),
+        ("ipo", &["beta=0.1"]),
+        ("simpo", &["beta=2", "gamma=1"]),
+        ("mipo", &["beta=20"]),
+        ("mmpo", &["beta=0.01", "gamma=2.2"]),
+        ("robust", &["beta=0.1", "label_smoothing=0"]),
+    ] {
+        let c = compiled(name);
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let params = c.objective.params_with(&sets).unwrap();
+        let cols: Vec<Vec<f64>> = c
+            .program
+            .input_names
+            .iter()
+            .map(|n| vec![row[n.as_str()]])
+            .collect();
+        let want = poc_compiler::interp::eval_batch(&c.program, &params, &cols)[0][0];
+        let inputs: Vec<_> = cols.iter().map(|x| column(x, &dev, DType::F64)).collect();
+        let got = run_program(&c.program, &params, &inputs, &dev, DType::F64).unwrap();
+        let got = to_f64(got[0].clone())[0];
+        assert!(
+            close(want, got, 1e-12, 1e-15),
+            "{name}: burn {got} vs interpreter {want}"
+        );
     }
 }

@@ -5,11 +5,17 @@
 use poc_compiler::interp::Column;
 use poc_compiler::{Compiled, OutputKind, Rollout, Source};
 use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+/// The shipped objectives' directory, `objectives/` at the workspace root.
+pub fn objectives_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../objectives")
+}
 
 /// Every `objectives/*.po`, as (name, source), sorted by name.
 pub fn objectives() -> Vec<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("objectives");
+    let dir = objectives_dir();
     let mut out: Vec<(String, String)> = std::fs::read_dir(&dir)
         .expect("objectives/ exists")
         .filter_map(|e| e.ok())
@@ -25,7 +31,7 @@ pub fn objectives() -> Vec<(String, String)> {
 }
 
 /// The shipped objectives whose values are all per example (what the JIT and the per-row
-/// checks take); the token-level ones (ppo) are checked in tests/token_level.rs.
+/// checks take); the token-level ones (ppo) are checked in token_level.rs.
 pub fn scalar_objectives() -> Vec<(String, String)> {
     objectives()
         .into_iter()
@@ -43,9 +49,7 @@ pub fn token_objectives() -> Vec<(String, String)> {
 
 /// Compiles a shipped objective by name.
 pub fn compiled(name: &str) -> Compiled {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("objectives")
-        .join(format!("{name}.po"));
+    let path = objectives_dir().join(format!("{name}.po"));
     let src = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     poc_compiler::compile(&src).unwrap_or_else(|e| panic!("{name} does not compile: {e:?}"))
 }
@@ -287,4 +291,74 @@ pub fn check_fd_tokens(c: &Compiled, params: &[f64], cols: &[Column]) -> FdRepor
         }
     }
     report
+}
+
+/// The output named `name` of an interpreter evaluation.
+pub fn output<'a>(c: &poc_compiler::Compiled, out: &'a [Column], name: &str) -> &'a Column {
+    let k = c.program.outputs.iter().position(|o| o.name == name);
+    &out[k.unwrap_or_else(|| panic!("no output {name}"))]
+}
+
+/// Every value of two columns agrees.
+pub fn assert_columns_close(what: &str, want: &Column, got: &Column, rel: f64, abs: f64) {
+    match (want, got) {
+        (Column::Scalar(a), Column::Scalar(b)) => {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (r, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(close(*x, *y, rel, abs), "{what} row {r}: {x} vs {y}");
+            }
+        }
+        (Column::Tokens(a), Column::Tokens(b)) => {
+            assert_eq!(a.len(), b.len(), "{what}");
+            for (r, (x, y)) in a.iter().zip(b).enumerate() {
+                assert_eq!(x.len(), y.len(), "{what} row {r}");
+                for (t, (x, y)) in x.iter().zip(y).enumerate() {
+                    assert!(
+                        close(*x, *y, rel, abs),
+                        "{what} row {r} token {t}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+        _ => panic!("{what}: {want:?} vs {got:?}"),
+    }
+}
+
+/// An objective whose gradient with respect to `logprobs` is `f` at every valid token: the way
+/// to read a per-token value back through the outputs (which are per example or gradients).
+pub fn probe(f: &str) -> String {
+    format!(
+        "objective probe\nparam gamma = 0.9\nparam lam = 0.8\ninput logprobs from policy.token_logps(completion)\ninput rewards from reference.token_logps(completion)\ninput values from old_value_head(completion)\ninput mask from completion.mask\nloss = masked_sum(logprobs * ({f}), mask)\n"
+    )
+}
+
+/// Losses mixing scalar inputs into per-token expressions over x = policy.token_logps, y =
+/// value_head, s = policy.logps(chosen) and the mask m ([`mixed_token_source`]).
+pub const MIXED_TOKEN_LOSSES: [&str; 5] = [
+    "loss = masked_mean(softplus(x * s) + s ^ 2 * x, m) + masked_sum(relu(x - s), m)",
+    "loss = masked_sum(if x > s then x * y else tanh(y - s), m) / (1 + s ^ 2)",
+    "loss = s * masked_mean(exp(stop_grad(x) - x) * y, m) + masked_sum(sigmoid(x) * last_token(m), m)",
+    "loss = masked_mean(max(x * whiten(y, m), clamp(x, s - 1, s + 1)), m) - log_sigmoid(s)",
+    "loss = masked_sum(gae(y, x, m, 0.9, 0.5) * x - min(y, s), m)",
+];
+
+/// The objective of one of [`MIXED_TOKEN_LOSSES`].
+pub fn mixed_token_source(body: &str) -> String {
+    format!(
+        "objective mix\ninput x from policy.token_logps(completion)\ninput y from value_head(completion)\ninput s from policy.logps(chosen)\ninput m from completion.mask\n{body}\n"
+    )
+}
+
+/// The row of OBJECTIVES.md's worked example, by input name.
+pub fn worked_example_row() -> HashMap<&'static str, f64> {
+    HashMap::from([
+        ("policy_chosen_logps", -12.0),
+        ("policy_rejected_logps", -15.0),
+        ("ref_chosen_logps", -13.0),
+        ("ref_rejected_logps", -14.0),
+        ("chosen_len", 10.0),
+        ("rejected_len", 12.0),
+        ("score_chosen", 8.0),
+        ("score_rejected", 6.0),
+    ])
 }
