@@ -7,7 +7,6 @@ use crate::dag::{Dag, Derived, Id, Stage, Written};
 use crate::grad::Partial;
 use crate::objective::Objective;
 use crate::ops::{Op, Syntax};
-use poc_grammar::BinaryOp;
 use std::collections::HashMap;
 
 /// How expressions are spelled.
@@ -114,6 +113,12 @@ impl<'a, S: Stage> Printer<'a, S> {
                 format!("{}({})", op.name(), args.join(", "))
             }
         };
+        // Operators are spelled as the grammar spells them.
+        let symbol = || match node.op.syntax() {
+            Syntax::Infix(b) => b.symbol(),
+            Syntax::Prefix(u) => u.symbol(),
+            _ => unreachable!("only operators have a symbol"),
+        };
         use Op::*;
         match node.op {
             Const(bits) => {
@@ -129,15 +134,26 @@ impl<'a, S: Stage> Printer<'a, S> {
             BoolConst(b) => (b.to_string(), ATOM),
             Input(k) | TokenInput(k) => (self.ident(&self.inputs[k as usize]), ATOM),
             Param(k) => (self.ident(&self.params[k as usize]), ATOM),
-            Neg => (format!("-{}", arg(0, NEG)), NEG),
-            Add => (format!("{} + {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
-            Sub => (format!("{} - {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
+            Neg => (format!("{}{}", symbol(), arg(0, NEG)), NEG),
+            Add | Sub => (
+                format!("{} {} {}", arg(0, ADD), symbol(), arg(1, ADD + 1)),
+                ADD,
+            ),
             Mul if latex => (format!("{} \\cdot {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
-            Mul => (format!("{} * {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Mul => (
+                format!("{} {} {}", arg(0, MUL), symbol(), arg(1, MUL + 1)),
+                MUL,
+            ),
             Div if latex => (format!("\\frac{{{}}}{{{}}}", full(0), full(1)), ATOM),
-            Div => (format!("{} / {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Div => (
+                format!("{} {} {}", arg(0, MUL), symbol(), arg(1, MUL + 1)),
+                MUL,
+            ),
             Pow if latex => (format!("{{{}}}^{{{}}}", arg(0, ATOM), full(1)), POW),
-            Pow => (format!("{} ^ {}", arg(0, ATOM), arg(1, NEG)), POW),
+            Pow => (
+                format!("{} {} {}", arg(0, ATOM), symbol(), arg(1, NEG)),
+                POW,
+            ),
             Sqrt if latex => (format!("\\sqrt{{{}}}", full(0)), ATOM),
             Abs if latex => (format!("\\left|{}\\right|", full(0)), ATOM),
             Select if latex => (
@@ -154,23 +170,26 @@ impl<'a, S: Stage> Printer<'a, S> {
                 IF,
             ),
             Lt | Le | Gt | Ge | Eq | Ne => {
-                let Syntax::Infix(b) = node.op.syntax() else {
-                    unreachable!("comparisons are infix")
-                };
-                let sym = match (b, latex) {
-                    (BinaryOp::Le, true) => "\\le",
-                    (BinaryOp::Ge, true) => "\\ge",
-                    (BinaryOp::Ne, true) => "\\ne",
-                    (b, _) => b.symbol(),
+                let sym = match (node.op, latex) {
+                    (Le, true) => "\\le",
+                    (Ge, true) => "\\ge",
+                    (Ne, true) => "\\ne",
+                    _ => symbol(),
                 };
                 (
                     format!("{} {sym} {}", arg(0, CMP + 1), arg(1, CMP + 1)),
                     CMP,
                 )
             }
-            And => (format!("{} and {}", arg(0, AND), arg(1, AND + 1)), AND),
-            Or => (format!("{} or {}", arg(0, OR), arg(1, OR + 1)), OR),
-            Not => (format!("not {}", arg(0, NOT)), NOT),
+            And => (
+                format!("{} {} {}", arg(0, AND), symbol(), arg(1, AND + 1)),
+                AND,
+            ),
+            Or => (
+                format!("{} {} {}", arg(0, OR), symbol(), arg(1, OR + 1)),
+                OR,
+            ),
+            Not => (format!("{} {}", symbol(), arg(0, NOT)), NOT),
             Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid | Softplus
             | Tanh | Relu | Min | Max | StopGrad | Broadcast | Sum | MaskedSum | LastToken
             | Gae | Whiten => (call(node.op), ATOM),
