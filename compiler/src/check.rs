@@ -4,351 +4,65 @@
 //! ranges, the loss and the metrics are per-example values, and the loss depends on a
 //! differentiable input.
 
-use crate::dag::{Dag, Id};
-use crate::ops::{Op, Ty};
+use crate::active::depends_on_differentiable;
+use crate::dag::{Dag, Id, Written};
+use crate::objective::{Binding, Input, Objective, Param};
+use crate::ops::{Op, OperandShape, Ty};
+use crate::source::{Rollout, Source, standard_inputs};
 use poc_grammar::diag::suggest;
-use poc_grammar::{
-    Ast, BinaryOp, Diagnostic, ErrorKind, Expr, ExprKind, Range, SourceExpr, Span, StatementKind,
-    UnaryOp,
-};
+use poc_grammar::{Ast, Diagnostic, ErrorKind, Expr, ExprKind, SourceExpr, Span, StatementKind};
 use std::collections::{BTreeMap, HashMap};
 
-/// Which completion of the pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Side {
-    /// The preferred completion.
-    Chosen,
-    /// The dispreferred completion.
-    Rejected,
+/// A function a source can call: a built-in op ([`crate::ops::Syntax::Call`]), or sugar the checker
+/// expands into ops. Names, arities and argument shapes are the ops' own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// An op written as a call.
+    Op(Op),
+    /// `clamp(x, lo, hi)`: `min(max(x, lo), hi)`.
+    Clamp,
+    /// `masked_mean(x, m)`: `masked_sum(x, m) / masked_sum(1, m)`.
+    MaskedMean,
 }
 
-impl Side {
-    /// `chosen` / `rejected`.
+impl Function {
+    /// Every function of the language: the call ops in table order, then the sugar.
+    pub fn all() -> impl Iterator<Item = Function> {
+        Op::functions()
+            .map(Function::Op)
+            .chain([Function::Clamp, Function::MaskedMean])
+    }
+
+    /// The function called `name`.
+    pub fn named(name: &str) -> Option<Function> {
+        Function::all().find(|f| f.name() == name)
+    }
+
+    /// Its name in a source.
     pub fn name(self) -> &'static str {
         match self {
-            Side::Chosen => "chosen",
-            Side::Rejected => "rejected",
+            Function::Op(op) => op.name(),
+            Function::Clamp => "clamp",
+            Function::MaskedMean => "masked_mean",
         }
     }
-}
 
-/// What the runtime must compute (or read) for an input: the observables it knows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Source {
-    /// Σ log π_θ over the completion's tokens.
-    PolicyLogps(Side),
-    /// The same under the reference model.
-    ReferenceLogps(Side),
-    /// Number of completion tokens.
-    Tokens(Side),
-    /// Mean full-vocabulary entropy of the reference over the completion (nats).
-    ReferenceEntropy(Side),
-    /// The model's vocabulary size.
-    VocabSize,
-    /// A reward model's scalar output.
-    Reward(Side),
-    /// A numeric dataset column.
-    Column(String),
-    /// An observable of a sampled completion (on-policy RL).
-    Rollout(Rollout),
-}
-
-/// Observables of a completion sampled from the policy (on-policy RL such as PPO): the
-/// runtime generates the completion, scores it, and runs the models over its tokens. Per-token
-/// sources are `num[T]`: one value per completion token, padding included, with the mask
-/// telling which tokens are real.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum Rollout {
-    /// log π_θ of each completion token (`num[T]`).
-    PolicyTokenLogps,
-    /// The same under the policy that sampled the completion (`num[T]`).
-    OldPolicyTokenLogps,
-    /// The same under the reference model (`num[T]`).
-    ReferenceTokenLogps,
-    /// The trained value head's estimate at each token (`num[T]`).
-    Values,
-    /// The value head's estimate when the completion was sampled (`num[T]`).
-    OldValues,
-    /// The reward model's score of the whole completion (`num`).
-    Score,
-    /// 1 at completion tokens, 0 at padding (`num[T]`).
-    Mask,
-}
-
-impl Rollout {
-    /// Every rollout source, in documentation order.
-    pub const ALL: [Rollout; 7] = [
-        Rollout::PolicyTokenLogps,
-        Rollout::OldPolicyTokenLogps,
-        Rollout::ReferenceTokenLogps,
-        Rollout::Values,
-        Rollout::OldValues,
-        Rollout::Score,
-        Rollout::Mask,
-    ];
-
-    /// The canonical source text.
-    pub fn text(self) -> &'static str {
+    /// Its number of arguments.
+    pub fn arity(self) -> usize {
         match self {
-            Rollout::PolicyTokenLogps => "policy.token_logps(completion)",
-            Rollout::OldPolicyTokenLogps => "old_policy.token_logps(completion)",
-            Rollout::ReferenceTokenLogps => "reference.token_logps(completion)",
-            Rollout::Values => "value_head(completion)",
-            Rollout::OldValues => "old_value_head(completion)",
-            Rollout::Score => "score(completion)",
-            Rollout::Mask => "completion.mask",
+            Function::Op(op) => op.arity(),
+            Function::Clamp => Op::Select.arity(),
+            Function::MaskedMean => Op::MaskedSum.arity(),
         }
     }
-}
 
-impl Source {
-    /// Whether the loss is differentiated with respect to this input.
-    pub fn differentiable(&self) -> bool {
-        matches!(
-            self,
-            Source::PolicyLogps(_)
-                | Source::Reward(_)
-                | Source::Rollout(Rollout::PolicyTokenLogps | Rollout::Values)
-        )
-    }
-
-    /// The input's type: per token for the per-token rollout sources, `num` otherwise.
-    pub fn ty(&self) -> Ty {
+    /// What argument `k` must be.
+    pub fn operand_shape(self, k: usize) -> OperandShape {
         match self {
-            Source::Rollout(r) if *r != Rollout::Score => Ty::TokNum,
-            _ => Ty::Num,
+            Function::Op(op) => op.operand_shape(k),
+            Function::Clamp => OperandShape::Any,
+            Function::MaskedMean => Op::MaskedSum.operand_shape(k),
         }
-    }
-
-    /// The canonical source text (`policy.logps(chosen)`).
-    pub fn text(&self) -> String {
-        match self {
-            Source::PolicyLogps(s) => format!("policy.logps({})", s.name()),
-            Source::ReferenceLogps(s) => format!("reference.logps({})", s.name()),
-            Source::Tokens(s) => format!("tokens({})", s.name()),
-            Source::ReferenceEntropy(s) => format!("reference.entropy({})", s.name()),
-            Source::VocabSize => "vocab_size".into(),
-            Source::Reward(s) => format!("reward({})", s.name()),
-            Source::Column(c) => format!("column(\"{c}\")"),
-            Source::Rollout(r) => r.text().into(),
-        }
-    }
-
-    /// The source implied by one of the standard input names.
-    pub fn standard(name: &str) -> Option<Source> {
-        use Side::*;
-        Some(match name {
-            "policy_chosen_logps" => Source::PolicyLogps(Chosen),
-            "policy_rejected_logps" => Source::PolicyLogps(Rejected),
-            "ref_chosen_logps" => Source::ReferenceLogps(Chosen),
-            "ref_rejected_logps" => Source::ReferenceLogps(Rejected),
-            "chosen_len" => Source::Tokens(Chosen),
-            "rejected_len" => Source::Tokens(Rejected),
-            "ref_chosen_entropy" => Source::ReferenceEntropy(Chosen),
-            "ref_rejected_entropy" => Source::ReferenceEntropy(Rejected),
-            "vocab_size" => Source::VocabSize,
-            "score_chosen" | "score_rejected" => Source::Column(name.to_string()),
-            "reward_chosen" => Source::Reward(Chosen),
-            "reward_rejected" => Source::Reward(Rejected),
-            _ => return None,
-        })
-    }
-}
-
-/// The standard input names, in documentation order.
-pub const STANDARD_INPUTS: [&str; 13] = [
-    "policy_chosen_logps",
-    "policy_rejected_logps",
-    "ref_chosen_logps",
-    "ref_rejected_logps",
-    "chosen_len",
-    "rejected_len",
-    "ref_chosen_entropy",
-    "ref_rejected_entropy",
-    "vocab_size",
-    "score_chosen",
-    "score_rejected",
-    "reward_chosen",
-    "reward_rejected",
-];
-
-/// A declared parameter.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Param {
-    /// Its name.
-    pub name: String,
-    /// The default value.
-    pub default: f64,
-    /// The allowed range.
-    pub range: Option<Range>,
-    /// Its doc comment.
-    pub docs: Vec<String>,
-}
-
-/// A declared input.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Input {
-    /// Its name (the key in `poc eval` rows).
-    pub name: String,
-    /// What the runtime computes for it.
-    pub source: Source,
-    /// Whether gradients flow to it.
-    pub differentiable: bool,
-    /// Its doc comment.
-    pub docs: Vec<String>,
-}
-
-/// A named value: a `let` or a metric.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Binding {
-    /// Its name.
-    pub name: String,
-    /// Its node.
-    pub id: Id,
-    /// Its type.
-    pub ty: Ty,
-}
-
-/// A checked objective: declarations plus the DAG of every value.
-#[derive(Debug, Clone)]
-pub struct Objective {
-    /// The objective's name.
-    pub name: String,
-    /// Its doc comment (citation).
-    pub docs: Vec<String>,
-    /// Parameters, in declaration order (`Op::Param(i)` is `params[i]`).
-    pub params: Vec<Param>,
-    /// Inputs, in declaration order (`Op::Input(i)` is `inputs[i]`).
-    pub inputs: Vec<Input>,
-    /// `let` bindings in dependency order.
-    pub lets: Vec<Binding>,
-    /// Every value.
-    pub dag: Dag,
-    /// The per-example loss.
-    pub loss: Id,
-    /// Metrics in declaration order.
-    pub metrics: Vec<Binding>,
-}
-
-impl Objective {
-    /// The parameter defaults, in order.
-    pub fn default_params(&self) -> Vec<f64> {
-        self.params.iter().map(|p| p.default).collect()
-    }
-
-    /// Parameter values after `--set name=value` overrides, each checked against its range.
-    pub fn params_with(&self, sets: &[String]) -> Result<Vec<f64>, Vec<Diagnostic>> {
-        let mut values = self.default_params();
-        let mut errors = Vec::new();
-        for s in sets {
-            let Some((name, value)) = s.split_once('=') else {
-                errors.push(Diagnostic::global(
-                    ErrorKind::BadSet,
-                    format!("`--set {s}`: expected NAME=VALUE"),
-                ));
-                continue;
-            };
-            let (name, value) = (name.trim(), value.trim());
-            let Some(i) = self.params.iter().position(|p| p.name == name) else {
-                let mut d = Diagnostic::global(
-                    ErrorKind::BadSet,
-                    format!(
-                        "`--set {s}`: objective `{}` has no parameter `{name}`",
-                        self.name
-                    ),
-                );
-                let names = self.params.iter().map(|p| p.name.as_str());
-                d = match suggest(name, names) {
-                    Some(c) => d.with_hint(format!("did you mean `{c}`?")),
-                    None if self.params.is_empty() => d.with_hint("it has no parameters"),
-                    None => d.with_hint(format!(
-                        "its parameters are: {}",
-                        self.params
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                };
-                errors.push(d);
-                continue;
-            };
-            let Some(x) = parse_number(value) else {
-                errors.push(Diagnostic::global(
-                    ErrorKind::BadSet,
-                    format!("`--set {s}`: `{value}` is not a number"),
-                ));
-                continue;
-            };
-            if let Some(r) = &self.params[i].range
-                && !r.contains(x)
-            {
-                errors.push(Diagnostic::global(
-                    ErrorKind::BadSet,
-                    format!("`--set {s}`: {name} must lie in {r}"),
-                ));
-                continue;
-            }
-            values[i] = x;
-        }
-        if errors.is_empty() {
-            Ok(values)
-        } else {
-            Err(errors)
-        }
-    }
-}
-
-fn parse_number(s: &str) -> Option<f64> {
-    match s {
-        "inf" => Some(f64::INFINITY),
-        "-inf" => Some(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().ok().filter(|x| !x.is_nan()),
-    }
-}
-
-/// The functions of the language: name and number of arguments.
-pub const FUNCTIONS: [(&str, usize); 20] = [
-    ("exp", 1),
-    ("log", 1),
-    ("log1p", 1),
-    ("expm1", 1),
-    ("sqrt", 1),
-    ("abs", 1),
-    ("sigmoid", 1),
-    ("log_sigmoid", 1),
-    ("softplus", 1),
-    ("tanh", 1),
-    ("relu", 1),
-    ("min", 2),
-    ("max", 2),
-    ("clamp", 3),
-    ("stop_grad", 1),
-    ("masked_sum", 2),
-    ("masked_mean", 2),
-    ("last_token", 1),
-    ("gae", 5),
-    ("whiten", 2),
-];
-
-/// What a function's argument must be.
-#[derive(Clone, Copy)]
-enum ArgShape {
-    /// A number, per example or per token.
-    Any,
-    /// A per-token value (a mask).
-    Tokens,
-    /// A per-example number (`gae`'s γ and λ, arguments 4 and 5).
-    Scalar,
-}
-
-fn arg_shape(f: &str, k: usize) -> ArgShape {
-    match (f, k) {
-        ("masked_sum" | "masked_mean" | "whiten", 1) | ("last_token", 0) | ("gae", 2) => {
-            ArgShape::Tokens
-        }
-        ("gae", 3 | 4) => ArgShape::Scalar,
-        _ => ArgShape::Any,
     }
 }
 
@@ -391,10 +105,10 @@ struct Checker {
     let_exprs: Vec<(String, Expr)>,
     let_state: Vec<LetState>,
     lets: Vec<Binding>,
-    dag: Dag,
+    dag: Dag<Written>,
     loss_expr: Option<(Expr, Span)>,
     metric_exprs: Vec<(String, Expr)>,
-    loss: Option<Id>,
+    loss: Option<Id<Written>>,
     metrics: Vec<Binding>,
     resolving: Vec<usize>,
 }
@@ -403,7 +117,7 @@ struct Checker {
 enum LetState {
     Pending,
     InProgress,
-    Done(Option<Id>),
+    Done(Option<Id<Written>>),
 }
 
 impl Checker {
@@ -539,45 +253,14 @@ impl Checker {
                 span,
                 format!("`{name}` is not a standard input name, so it needs a source"),
             );
-            d = match suggest(name, STANDARD_INPUTS) {
+            d = match suggest(name, standard_inputs().map(|(n, _)| n)) {
                 Some(c) => d.with_hint(format!("did you mean `{c}`? otherwise write `input {name} from column(\"{name}\")` or another source")),
                 None => d.with_hint(format!("write e.g. `input {name} from column(\"{name}\")`; sources are listed in docs/LANGUAGE.md")),
             };
             self.errors.push(d);
             return None;
         };
-        let side = |arg: &str| match arg {
-            "chosen" => Some(Side::Chosen),
-            "rejected" => Some(Side::Rejected),
-            _ => None,
-        };
-        let found = match src {
-            SourceExpr::Column { name, .. } => Some(Source::Column(name.clone())),
-            SourceExpr::Path { path, .. } if path == "vocab_size" => Some(Source::VocabSize),
-            SourceExpr::Path { path, .. } if path == "completion.mask" => {
-                Some(Source::Rollout(Rollout::Mask))
-            }
-            SourceExpr::Call { path, arg, .. } if arg == "completion" => match path.as_str() {
-                "policy.token_logps" => Some(Source::Rollout(Rollout::PolicyTokenLogps)),
-                "old_policy.token_logps" => Some(Source::Rollout(Rollout::OldPolicyTokenLogps)),
-                "reference.token_logps" | "ref.token_logps" => {
-                    Some(Source::Rollout(Rollout::ReferenceTokenLogps))
-                }
-                "value_head" => Some(Source::Rollout(Rollout::Values)),
-                "old_value_head" => Some(Source::Rollout(Rollout::OldValues)),
-                "score" => Some(Source::Rollout(Rollout::Score)),
-                _ => None,
-            },
-            SourceExpr::Call { path, arg, .. } => side(arg).and_then(|s| match path.as_str() {
-                "policy.logps" => Some(Source::PolicyLogps(s)),
-                "reference.logps" | "ref.logps" => Some(Source::ReferenceLogps(s)),
-                "tokens" => Some(Source::Tokens(s)),
-                "reference.entropy" | "ref.entropy" => Some(Source::ReferenceEntropy(s)),
-                "reward" => Some(Source::Reward(s)),
-                _ => None,
-            }),
-            SourceExpr::Path { .. } => None,
-        };
+        let found = Source::parse(src);
         if found.is_none() {
             let text = poc_grammar::print::source_text(src);
             let hint = if text.contains("completion") || text.contains("token_logps") {
@@ -644,7 +327,7 @@ impl Checker {
         }
     }
 
-    fn resolve_let(&mut self, i: usize, use_span: Option<Span>) -> Option<Id> {
+    fn resolve_let(&mut self, i: usize, use_span: Option<Span>) -> Option<Id<Written>> {
         match self.let_state[i] {
             LetState::Done(id) => id,
             LetState::InProgress => {
@@ -694,7 +377,7 @@ impl Checker {
 
     /// Lowers `e` and requires element type `want` (per example or per token), naming `what`
     /// in the error.
-    fn expect(&mut self, e: &Expr, want: Ty, what: &str) -> Option<Id> {
+    fn expect(&mut self, e: &Expr, want: Ty, what: &str) -> Option<Id<Written>> {
         let (id, ty) = self.expr(e)?;
         if ty.elem() != want.elem() {
             self.errors.push(type_error(e, want, what));
@@ -704,7 +387,7 @@ impl Checker {
     }
 
     /// Lowers `e` and requires a per-example value of element type `want`.
-    fn expect_scalar(&mut self, e: &Expr, want: Ty, what: &str) -> Option<Id> {
+    fn expect_scalar(&mut self, e: &Expr, want: Ty, what: &str) -> Option<Id<Written>> {
         let id = self.expect(e, want, what)?;
         let ty = self.dag.ty(id);
         if ty.is_token() {
@@ -715,7 +398,7 @@ impl Checker {
     }
 
     /// Lowers `e` and requires a per-token number.
-    fn expect_tokens(&mut self, e: &Expr, what: &str) -> Option<Id> {
+    fn expect_tokens(&mut self, e: &Expr, what: &str) -> Option<Id<Written>> {
         let id = self.expect(e, Ty::Num, what)?;
         if !self.dag.ty(id).is_token() {
             self.errors.push(
@@ -732,41 +415,25 @@ impl Checker {
     }
 
     /// The node and its type.
-    fn typed(&self, id: Id) -> Option<(Id, Ty)> {
+    fn typed(&self, id: Id<Written>) -> Option<(Id<Written>, Ty)> {
         Some((id, self.dag.ty(id)))
     }
 
-    fn expr(&mut self, e: &Expr) -> Option<(Id, Ty)> {
+    fn expr(&mut self, e: &Expr) -> Option<(Id<Written>, Ty)> {
         match &e.kind {
             ExprKind::Number(x) => Some((self.dag.constant(*x), Ty::Num)),
             ExprKind::Bool(b) => Some((self.dag.add(Op::BoolConst(*b), &[]), Ty::Bool)),
             ExprKind::Name(n) => self.name(n, e.span),
-            ExprKind::Unary(UnaryOp::Neg, x) => {
-                let a = self.expect(x, Ty::Num, "the operand of `-`")?;
-                let id = self.dag.add(Op::Neg, &[a]);
-                self.typed(id)
-            }
-            ExprKind::Unary(UnaryOp::Not, x) => {
-                let a = self.expect(x, Ty::Bool, "the operand of `not`")?;
-                let id = self.dag.add(Op::Not, &[a]);
+            ExprKind::Unary(op, x) => {
+                let dag_op = Op::prefix(*op);
+                let what = format!("the operand of `{}`", op.symbol());
+                let a = self.expect(x, dag_op.signature().0[0], &what)?;
+                let id = self.dag.add(dag_op, &[a]);
                 self.typed(id)
             }
             ExprKind::Binary(op, l, r) => {
-                let (dag_op, operand_ty) = match op {
-                    BinaryOp::Add => (Op::Add, Ty::Num),
-                    BinaryOp::Sub => (Op::Sub, Ty::Num),
-                    BinaryOp::Mul => (Op::Mul, Ty::Num),
-                    BinaryOp::Div => (Op::Div, Ty::Num),
-                    BinaryOp::Pow => (Op::Pow, Ty::Num),
-                    BinaryOp::Lt => (Op::Lt, Ty::Num),
-                    BinaryOp::Le => (Op::Le, Ty::Num),
-                    BinaryOp::Gt => (Op::Gt, Ty::Num),
-                    BinaryOp::Ge => (Op::Ge, Ty::Num),
-                    BinaryOp::Eq => (Op::Eq, Ty::Num),
-                    BinaryOp::Ne => (Op::Ne, Ty::Num),
-                    BinaryOp::And => (Op::And, Ty::Bool),
-                    BinaryOp::Or => (Op::Or, Ty::Bool),
-                };
+                let dag_op = Op::infix(*op);
+                let operand_ty = dag_op.signature().0[0];
                 let what = format!("an operand of `{}`", op.symbol());
                 // Check both sides so both sides' errors are reported.
                 let a = self.expect(l, operand_ty, &what);
@@ -787,7 +454,7 @@ impl Checker {
         }
     }
 
-    fn name(&mut self, n: &str, span: Span) -> Option<(Id, Ty)> {
+    fn name(&mut self, n: &str, span: Span) -> Option<(Id<Written>, Ty)> {
         match self.scope.get(n).cloned() {
             Some((Decl::Param(i), _)) => Some((self.dag.add(Op::Param(i), &[]), Ty::Num)),
             Some((Decl::Input(i), _)) => {
@@ -817,7 +484,7 @@ impl Checker {
                     d = d.with_hint(format!(
                         "`{n}` is a standard input: declare it with `input {n}`"
                     ));
-                } else if FUNCTIONS.iter().any(|(f, _)| *f == n) {
+                } else if Function::named(n).is_some() {
                     d = d.with_hint(format!("`{n}` is a function: call it as `{n}(...)`"));
                 }
                 self.errors.push(d);
@@ -826,8 +493,14 @@ impl Checker {
         }
     }
 
-    fn call(&mut self, f: &str, fspan: Span, args: &[Expr], span: Span) -> Option<(Id, Ty)> {
-        let Some(&(_, arity)) = FUNCTIONS.iter().find(|(name, _)| *name == f) else {
+    fn call(
+        &mut self,
+        f: &str,
+        fspan: Span,
+        args: &[Expr],
+        span: Span,
+    ) -> Option<(Id<Written>, Ty)> {
+        let Some(function) = Function::named(f) else {
             let mut d = Diagnostic::new(
                 ErrorKind::UnknownFunction,
                 fspan,
@@ -840,14 +513,13 @@ impl Checker {
                     format!("`{to}`")
                 };
                 d = d.with_hint(format!("did you mean {to}?"));
-            } else if let Some(c) = suggest(f, FUNCTIONS.iter().map(|(n, _)| *n)) {
+            } else if let Some(c) = suggest(f, Function::all().map(Function::name)) {
                 d = d.with_hint(format!("did you mean `{c}`?"));
             } else {
                 d = d.with_hint(format!(
                     "the functions are {}",
-                    FUNCTIONS
-                        .iter()
-                        .map(|(n, _)| *n)
+                    Function::all()
+                        .map(Function::name)
                         .collect::<Vec<_>>()
                         .join(", ")
                 ));
@@ -859,6 +531,7 @@ impl Checker {
             }
             return None;
         };
+        let arity = function.arity();
         if args.len() != arity {
             let plural = if arity == 1 { "" } else { "s" };
             self.errors.push(Diagnostic::new(
@@ -872,59 +545,40 @@ impl Checker {
             ));
             return None;
         }
-        let ids: Vec<Option<Id>> = args
+        let ids: Vec<Option<Id<Written>>> = args
             .iter()
             .enumerate()
-            .map(|(k, a)| match arg_shape(f, k) {
-                ArgShape::Any => self.expect(a, Ty::Num, &format!("an argument of `{f}`")),
-                ArgShape::Tokens => {
+            .map(|(k, a)| match function.operand_shape(k) {
+                OperandShape::Any => self.expect(a, Ty::Num, &format!("an argument of `{f}`")),
+                OperandShape::Tokens => {
                     self.expect_tokens(a, &format!("the mask (argument {}) of `{f}`", k + 1))
                 }
-                ArgShape::Scalar => {
-                    let name = if k == 3 { "γ" } else { "λ" };
+                OperandShape::Scalar => {
+                    let name = match (function, k) {
+                        (Function::Op(Op::Gae), 3) => "γ",
+                        (Function::Op(Op::Gae), 4) => "λ",
+                        _ => "value",
+                    };
                     self.expect_scalar(a, Ty::Num, &format!("`{f}`'s {name} (argument {})", k + 1))
                 }
             })
             .collect();
-        let ids: Vec<Id> = ids.into_iter().collect::<Option<_>>()?;
-        let id = match f {
-            "masked_mean" => {
+        let ids: Vec<Id<Written>> = ids.into_iter().collect::<Option<_>>()?;
+        let id = match function {
+            Function::MaskedMean => {
                 // Σ m·x / Σ m: the denominator is shared by every mean over the same mask.
                 let one = self.dag.constant(1.0);
                 let total = self.dag.add(Op::MaskedSum, &[ids[0], ids[1]]);
                 let count = self.dag.add(Op::MaskedSum, &[one, ids[1]]);
                 self.dag.add(Op::Div, &[total, count])
             }
-            "clamp" => {
+            Function::Clamp => {
                 // x stays the first operand of both, so at x == lo or x == hi the gradient
                 // goes to x (the documented convention: derivative 1 on the closed interval).
                 let lower = self.dag.add(Op::Max, &[ids[0], ids[1]]);
                 self.dag.add(Op::Min, &[lower, ids[2]])
             }
-            _ => {
-                let op = match f {
-                    "exp" => Op::Exp,
-                    "log" => Op::Log,
-                    "log1p" => Op::Log1p,
-                    "expm1" => Op::Expm1,
-                    "sqrt" => Op::Sqrt,
-                    "abs" => Op::Abs,
-                    "sigmoid" => Op::Sigmoid,
-                    "log_sigmoid" => Op::LogSigmoid,
-                    "softplus" => Op::Softplus,
-                    "tanh" => Op::Tanh,
-                    "relu" => Op::Relu,
-                    "min" => Op::Min,
-                    "max" => Op::Max,
-                    "stop_grad" => Op::StopGrad,
-                    "masked_sum" => Op::MaskedSum,
-                    "last_token" => Op::LastToken,
-                    "gae" => Op::Gae,
-                    "whiten" => Op::Whiten,
-                    other => unreachable!("function table lists `{other}` without an op"),
-                };
-                self.dag.add(op, &ids)
-            }
+            Function::Op(op) => self.dag.add(op, &ids),
         };
         self.typed(id)
     }
@@ -986,28 +640,4 @@ fn type_error(e: &Expr, want: Ty, what: &str) -> Diagnostic {
         )
         .with_hint("compare it, e.g. `x > 0`"),
     }
-}
-
-/// Whether `root` depends on a differentiable input through edges that carry gradient
-/// (not through `stop_grad` or into a condition).
-pub fn depends_on_differentiable(dag: &Dag, inputs: &[Input], root: Id) -> bool {
-    active_nodes(dag, inputs)[root.index()]
-}
-
-/// For every node: whether its value depends differentiably on a differentiable input.
-pub fn active_nodes(dag: &Dag, inputs: &[Input]) -> Vec<bool> {
-    let mut active = vec![false; dag.len()];
-    for i in 0..dag.len() {
-        let node = dag.node(Id(i as u32));
-        active[i] = match node.op {
-            Op::Input(k) | Op::TokenInput(k) => {
-                inputs.get(k as usize).is_some_and(|inp| inp.differentiable)
-            }
-            op if op.blocks_gradient() => false,
-            _ if dag.ty(Id(i as u32)).elem() == Ty::Bool => false,
-            Op::Select => active[node.args[1].index()] || active[node.args[2].index()],
-            _ => node.args.iter().any(|a| active[a.index()]),
-        };
-    }
-    active
 }

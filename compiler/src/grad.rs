@@ -10,35 +10,132 @@
 //! (`sum`), the adjoint of broadcasting. A reduction's adjoint broadcasts back
 //! (`masked_sum(x, m)` sends `g·m` to x).
 
-use crate::check::{Objective, active_nodes};
-use crate::dag::{Dag, Id};
+use crate::active::active_nodes;
+use crate::dag::{Dag, Derived, Id, Stage};
+use crate::objective::Objective;
 use crate::ops::Op;
+use crate::program::OutputKind;
 
 /// The gradient of the loss with respect to input `input` (an index into
-/// `Objective::inputs`), as a node of the objective's DAG.
+/// `Objective::inputs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Partial {
     /// Which input.
     pub input: u32,
     /// ∂loss/∂input.
-    pub id: Id,
+    pub id: Id<Derived>,
 }
 
-/// Adds ∂loss/∂x for every differentiable input x to the objective's DAG (shared
-/// subexpressions stay shared) and returns them in input order.
-pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
+/// `differentiate`'s output (and, simplified, `simplify`'s): one DAG holding the loss, the
+/// gradient with respect to every differentiable input, the metrics and the `let`s, each root
+/// under its name. Its ids are [`Derived`]: they cannot index the objective's DAG.
+#[derive(Debug, Clone)]
+pub struct Gradient {
+    /// Every value.
+    pub dag: Dag<Derived>,
+    /// The per-example loss.
+    pub loss: Id<Derived>,
+    /// ∂loss/∂input for each differentiable input, in input order.
+    pub grads: Vec<Partial>,
+    /// The metrics, in declaration order.
+    pub metrics: Vec<(String, Id<Derived>)>,
+    /// The `let`s, by name (so printed forms can use the names).
+    pub lets: Vec<(String, Id<Derived>)>,
+}
+
+impl Gradient {
+    /// Every root: loss, gradients, metrics and lets.
+    pub fn roots(&self) -> Vec<Id<Derived>> {
+        std::iter::once(self.loss)
+            .chain(self.grads.iter().map(|p| p.id))
+            .chain(self.metrics.iter().map(|m| m.1))
+            .chain(self.lets.iter().map(|l| l.1))
+            .collect()
+    }
+
+    /// The same roots in `dag`, a rebuild of this DAG: `map[old]` is each old node's new id
+    /// (`None` for nodes the rebuild dropped, which no root is).
+    pub fn rebuilt(&self, dag: Dag<Derived>, map: &[Option<Id<Derived>>]) -> Gradient {
+        let at = |id: Id<Derived>| map[id.index()].expect("a rebuild keeps every root");
+        Gradient {
+            dag,
+            loss: at(self.loss),
+            grads: self
+                .grads
+                .iter()
+                .map(|p| Partial {
+                    input: p.input,
+                    id: at(p.id),
+                })
+                .collect(),
+            metrics: self
+                .metrics
+                .iter()
+                .map(|(n, id)| (n.clone(), at(*id)))
+                .collect(),
+            lets: self
+                .lets
+                .iter()
+                .map(|(n, id)| (n.clone(), at(*id)))
+                .collect(),
+        }
+    }
+
+    /// Only the roots a program reads: the loss, the gradients and (with `metrics`) the
+    /// metrics; the `let` names are dropped.
+    pub fn outputs_only(&self, metrics: bool) -> Gradient {
+        Gradient {
+            dag: self.dag.clone(),
+            loss: self.loss,
+            grads: self.grads.clone(),
+            metrics: if metrics {
+                self.metrics.clone()
+            } else {
+                vec![]
+            },
+            lets: vec![],
+        }
+    }
+
+    /// The program outputs: the loss, then (with `grads`) `d/INPUT` for each gradient, then
+    /// the metrics. `input_names` names the objective's inputs.
+    pub fn outputs(
+        &self,
+        input_names: &[String],
+        grads: bool,
+    ) -> Vec<(OutputKind, String, Id<Derived>)> {
+        let mut out = vec![(OutputKind::Loss, "loss".to_string(), self.loss)];
+        if grads {
+            out.extend(self.grads.iter().map(|p| {
+                let name = format!("d/{}", input_names[p.input as usize]);
+                (OutputKind::Grad(p.input), name, p.id)
+            }));
+        }
+        out.extend(
+            self.metrics
+                .iter()
+                .enumerate()
+                .map(|(k, (name, id))| (OutputKind::Metric(k as u32), name.clone(), *id)),
+        );
+        out
+    }
+}
+
+/// ∂loss/∂x for every differentiable input x, added to (a copy of) the objective's DAG so
+/// that shared subexpressions stay shared, with the loss, metrics and lets beside them.
+pub fn differentiate(obj: &Objective) -> Gradient {
     let active = active_nodes(&obj.dag, &obj.inputs);
-    let dag = &mut obj.dag;
-    let loss = obj.loss;
-    let mut adjoint: Vec<Option<Id>> = vec![None; dag.len()];
+    let mut dag: Dag<Derived> = obj.dag.clone().into_stage();
+    let loss: Id<Derived> = obj.loss.into_stage();
+    let mut adjoint: Vec<Option<Id<Derived>>> = vec![None; dag.len()];
     adjoint[loss.index()] = Some(dag.constant(1.0));
     for i in (0..=loss.index()).rev() {
         let (Some(g), true) = (adjoint[i], active[i]) else {
             continue;
         };
-        let id = Id(i as u32);
+        let id = Id::new(i);
         let node = dag.node(id).clone();
-        for (k, contribution) in local_grads(dag, id, node.op, &node.args, g) {
+        for (k, contribution) in local_grads(&mut dag, id, node.op, &node.args, g) {
             let arg = node.args[k];
             if !active[arg.index()] {
                 continue;
@@ -54,7 +151,8 @@ pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
             });
         }
     }
-    obj.inputs
+    let grads = obj
+        .inputs
         .iter()
         .enumerate()
         .filter(|(_, inp)| inp.differentiable)
@@ -79,15 +177,34 @@ pub fn differentiate(obj: &mut Objective) -> Vec<Partial> {
                 id,
             }
         })
-        .collect()
+        .collect();
+    let named = |bindings: &[crate::objective::Binding]| {
+        bindings
+            .iter()
+            .map(|b| (b.name.clone(), b.id.into_stage()))
+            .collect()
+    };
+    Gradient {
+        dag,
+        loss,
+        grads,
+        metrics: named(&obj.metrics),
+        lets: named(&obj.lets),
+    }
 }
 
 /// The local rule of each op: given the adjoint `g` of node `y = op(args)`, the contribution
 /// to each operand's adjoint, as `(operand index, node)`. Operands without a contribution
 /// (conditions, `stop_grad`, constants) are simply not listed.
-pub fn local_grads(dag: &mut Dag, y: Id, op: Op, args: &[Id], g: Id) -> Vec<(usize, Id)> {
+pub fn local_grads<S: Stage>(
+    dag: &mut Dag<S>,
+    y: Id<S>,
+    op: Op,
+    args: &[Id<S>],
+    g: Id<S>,
+) -> Vec<(usize, Id<S>)> {
     use Op::*;
-    let mut c = |op: Op, a: &[Id]| dag.add(op, a);
+    let mut c = |op: Op, a: &[Id<S>]| dag.add(op, a);
     match op {
         Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) => vec![],
         Neg => vec![(0, c(Neg, &[g]))],

@@ -1,6 +1,9 @@
 //! The Cranelift lowering: one native kernel per program that loops over a batch in
-//! struct-of-arrays form and writes every output column. Transcendental functions call the
-//! same Rust functions the interpreter uses, so the two agree to the bit.
+//! struct-of-arrays form and writes every output column. Transcendental functions (and the
+//! sigmoid family, when a program still holds it) call the same Rust functions the
+//! interpreter uses, so the two agree to the bit. Sharing one `exp(-|x|)` between the sigmoid
+//! family of x and -x is not done here but in the DAG, by `specialize` (what `--emit clif`
+//! and `--backend jit` compile).
 //!
 //! Kernel ABI: `extern "C" fn(n: i64, params: *const f64, inputs: *const *const f64,
 //! outputs: *const *mut f64)`; `inputs[k]` and `outputs[k]` point at `n` f64 each.
@@ -72,14 +75,25 @@ extern "C" fn poc_tanh(x: f64) -> f64 {
 extern "C" fn poc_pow(x: f64, y: f64) -> f64 {
     x.powf(y)
 }
+extern "C" fn poc_sigmoid(x: f64) -> f64 {
+    Op::Sigmoid.eval(&[x])
+}
+extern "C" fn poc_log_sigmoid(x: f64) -> f64 {
+    Op::LogSigmoid.eval(&[x])
+}
+extern "C" fn poc_softplus(x: f64) -> f64 {
+    Op::Softplus.eval(&[x])
+}
 
-// sigmoid, softplus and log_sigmoid are inlined around `poc_exp` and `poc_log1p` (`build_body`).
-const UNARY_HELPERS: [(&str, extern "C" fn(f64) -> f64); 5] = [
+const UNARY_HELPERS: [(&str, extern "C" fn(f64) -> f64); 8] = [
     ("poc_exp", poc_exp),
     ("poc_log", poc_log),
     ("poc_log1p", poc_log1p),
     ("poc_expm1", poc_expm1),
     ("poc_tanh", poc_tanh),
+    ("poc_sigmoid", poc_sigmoid),
+    ("poc_log_sigmoid", poc_log_sigmoid),
+    ("poc_softplus", poc_softplus),
 ];
 
 fn helper_name(op: Op) -> Option<&'static str> {
@@ -90,6 +104,9 @@ fn helper_name(op: Op) -> Option<&'static str> {
         Op::Expm1 => "poc_expm1",
         Op::Tanh => "poc_tanh",
         Op::Pow => "poc_pow",
+        Op::Sigmoid => "poc_sigmoid",
+        Op::LogSigmoid => "poc_log_sigmoid",
+        Op::Softplus => "poc_softplus",
         _ => return None,
     })
 }
@@ -243,13 +260,7 @@ fn build_body(
         .collect();
     let mut helpers = std::collections::HashMap::new();
     for ins in &program.instrs {
-        // sigmoid, softplus and log_sigmoid are inlined around exp and log1p.
-        let names: Vec<&str> = match ins.op {
-            Op::Sigmoid => vec!["poc_exp"],
-            Op::Softplus | Op::LogSigmoid => vec!["poc_exp", "poc_log1p"],
-            op => helper_name(op).into_iter().collect(),
-        };
-        for name in names {
+        if let Some(name) = helper_name(ins.op) {
             if helpers.contains_key(name) {
                 continue;
             }
@@ -287,18 +298,6 @@ fn build_body(
         b.ins().ireduce(ptr, offset)
     };
     let mut regs: Vec<Value> = Vec::with_capacity(program.instrs.len());
-    // sigmoid, softplus and log_sigmoid of x and of -x all start from e = exp(-|x|), and the
-    // last two from ln(1 + e): each is computed once per row and shared, keyed by x's register
-    // with negations stripped (|-x| = |x| bit for bit). The formulas are `ops::sigmoid` and
-    // `ops::softplus` inline, so the results equal the interpreter's to the bit.
-    let mut exp_neg_abs: std::collections::HashMap<u32, Value> = std::collections::HashMap::new();
-    let mut log1p_exp: std::collections::HashMap<u32, Value> = std::collections::HashMap::new();
-    let unnegated = |mut r: u32| {
-        while program.instrs[r as usize].op == Op::Neg {
-            r = program.instrs[r as usize].args[0];
-        }
-        r
-    };
     for ins in &program.instrs {
         let a: Vec<Value> = ins.args.iter().map(|r| regs[*r as usize]).collect();
         let v = match ins.op {
@@ -336,54 +335,15 @@ fn build_body(
                 let inner = b.ins().select(neg, m1, xz);
                 b.ins().select(pos, one, inner)
             }
-            Op::Sigmoid => {
-                // x >= 0 ? 1 / (1 + e) : e / (1 + e)
-                let e = *exp_neg_abs
-                    .entry(unnegated(ins.args[0]))
-                    .or_insert_with(|| {
-                        let ax = b.ins().fabs(a[0]);
-                        let nax = b.ins().fneg(ax);
-                        let call = b.ins().call(helpers["poc_exp"], &[nax]);
-                        b.inst_results(call)[0]
-                    });
-                let one = b.ins().f64const(1.0);
-                let z = b.ins().f64const(0.0);
-                let denom = b.ins().fadd(one, e);
-                let pos = b.ins().fdiv(one, denom);
-                let neg = b.ins().fdiv(e, denom);
-                let ge = b.ins().fcmp(FloatCC::GreaterThanOrEqual, a[0], z);
-                b.ins().select(ge, pos, neg)
-            }
-            Op::Softplus | Op::LogSigmoid => {
-                // softplus(x) = relu(x) + ln(1 + e); log_sigmoid(x) = -softplus(-x).
-                let key = unnegated(ins.args[0]);
-                let e = *exp_neg_abs.entry(key).or_insert_with(|| {
-                    let ax = b.ins().fabs(a[0]);
-                    let nax = b.ins().fneg(ax);
-                    let call = b.ins().call(helpers["poc_exp"], &[nax]);
-                    b.inst_results(call)[0]
-                });
-                let l = *log1p_exp.entry(key).or_insert_with(|| {
-                    let call = b.ins().call(helpers["poc_log1p"], &[e]);
-                    b.inst_results(call)[0]
-                });
-                let x = if ins.op == Op::LogSigmoid {
-                    b.ins().fneg(a[0])
-                } else {
-                    a[0]
-                };
-                let z = b.ins().f64const(0.0);
-                let pos = b.ins().fcmp(FloatCC::GreaterThan, x, z);
-                let xz = b.ins().fmul(x, z);
-                let relu = b.ins().select(pos, x, xz);
-                let sp = b.ins().fadd(relu, l);
-                if ins.op == Op::LogSigmoid {
-                    b.ins().fneg(sp)
-                } else {
-                    sp
-                }
-            }
-            Op::Exp | Op::Log | Op::Log1p | Op::Expm1 | Op::Tanh | Op::Pow => {
+            Op::Exp
+            | Op::Log
+            | Op::Log1p
+            | Op::Expm1
+            | Op::Tanh
+            | Op::Pow
+            | Op::Sigmoid
+            | Op::LogSigmoid
+            | Op::Softplus => {
                 let name = helper_name(ins.op).ok_or("helper op without helper")?;
                 let call = b.ins().call(helpers[name], &a);
                 b.inst_results(call)[0]

@@ -1,9 +1,14 @@
-//! The one closed set of operations. Every stage has one exhaustive `match` over [`Op`]:
-//! typing and printing here, evaluation in [`Op::eval`] (elementwise ops) and the sequence
-//! functions below ([`gae`], [`last_token`], [`masked_sum`], [`whiten_stats`]), derivatives in
-//! `grad.rs`, simplification in `simplify.rs`, Cranelift lowering in `jit.rs`, burn lowering in
-//! the runtime. Adding an op is a compile error in each of those places.
+//! The one closed set of operations and the one table of their facts. Every fact about an op
+//! is one exhaustive `match` over [`Op`]: its arity, types, shapes, spelling ([`Op::name`],
+//! [`Op::syntax`]) and evaluation here ([`Op::eval`] for elementwise ops, the sequence
+//! functions below — [`gae`], [`last_token`], [`masked_sum`], [`whiten_stats`] — for the
+//! others), derivatives in `grad.rs`, simplification in `simplify.rs`, LaTeX in `print.rs`,
+//! Cranelift lowering in `jit.rs`, burn lowering in the runtime. The checker's functions, their
+//! arities and argument shapes are read from here ([`Op::from_name`], [`Op::arity`],
+//! [`Op::operand_shape`]), so adding an op is a compile error in each of those places and
+//! nowhere a second list of names has to learn it.
 
+use poc_grammar::{BinaryOp, UnaryOp};
 use serde::Serialize;
 
 /// Value types: a per-example scalar (`num`, `bool`) or a per-example token sequence
@@ -67,6 +72,36 @@ pub enum Shape {
     Sequence,
     /// A token sequence normalized with statistics of the whole batch (`whiten`).
     Batch,
+}
+
+/// What one operand of an op must be, beyond its element type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperandShape {
+    /// Per example or per token (scalars broadcast).
+    Any,
+    /// A per-token value (`sum`'s operand, every mask, `broadcast`'s shape operand).
+    Tokens,
+    /// A per-example value (`gae`'s γ and λ, `broadcast`'s value).
+    Scalar,
+}
+
+/// How an op is written in a `.po` source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    /// A literal (`0.5`, `true`).
+    Literal,
+    /// A declared name (a parameter or an input).
+    Name,
+    /// A prefix operator.
+    Prefix(UnaryOp),
+    /// An infix operator.
+    Infix(BinaryOp),
+    /// `if c then a else b`.
+    Conditional,
+    /// A function call `name(args)`: the language's built-in functions.
+    Call,
+    /// Never written: made by the compiler (differentiation).
+    Internal,
 }
 
 /// An operation of the expression DAG. Leaves carry their payload; the others take their
@@ -179,6 +214,132 @@ impl Op {
         }
     }
 
+    /// Every op that is not a leaf, in declaration order: the table [`Op::from_name`] reads.
+    /// (Leaves carry a payload and are made by the checker, never named.)
+    pub const OPERATORS: [Op; 37] = {
+        use Op::*;
+        [
+            Neg, Add, Sub, Mul, Div, Pow, Exp, Log, Log1p, Expm1, Sqrt, Abs, Sign, Sigmoid,
+            LogSigmoid, Softplus, Tanh, Relu, Min, Max, StopGrad, Lt, Le, Gt, Ge, Eq, Ne, And, Or,
+            Not, Select, Broadcast, Sum, MaskedSum, LastToken, Gae, Whiten,
+        ]
+    };
+
+    /// The position of a non-leaf op in [`Op::OPERATORS`] (`None` for leaves). Exhaustive, so
+    /// a new op must be given its place; the compile-time check below the `impl` then holds
+    /// the table and the positions to each other.
+    const fn position(self) -> Option<usize> {
+        use Op::*;
+        Some(match self {
+            Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) => return None,
+            Neg => 0,
+            Add => 1,
+            Sub => 2,
+            Mul => 3,
+            Div => 4,
+            Pow => 5,
+            Exp => 6,
+            Log => 7,
+            Log1p => 8,
+            Expm1 => 9,
+            Sqrt => 10,
+            Abs => 11,
+            Sign => 12,
+            Sigmoid => 13,
+            LogSigmoid => 14,
+            Softplus => 15,
+            Tanh => 16,
+            Relu => 17,
+            Min => 18,
+            Max => 19,
+            StopGrad => 20,
+            Lt => 21,
+            Le => 22,
+            Gt => 23,
+            Ge => 24,
+            Eq => 25,
+            Ne => 26,
+            And => 27,
+            Or => 28,
+            Not => 29,
+            Select => 30,
+            Broadcast => 31,
+            Sum => 32,
+            MaskedSum => 33,
+            LastToken => 34,
+            Gae => 35,
+            Whiten => 36,
+        })
+    }
+
+    /// The non-leaf op printed as `name` ([`Op::name`]); the checker's function table is the
+    /// ones among them whose [`Op::syntax`] is [`Syntax::Call`].
+    pub fn from_name(name: &str) -> Option<Op> {
+        Op::OPERATORS.into_iter().find(|op| op.name() == name)
+    }
+
+    /// The built-in functions of the language (ops written `name(args)`), in table order.
+    pub fn functions() -> impl Iterator<Item = Op> {
+        Op::OPERATORS
+            .into_iter()
+            .filter(|op| op.syntax() == Syntax::Call)
+    }
+
+    /// How a source writes this op.
+    pub fn syntax(self) -> Syntax {
+        use Op::*;
+        match self {
+            Const(_) | BoolConst(_) => Syntax::Literal,
+            Input(_) | TokenInput(_) | Param(_) => Syntax::Name,
+            Neg => Syntax::Prefix(UnaryOp::Neg),
+            Not => Syntax::Prefix(UnaryOp::Not),
+            Add => Syntax::Infix(BinaryOp::Add),
+            Sub => Syntax::Infix(BinaryOp::Sub),
+            Mul => Syntax::Infix(BinaryOp::Mul),
+            Div => Syntax::Infix(BinaryOp::Div),
+            Pow => Syntax::Infix(BinaryOp::Pow),
+            Lt => Syntax::Infix(BinaryOp::Lt),
+            Le => Syntax::Infix(BinaryOp::Le),
+            Gt => Syntax::Infix(BinaryOp::Gt),
+            Ge => Syntax::Infix(BinaryOp::Ge),
+            Eq => Syntax::Infix(BinaryOp::Eq),
+            Ne => Syntax::Infix(BinaryOp::Ne),
+            And => Syntax::Infix(BinaryOp::And),
+            Or => Syntax::Infix(BinaryOp::Or),
+            Select => Syntax::Conditional,
+            Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sigmoid | LogSigmoid | Softplus | Tanh
+            | Relu | Min | Max | StopGrad | MaskedSum | LastToken | Gae | Whiten => Syntax::Call,
+            Sign | Broadcast | Sum => Syntax::Internal,
+        }
+    }
+
+    /// The op of an infix operator (the inverse of [`Op::syntax`] on [`Syntax::Infix`]).
+    pub fn infix(op: BinaryOp) -> Op {
+        match op {
+            BinaryOp::Add => Op::Add,
+            BinaryOp::Sub => Op::Sub,
+            BinaryOp::Mul => Op::Mul,
+            BinaryOp::Div => Op::Div,
+            BinaryOp::Pow => Op::Pow,
+            BinaryOp::Lt => Op::Lt,
+            BinaryOp::Le => Op::Le,
+            BinaryOp::Gt => Op::Gt,
+            BinaryOp::Ge => Op::Ge,
+            BinaryOp::Eq => Op::Eq,
+            BinaryOp::Ne => Op::Ne,
+            BinaryOp::And => Op::And,
+            BinaryOp::Or => Op::Or,
+        }
+    }
+
+    /// The op of a prefix operator (the inverse of [`Op::syntax`] on [`Syntax::Prefix`]).
+    pub fn prefix(op: UnaryOp) -> Op {
+        match op {
+            UnaryOp::Neg => Op::Neg,
+            UnaryOp::Not => Op::Not,
+        }
+    }
+
     /// Number of operands.
     pub fn arity(self) -> usize {
         use Op::*;
@@ -241,27 +402,39 @@ impl Op {
         elem.with_tokens(tokens)
     }
 
-    /// Whether operands of these types have the shapes the op needs: sequence arguments
-    /// (`sum`'s operand, every mask, `broadcast`'s shape operand) must be per token, and
-    /// `gae`'s γ and λ per example. Returns which operand is wrong.
-    pub fn operand_shapes_ok(self, args: &[Ty]) -> Result<(), usize> {
-        let token = |k: usize| args.get(k).is_some_and(|t| t.is_token());
-        let must_be_token: &[usize] = match self {
-            Op::Sum | Op::LastToken => &[0],
-            Op::Broadcast | Op::MaskedSum | Op::Whiten => &[1],
-            Op::Gae => &[2],
-            _ => &[],
-        };
-        if let Some(&k) = must_be_token.iter().find(|&&k| !token(k)) {
-            return Err(k);
+    /// What operand `k` must be: masks and sequences per token, `gae`'s γ and λ and
+    /// `broadcast`'s value per example, anything else either.
+    pub fn operand_shape(self, k: usize) -> OperandShape {
+        use Op::*;
+        use OperandShape::*;
+        match (self, k) {
+            (Sum | LastToken, 0) | (Broadcast | MaskedSum | Whiten, 1) | (Gae, 2) => Tokens,
+            (Broadcast, 0) | (Gae, 3 | 4) => Scalar,
+            (
+                Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) | Neg | Add | Sub
+                | Mul | Div | Pow | Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid
+                | LogSigmoid | Softplus | Tanh | Relu | Min | Max | StopGrad | Lt | Le | Gt | Ge
+                | Eq | Ne | And | Or | Not | Select | Broadcast | Sum | MaskedSum | LastToken | Gae
+                | Whiten,
+                _,
+            ) => Any,
         }
-        match self {
-            Op::Broadcast if token(0) => Err(0),
-            Op::Gae => match [3, 4].into_iter().find(|&k| token(k)) {
-                Some(k) => Err(k),
-                None => Ok(()),
-            },
-            _ => Ok(()),
+    }
+
+    /// Whether operands of these types have the shapes the op needs ([`Op::operand_shape`]).
+    /// Returns which operand is wrong.
+    pub fn operand_shapes_ok(self, args: &[Ty]) -> Result<(), usize> {
+        let wrong = args
+            .iter()
+            .enumerate()
+            .position(|(k, t)| match self.operand_shape(k) {
+                OperandShape::Any => false,
+                OperandShape::Tokens => !t.is_token(),
+                OperandShape::Scalar => t.is_token(),
+            });
+        match wrong {
+            Some(k) => Err(k),
+            None => Ok(()),
         }
     }
 
@@ -384,6 +557,15 @@ impl Op {
         }
     }
 }
+
+// Every op has its place in `Op::OPERATORS`, and the table holds each at its position.
+const _: () = {
+    let mut i = 0;
+    while i < Op::OPERATORS.len() {
+        assert!(matches!(Op::OPERATORS[i].position(), Some(p) if p == i));
+        i += 1;
+    }
+};
 
 /// `sign(x)`: -1, 0 or 1 (NaN stays NaN).
 pub fn sign(x: f64) -> f64 {

@@ -3,9 +3,10 @@
 //! minimal parentheses; nodes bound by a `let` print as that name.
 
 use crate::Compiled;
-use crate::check::Objective;
-use crate::dag::{Dag, Id};
-use crate::ops::Op;
+use crate::dag::{Dag, Derived, Id, Stage, Written};
+use crate::grad::Partial;
+use crate::objective::Objective;
+use crate::ops::{Op, Syntax};
 use std::collections::HashMap;
 
 /// How expressions are spelled.
@@ -18,9 +19,9 @@ pub enum Style {
 }
 
 /// Prints nodes of one DAG, naming leaves and bound nodes.
-pub struct Printer<'a> {
-    dag: &'a Dag,
-    names: HashMap<Id, String>,
+pub struct Printer<'a, S: Stage> {
+    dag: &'a Dag<S>,
+    names: HashMap<Id<S>, String>,
     inputs: Vec<String>,
     params: Vec<String>,
     style: Style,
@@ -37,9 +38,9 @@ const NEG: u8 = 7;
 const POW: u8 = 8;
 const ATOM: u8 = 9;
 
-impl<'a> Printer<'a> {
+impl<'a, S: Stage> Printer<'a, S> {
     /// A printer for `dag`, with `names` for bound nodes.
-    pub fn new(dag: &'a Dag, obj: &Objective, names: &[(String, Id)], style: Style) -> Self {
+    pub fn new(dag: &'a Dag<S>, obj: &Objective, names: &[(String, Id<S>)], style: Style) -> Self {
         let mut map = HashMap::new();
         for (n, id) in names {
             // The first binding of a node names it (`let a = b` makes `a` an alias).
@@ -55,17 +56,17 @@ impl<'a> Printer<'a> {
     }
 
     /// Adds or replaces a name.
-    pub fn name(&mut self, id: Id, name: String) {
+    pub fn name(&mut self, id: Id<S>, name: String) {
         self.names.insert(id, name);
     }
 
     /// `id` written out one level (its own name is not used, its operands' are).
-    pub fn definition(&self, id: Id) -> String {
+    pub fn definition(&self, id: Id<S>) -> String {
         self.expr(id, false).0
     }
 
     /// `id` as an operand: its name if it has one.
-    pub fn reference(&self, id: Id) -> String {
+    pub fn reference(&self, id: Id<S>) -> String {
         self.expr(id, true).0
     }
 
@@ -87,7 +88,7 @@ impl<'a> Printer<'a> {
         }
     }
 
-    fn expr(&self, id: Id, use_name: bool) -> (String, u8) {
+    fn expr(&self, id: Id<S>, use_name: bool) -> (String, u8) {
         if use_name && let Some(n) = self.names.get(&id) {
             return (self.ident(n), ATOM);
         }
@@ -104,23 +105,19 @@ impl<'a> Printer<'a> {
             }
         };
         let full = |k: usize| self.expr(node.args[k], true).0;
-        let call = |f: &str| -> String {
+        let call = |op: Op| -> String {
             let args: Vec<String> = (0..node.args.len()).map(full).collect();
             if latex {
-                let f = match f {
-                    "exp" => "\\exp".to_string(),
-                    "log" => "\\log".to_string(),
-                    "tanh" => "\\tanh".to_string(),
-                    "min" => "\\min".to_string(),
-                    "max" => "\\max".to_string(),
-                    "sigmoid" => "\\sigma".to_string(),
-                    "log_sigmoid" => "\\log\\sigma".to_string(),
-                    _ => format!("\\operatorname{{{}}}", f.replace('_', "\\_")),
-                };
-                format!("{f}\\left({}\\right)", args.join(", "))
+                format!("{}\\left({}\\right)", latex_function(op), args.join(", "))
             } else {
-                format!("{f}({})", args.join(", "))
+                format!("{}({})", op.name(), args.join(", "))
             }
+        };
+        // Operators are spelled as the grammar spells them.
+        let symbol = || match node.op.syntax() {
+            Syntax::Infix(b) => b.symbol(),
+            Syntax::Prefix(u) => u.symbol(),
+            _ => unreachable!("only operators have a symbol"),
         };
         use Op::*;
         match node.op {
@@ -137,15 +134,26 @@ impl<'a> Printer<'a> {
             BoolConst(b) => (b.to_string(), ATOM),
             Input(k) | TokenInput(k) => (self.ident(&self.inputs[k as usize]), ATOM),
             Param(k) => (self.ident(&self.params[k as usize]), ATOM),
-            Neg => (format!("-{}", arg(0, NEG)), NEG),
-            Add => (format!("{} + {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
-            Sub => (format!("{} - {}", arg(0, ADD), arg(1, ADD + 1)), ADD),
+            Neg => (format!("{}{}", symbol(), arg(0, NEG)), NEG),
+            Add | Sub => (
+                format!("{} {} {}", arg(0, ADD), symbol(), arg(1, ADD + 1)),
+                ADD,
+            ),
             Mul if latex => (format!("{} \\cdot {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
-            Mul => (format!("{} * {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Mul => (
+                format!("{} {} {}", arg(0, MUL), symbol(), arg(1, MUL + 1)),
+                MUL,
+            ),
             Div if latex => (format!("\\frac{{{}}}{{{}}}", full(0), full(1)), ATOM),
-            Div => (format!("{} / {}", arg(0, MUL), arg(1, MUL + 1)), MUL),
+            Div => (
+                format!("{} {} {}", arg(0, MUL), symbol(), arg(1, MUL + 1)),
+                MUL,
+            ),
             Pow if latex => (format!("{{{}}}^{{{}}}", arg(0, ATOM), full(1)), POW),
-            Pow => (format!("{} ^ {}", arg(0, ATOM), arg(1, NEG)), POW),
+            Pow => (
+                format!("{} {} {}", arg(0, ATOM), symbol(), arg(1, NEG)),
+                POW,
+            ),
             Sqrt if latex => (format!("\\sqrt{{{}}}", full(0)), ATOM),
             Abs if latex => (format!("\\left|{}\\right|", full(0)), ATOM),
             Select if latex => (
@@ -163,36 +171,58 @@ impl<'a> Printer<'a> {
             ),
             Lt | Le | Gt | Ge | Eq | Ne => {
                 let sym = match (node.op, latex) {
-                    (Lt, _) => "<",
-                    (Le, false) => "<=",
                     (Le, true) => "\\le",
-                    (Gt, _) => ">",
-                    (Ge, false) => ">=",
                     (Ge, true) => "\\ge",
-                    (Eq, _) => "==",
-                    (Ne, false) => "!=",
                     (Ne, true) => "\\ne",
-                    _ => unreachable!(),
+                    _ => symbol(),
                 };
                 (
                     format!("{} {sym} {}", arg(0, CMP + 1), arg(1, CMP + 1)),
                     CMP,
                 )
             }
-            And => (format!("{} and {}", arg(0, AND), arg(1, AND + 1)), AND),
-            Or => (format!("{} or {}", arg(0, OR), arg(1, OR + 1)), OR),
-            Not => (format!("not {}", arg(0, NOT)), NOT),
-            op => (call(op.name()), ATOM),
+            And => (
+                format!("{} {} {}", arg(0, AND), symbol(), arg(1, AND + 1)),
+                AND,
+            ),
+            Or => (
+                format!("{} {} {}", arg(0, OR), symbol(), arg(1, OR + 1)),
+                OR,
+            ),
+            Not => (format!("{} {}", symbol(), arg(0, NOT)), NOT),
+            Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid | Softplus
+            | Tanh | Relu | Min | Max | StopGrad | Broadcast | Sum | MaskedSum | LastToken
+            | Gae | Whiten => (call(node.op), ATOM),
         }
     }
 }
 
+/// An op written as a function, in LaTeX: the standard functions as TeX writes them,
+/// `\operatorname{name}` for the rest.
+fn latex_function(op: Op) -> String {
+    use Op::*;
+    let tex = match op {
+        Exp => "\\exp",
+        Log => "\\log",
+        Tanh => "\\tanh",
+        Min => "\\min",
+        Max => "\\max",
+        Sigmoid => "\\sigma",
+        LogSigmoid => "\\log\\sigma",
+        Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) | Neg | Add | Sub | Mul
+        | Div | Pow | Log1p | Expm1 | Sqrt | Abs | Sign | Softplus | Relu | StopGrad | Lt | Le
+        | Gt | Ge | Eq | Ne | And | Or | Not | Select | Broadcast | Sum | MaskedSum | LastToken
+        | Gae | Whiten => return format!("\\operatorname{{{}}}", op.name().replace('_', "\\_")),
+    };
+    tex.to_string()
+}
+
 /// Names shared non-leaf subexpressions (used twice or more under `roots`, not already
 /// named) `t1`, `t2`, … in topological order, so printed gradients stay small.
-pub fn name_shared(p: &mut Printer, dag: &Dag, roots: &[Id]) -> Vec<Id> {
+pub fn name_shared<S: Stage>(p: &mut Printer<S>, dag: &Dag<S>, roots: &[Id<S>]) -> Vec<Id<S>> {
     let mut uses = vec![0usize; dag.len()];
     let mut seen = vec![false; dag.len()];
-    let mut stack: Vec<Id> = roots.to_vec();
+    let mut stack: Vec<Id<S>> = roots.to_vec();
     while let Some(id) = stack.pop() {
         if std::mem::replace(&mut seen[id.index()], true) {
             continue;
@@ -206,8 +236,7 @@ pub fn name_shared(p: &mut Printer, dag: &Dag, roots: &[Id]) -> Vec<Id> {
         }
     }
     let mut temps = Vec::new();
-    for (i, &n_uses) in uses.iter().enumerate() {
-        let id = Id(i as u32);
+    for (id, &n_uses) in dag.ids().zip(&uses) {
         let node = dag.node(id);
         let trivial =
             node.args.is_empty() || (node.op == Op::Neg && dag.node(node.args[0]).args.is_empty());
@@ -220,9 +249,14 @@ pub fn name_shared(p: &mut Printer, dag: &Dag, roots: &[Id]) -> Vec<Id> {
 }
 
 /// Bound names (lets) reachable from `roots`, in topological order, each once.
-fn used_lets(p: &Printer, dag: &Dag, roots: &[Id], lets: &[(String, Id)]) -> Vec<(String, Id)> {
+fn used_lets<S: Stage>(
+    p: &Printer<S>,
+    dag: &Dag<S>,
+    roots: &[Id<S>],
+    lets: &[(String, Id<S>)],
+) -> Vec<(String, Id<S>)> {
     let live = dag.reachable(roots);
-    let mut out: Vec<(String, Id)> = lets
+    let mut out: Vec<(String, Id<S>)> = lets
         .iter()
         .filter(|(n, id)| live[id.index()] && p.names.get(id) == Some(n))
         .cloned()
@@ -237,7 +271,8 @@ fn range_text(p: &crate::Param) -> String {
 
 /// `--emit typed`: the resolved declarations with types and sources.
 pub fn typed(obj: &Objective) -> String {
-    let names: Vec<(String, Id)> = obj.lets.iter().map(|l| (l.name.clone(), l.id)).collect();
+    let names: Vec<(String, Id<Written>)> =
+        obj.lets.iter().map(|l| (l.name.clone(), l.id)).collect();
     let p = Printer::new(&obj.dag, obj, &names, Style::Source);
     let mut s = format!("objective {}\n", obj.name);
     for (i, prm) in obj.params.iter().enumerate() {
@@ -284,9 +319,10 @@ pub fn typed(obj: &Objective) -> String {
 /// `--emit grad`: simplified loss and gradients with shared terms named, and the rewrite trace.
 pub fn grad(c: &Compiled) -> String {
     let obj = &c.objective;
-    let mut p = Printer::new(&c.dag, obj, &c.let_names, Style::Source);
-    let mut roots = vec![c.loss];
-    roots.extend(c.grads.iter().map(|g| g.1));
+    let g = &c.gradient;
+    let mut p = Printer::new(&g.dag, obj, &g.lets, Style::Source);
+    let mut roots = vec![g.loss];
+    roots.extend(g.grads.iter().map(|p| p.id));
     let mut s = String::new();
     let trace: Vec<String> = c.trace.iter().map(|(r, n)| format!("{r} x{n}")).collect();
     s.push_str(&format!(
@@ -297,19 +333,19 @@ pub fn grad(c: &Compiled) -> String {
             trace.join(", ")
         }
     ));
-    let lets = used_lets(&p, &c.dag, &roots, &c.let_names);
+    let lets = used_lets(&p, &g.dag, &roots, &g.lets);
     let mut let_roots = roots.clone();
     let_roots.extend(lets.iter().map(|l| l.1));
-    let temps = name_shared(&mut p, &c.dag, &let_roots);
+    let temps = name_shared(&mut p, &g.dag, &let_roots);
     // Definitions in topological order, lets and temporaries interleaved.
-    let mut defs: Vec<(String, Id)> = lets;
+    let mut defs: Vec<(String, Id<Derived>)> = lets;
     defs.extend(temps.iter().map(|&t| (p.reference(t), t)));
     defs.sort_by_key(|d| d.1);
     for (n, id) in &defs {
         s.push_str(&format!("let {n} = {}\n", p.definition(*id)));
     }
-    s.push_str(&format!("loss = {}\n", p.reference(c.loss)));
-    for &(k, id) in &c.grads {
+    s.push_str(&format!("loss = {}\n", p.reference(g.loss)));
+    for &Partial { input: k, id } in &g.grads {
         s.push_str(&format!(
             "d loss / d {} = {}\n",
             obj.inputs[k as usize].name,
@@ -362,7 +398,8 @@ pub fn explain(c: &Compiled, style: Style) -> String {
     }
 
     // Definitions, loss and metrics as the user wrote them.
-    let written: Vec<(String, Id)> = obj.lets.iter().map(|l| (l.name.clone(), l.id)).collect();
+    let written: Vec<(String, Id<Written>)> =
+        obj.lets.iter().map(|l| (l.name.clone(), l.id)).collect();
     let p = Printer::new(&obj.dag, obj, &written, style);
     if !obj.lets.is_empty() {
         s.push_str("\nwhere:\n");
@@ -381,11 +418,12 @@ pub fn explain(c: &Compiled, style: Style) -> String {
     ));
 
     // The gradient after simplification, over the same names.
-    let mut g = Printer::new(&c.dag, obj, &c.let_names, style);
-    let roots: Vec<Id> = c.grads.iter().map(|g| g.1).collect();
-    let temps = name_shared(&mut g, &c.dag, &roots);
+    let gradient = &c.gradient;
+    let mut g = Printer::new(&gradient.dag, obj, &gradient.lets, style);
+    let roots: Vec<Id<Derived>> = gradient.grads.iter().map(|p| p.id).collect();
+    let temps = name_shared(&mut g, &gradient.dag, &roots);
     s.push_str("\ngradient:\n");
-    for &(k, id) in &c.grads {
+    for &Partial { input: k, id } in &gradient.grads {
         let name = &obj.inputs[k as usize].name;
         let lhs = if latex {
             format!(

@@ -4,7 +4,7 @@
 //! instruction by instruction over the batch), the JIT compiles per-example programs into a
 //! loop, the runtime maps it onto burn tensor ops (`--emit graph` prints it).
 
-use crate::dag::{Dag, Id};
+use crate::dag::{Dag, Id, Stage};
 use crate::ops::{Op, Ty};
 use serde::Serialize;
 
@@ -61,27 +61,24 @@ pub struct Program {
 impl Program {
     /// Schedules the nodes of `dag` needed by `outputs` (kind, name, node); `inputs` are the
     /// inputs' names and types.
-    pub fn schedule(
-        dag: &Dag,
-        outputs: &[(OutputKind, String, Id)],
+    pub fn schedule<S: Stage>(
+        dag: &Dag<S>,
+        outputs: &[(OutputKind, String, Id<S>)],
         inputs: Vec<(String, Ty)>,
         param_names: Vec<String>,
     ) -> Program {
         let (input_names, input_tys) = inputs.into_iter().unzip();
-        let roots: Vec<Id> = outputs.iter().map(|o| o.2).collect();
+        let roots: Vec<Id<S>> = outputs.iter().map(|o| o.2).collect();
         let live = dag.reachable(&roots);
         let mut reg = vec![u32::MAX; dag.len()];
         let mut instrs = Vec::new();
-        for (i, &alive) in live.iter().enumerate() {
-            if !alive {
-                continue;
-            }
-            let node = dag.node(Id(i as u32));
-            reg[i] = instrs.len() as u32;
+        for id in dag.ids().filter(|id| live[id.index()]) {
+            let node = dag.node(id);
+            reg[id.index()] = instrs.len() as u32;
             instrs.push(Instr {
                 op: node.op,
                 args: node.args.iter().map(|a| reg[a.index()]).collect(),
-                ty: dag.ty(Id(i as u32)),
+                ty: dag.ty(id),
             });
         }
         let outputs = outputs

@@ -8,8 +8,9 @@
 //! types: a per-token node is never replaced by a per-example one (`0·x` stays per token when x
 //! is), so reductions keep their per-token operands.
 
-use crate::dag::{Dag, Id};
-use crate::ops::Op;
+use crate::dag::{Dag, Id, Stage};
+use crate::grad::Gradient;
+use crate::ops::{Op, Shape, Ty};
 use std::collections::BTreeMap;
 
 /// At most this many rebuilding rounds (each round is one bottom-up pass).
@@ -18,65 +19,119 @@ pub const MAX_ROUNDS: usize = 16;
 /// How often each named rule fired.
 pub type Trace = BTreeMap<&'static str, usize>;
 
+/// The name of every rule, in the order they are tried (each has its own test case in
+/// `compiler/tests/simplify_rules.txt`).
+pub const RULES: [&str; 29] = [
+    "const-fold",
+    "add-zero",
+    "add-neg",
+    "add-self",
+    "select-merge",
+    "sub-zero",
+    "zero-sub",
+    "sub-self",
+    "sub-neg",
+    "mul-one",
+    "mul-zero",
+    "mul-neg-one",
+    "mul-neg",
+    "div-one",
+    "zero-div",
+    "div-neg",
+    "neg-neg",
+    "neg-sub",
+    "pow-one",
+    "pow-zero",
+    "pow-two",
+    "select-same",
+    "select-true",
+    "select-false",
+    "select-not",
+    "stop-grad-const",
+    "stop-grad-twice",
+    "abs-neg",
+    "not-not",
+];
+
+/// `simplify`: the gradient's DAG with every rule applied to a fixpoint, the same roots under
+/// the same names, and the trace.
+pub fn simplify(g: &Gradient) -> (Gradient, Trace) {
+    let (dag, map, trace) = simplify_dag(&g.dag, &g.roots());
+    (g.rebuilt(dag, &map), trace)
+}
+
 /// Rebuilds the parts of `dag` reachable from `roots` with every rule applied to a fixpoint
-/// (or [`MAX_ROUNDS`]). Returns the new DAG, the new ids of `roots` (same order) and the trace.
-pub fn simplify(dag: &Dag, roots: &[Id]) -> (Dag, Vec<Id>, Trace) {
+/// (or [`MAX_ROUNDS`]). Returns the new DAG, each old node's new id (`None` for nodes not
+/// reachable from `roots`) and the trace.
+pub fn simplify_dag<S: Stage>(
+    dag: &Dag<S>,
+    roots: &[Id<S>],
+) -> (Dag<S>, Vec<Option<Id<S>>>, Trace) {
     let mut trace = Trace::new();
     let mut current = dag.clone();
+    let mut map: Vec<Option<Id<S>>> = dag.ids().map(Some).collect();
     let mut current_roots = roots.to_vec();
     for _ in 0..MAX_ROUNDS {
         let before: usize = trace.values().sum();
-        let (next, next_roots) = round(&current, &current_roots, &mut trace);
+        let (next, step) = round(&current, &current_roots, &mut trace);
+        for m in map.iter_mut() {
+            *m = m.and_then(|id| step[id.index()]);
+        }
+        current_roots = current_roots
+            .iter()
+            .map(|r| step[r.index()].expect("operand mapped"))
+            .collect();
         current = next;
-        current_roots = next_roots;
         if trace.values().sum::<usize>() == before {
             break;
         }
     }
-    (current, current_roots, trace)
+    (current, map, trace)
 }
 
-/// One bottom-up pass over the nodes reachable from `roots`.
-fn round(dag: &Dag, roots: &[Id], trace: &mut Trace) -> (Dag, Vec<Id>) {
+/// One bottom-up pass over the nodes reachable from `roots`; returns the new DAG and each old
+/// node's new id.
+fn round<S: Stage>(
+    dag: &Dag<S>,
+    roots: &[Id<S>],
+    trace: &mut Trace,
+) -> (Dag<S>, Vec<Option<Id<S>>>) {
     let live = dag.reachable(roots);
     let mut out = Dag::new();
-    let mut map: Vec<Option<Id>> = vec![None; dag.len()];
-    for i in 0..dag.len() {
-        if !live[i] {
+    let mut map: Vec<Option<Id<S>>> = vec![None; dag.len()];
+    for old in dag.ids() {
+        if !live[old.index()] {
             continue;
         }
-        let node = dag.node(Id(i as u32));
-        let args: Vec<Id> = node
+        let node = dag.node(old);
+        let args: Vec<Id<S>> = node
             .args
             .iter()
             .map(|a| map[a.index()].expect("operand mapped"))
             .collect();
-        let arg_tys: Vec<crate::ops::Ty> = args.iter().map(|a| out.ty(*a)).collect();
+        let arg_tys: Vec<Ty> = args.iter().map(|a| out.ty(*a)).collect();
         let ty = node.op.result_ty(&arg_tys);
         let id = match rewrite(&mut out, node.op, &args).filter(|(_, id)| out.ty(*id) == ty) {
             Some((rule, id)) => {
+                debug_assert!(RULES.contains(&rule), "rule `{rule}` is not in RULES");
                 *trace.entry(rule).or_default() += 1;
                 id
             }
             None => out.add(node.op, &args),
         };
-        map[i] = Some(id);
+        map[old.index()] = Some(id);
     }
-    let roots = roots
-        .iter()
-        .map(|r| map[r.index()].expect("root mapped"))
-        .collect();
-    (out, roots)
+    (out, map)
 }
 
 /// The rules. Returns the rule's name and the replacement, or `None` if none applies.
-fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
+fn rewrite<S: Stage>(d: &mut Dag<S>, op: Op, a: &[Id<S>]) -> Option<(&'static str, Id<S>)> {
     use Op::*;
-    let k = |d: &Dag, i: usize| d.op(a[i]).const_value();
-    let is = |d: &Dag, i: usize, v: f64| k(d, i) == Some(v);
+    let k = |d: &Dag<S>, i: usize| d.op(a[i]).const_value();
+    let is = |d: &Dag<S>, i: usize, v: f64| k(d, i) == Some(v);
     // Constant folding: every operand constant (and the op is elementwise, not a leaf or a
     // marker).
-    if op.arity() > 0 && op != StopGrad && op.shape() == crate::ops::Shape::Elementwise {
+    if op.arity() > 0 && op != StopGrad && op.shape() == Shape::Elementwise {
         let vals: Option<Vec<f64>> = a
             .iter()
             .map(|&x| match d.op(x) {
@@ -87,7 +142,7 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
             .collect();
         if let Some(v) = vals {
             let r = op.eval(&v);
-            let id = if op.signature().1 == crate::ops::Ty::Bool {
+            let id = if op.signature().1 == Ty::Bool {
                 d.add(BoolConst(r != 0.0), &[])
             } else {
                 d.constant(r)
@@ -172,9 +227,9 @@ fn rewrite(d: &mut Dag, op: Op, a: &[Id]) -> Option<(&'static str, Id)> {
 }
 
 /// `(c, x, y)` when `p = select(c, x, 0)` and `q = select(c, 0, y)`.
-fn split_selects(d: &Dag, p: Id, q: Id) -> Option<(Id, Id, Id)> {
+fn split_selects<S: Stage>(d: &Dag<S>, p: Id<S>, q: Id<S>) -> Option<(Id<S>, Id<S>, Id<S>)> {
     let (np, nq) = (d.node(p), d.node(q));
-    let zero = |id: Id| d.op(id).const_value() == Some(0.0);
+    let zero = |id: Id<S>| d.op(id).const_value() == Some(0.0);
     (np.op == Op::Select
         && nq.op == Op::Select
         && np.args[0] == nq.args[0]
@@ -183,7 +238,7 @@ fn split_selects(d: &Dag, p: Id, q: Id) -> Option<(Id, Id, Id)> {
     .then(|| (np.args[0], np.args[1], nq.args[2]))
 }
 
-fn strip_neg(d: &Dag, x: Id) -> Id {
+fn strip_neg<S: Stage>(d: &Dag<S>, x: Id<S>) -> Id<S> {
     if d.op(x) == Op::Neg {
         d.node(x).args[0]
     } else {

@@ -33,10 +33,53 @@ fn dpo_compiles_and_evaluates() {
     let s = 1.0 / (1.0 + 0.2f64.exp());
     assert!((out[1][0] + 0.1 * s).abs() < 1e-15);
     assert!((out[2][0] - 0.1 * s).abs() < 1e-15);
-    println!("{}", print::typed(&c.objective));
-    println!("{}", print::grad(&c));
-    println!("{}", print::explain(&c, print::Style::Source));
-    println!("{}", c.program.text("dpo"));
+}
+
+#[test]
+fn every_text_form_names_the_declarations() {
+    let c = compile(DPO).unwrap();
+    let typed = print::typed(&c.objective);
+    for line in [
+        "objective dpo",
+        "param #0 beta: num = 0.1 in (0, inf)",
+        "input #0 policy_chosen_logps: num from policy.logps(chosen) (differentiable)",
+        "input #2 ref_chosen_logps: num from reference.logps(chosen) (constant)",
+        "let z: num = beta * (rho_w - rho_l)",
+        "metric rewards/accuracies: bool = rho_w > rho_l",
+    ] {
+        assert!(typed.lines().any(|l| l == line), "no `{line}` in\n{typed}");
+    }
+    let grad = print::grad(&c);
+    for input in ["policy_chosen_logps", "policy_rejected_logps"] {
+        assert!(grad.contains(&format!("d loss / d {input} = ")), "{grad}");
+    }
+    // Only the policy inputs are differentiable.
+    assert!(!grad.contains("d loss / d ref_"), "{grad}");
+    let explain = print::explain(&c, print::Style::Source);
+    for section in [
+        "parameters",
+        "inputs:",
+        "where:",
+        "loss:",
+        "gradient:",
+        "metrics",
+    ] {
+        assert!(explain.contains(section), "no {section} in\n{explain}");
+    }
+    let latex = print::explain(&c, print::Style::Latex);
+    assert!(latex.contains("\\log\\sigma\\left("), "{latex}");
+    let graph = c.program.text("dpo");
+    assert!(
+        graph.starts_with("graph dpo(params: beta, label_smoothing; inputs: policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)\n"),
+        "{graph}"
+    );
+    for out in [
+        "out loss = ",
+        "out d/policy_chosen_logps = ",
+        "out rewards/chosen = ",
+    ] {
+        assert!(graph.contains(out), "no `{out}` in\n{graph}");
+    }
 }
 
 #[test]

@@ -23,52 +23,73 @@ impl Span {
     }
 }
 
-/// What went wrong, as a stable machine-readable kind (also the snapshot file name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[allow(missing_docs)]
-pub enum ErrorKind {
-    Syntax,
-    UnknownName,
-    UnknownFunction,
-    WrongArity,
-    DuplicateDefinition,
-    CyclicLet,
-    MissingLoss,
-    MissingObjective,
-    NonDifferentiableLoss,
-    BoolAsNumber,
-    NumberAsBool,
-    DefaultOutOfRange,
-    BadRange,
-    UnknownSource,
-    BadSet,
-    TokenAsNumber,
-    NumberAsToken,
+/// Declares [`ErrorKind`] from one table (variant, code, name), so that the list of every
+/// kind ([`ErrorKind::ALL`]), the codes and the names cannot disagree or miss a kind.
+macro_rules! error_kinds {
+    ($($(#[$doc:meta])* $kind:ident = $code:literal, $name:literal;)*) => {
+        /// What went wrong, as a stable machine-readable kind.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum ErrorKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl ErrorKind {
+            /// Every kind, in code order.
+            pub const ALL: &'static [ErrorKind] = &[$(ErrorKind::$kind),*];
+
+            /// A short stable code, e.g. `E0003`, printed with every error.
+            pub fn code(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $code,)*
+                }
+            }
+
+            /// A stable snake_case name (`unknown_function`): the diagnostics tests name their
+            /// case files after it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => $name,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorKind {
-    /// A short stable code, e.g. `E0003`, printed with every error.
-    pub fn code(self) -> &'static str {
-        match self {
-            ErrorKind::Syntax => "E0001",
-            ErrorKind::UnknownName => "E0002",
-            ErrorKind::UnknownFunction => "E0003",
-            ErrorKind::WrongArity => "E0004",
-            ErrorKind::DuplicateDefinition => "E0005",
-            ErrorKind::CyclicLet => "E0006",
-            ErrorKind::MissingLoss => "E0007",
-            ErrorKind::MissingObjective => "E0008",
-            ErrorKind::NonDifferentiableLoss => "E0009",
-            ErrorKind::BoolAsNumber => "E0010",
-            ErrorKind::NumberAsBool => "E0011",
-            ErrorKind::DefaultOutOfRange => "E0012",
-            ErrorKind::BadRange => "E0013",
-            ErrorKind::UnknownSource => "E0014",
-            ErrorKind::BadSet => "E0015",
-            ErrorKind::TokenAsNumber => "E0016",
-            ErrorKind::NumberAsToken => "E0017",
-        }
-    }
+error_kinds! {
+    /// The text is not a statement of the language.
+    Syntax = "E0001", "syntax";
+    /// A name that is not declared.
+    UnknownName = "E0002", "unknown_name";
+    /// A call of a function the language does not have.
+    UnknownFunction = "E0003", "unknown_function";
+    /// A call with the wrong number of arguments.
+    WrongArity = "E0004", "wrong_arity";
+    /// A name, the objective, the loss or a metric defined twice.
+    DuplicateDefinition = "E0005", "duplicate_definition";
+    /// `let`s that depend on each other in a cycle.
+    CyclicLet = "E0006", "cyclic_let";
+    /// No `loss = ...`.
+    MissingLoss = "E0007", "missing_loss";
+    /// No `objective NAME`.
+    MissingObjective = "E0008", "missing_objective";
+    /// A loss without a differentiable input outside `stop_grad`.
+    NonDifferentiableLoss = "E0009", "non_differentiable_loss";
+    /// A boolean where a number is required.
+    BoolAsNumber = "E0010", "bool_as_number";
+    /// A number where a boolean is required.
+    NumberAsBool = "E0011", "number_as_bool";
+    /// A parameter default outside its range.
+    DefaultOutOfRange = "E0012", "default_out_of_range";
+    /// An empty parameter range.
+    BadRange = "E0013", "bad_range";
+    /// An input source the runtime does not know (or none for a non-standard name).
+    UnknownSource = "E0014", "unknown_source";
+    /// A bad `--set NAME=VALUE` on the command line.
+    BadSet = "E0015", "bad_set";
+    /// A per-token value where a per-example value is required.
+    TokenAsNumber = "E0016", "token_as_number";
+    /// A per-example value where a per-token value is required.
+    NumberAsToken = "E0017", "number_as_token";
 }
 
 /// One user-facing error.

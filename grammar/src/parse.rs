@@ -117,7 +117,8 @@ fn syntax_error(e: pest::error::Error<Rule>, text: &str, offset: usize) -> Diagn
         d = d.with_hint(
             "every statement starts with `objective`, `param`, `input`, `let`, `loss` or `metric`",
         );
-    } else if found == Some("**") || found.is_some_and(|t| t.starts_with("**")) {
+    } else if found.is_some_and(|t| t.starts_with('*')) && text[..pos].ends_with('*') {
+        // `x ** y`: the parser took the first `*` as a product and stops at the second.
         d = d.with_hint("powers are written `x ^ y`");
     }
     d

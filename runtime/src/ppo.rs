@@ -236,7 +236,7 @@ pub fn train_on_policy(
         // 4. Several updates on the same rollouts.
         let mut loss_mean = 0.0;
         let mut grad_norm = 0.0;
-        let mut metric_means = vec![0.0; compiled.metrics.len()];
+        let mut metric_means = vec![0.0; compiled.gradient.metrics.len()];
         for _ in 0..rollout.epochs.max(1) {
             let now = models
                 .policy
@@ -300,7 +300,7 @@ pub fn train_on_policy(
             models.policy = optim.step(lr, models.policy, grads);
         }
         let mut metrics = serde_json::Map::new();
-        for (m, v) in compiled.metrics.iter().zip(&metric_means) {
+        for (m, v) in compiled.gradient.metrics.iter().zip(&metric_means) {
             metrics.insert(m.0.clone(), serde_json::json!(v));
         }
         metrics.insert(

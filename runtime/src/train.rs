@@ -468,7 +468,7 @@ pub fn evaluate(
     let program = &compiled.program;
     let model = policy.valid();
     let mut loss_sum = 0.0;
-    let mut metric_sums = vec![0.0; compiled.metrics.len()];
+    let mut metric_sums = vec![0.0; compiled.gradient.metrics.len()];
     let idx: Vec<usize> = (0..eval.pairs.len()).collect();
     for chunk in idx.chunks(opts.batch_size.max(1)) {
         let batch = crate::data::pairs::batch_of_sides(&eval.pairs, chunk, pad, need.rejected);
@@ -504,7 +504,7 @@ pub fn evaluate(
     let n = eval.pairs.len().max(1) as f64;
     let mut out = serde_json::Map::new();
     out.insert("eval/loss".into(), serde_json::json!(loss_sum / n));
-    for (m, sum) in compiled.metrics.iter().zip(&metric_sums) {
+    for (m, sum) in compiled.gradient.metrics.iter().zip(&metric_sums) {
         out.insert(format!("eval/{}", m.0), serde_json::json!(sum / n));
     }
     Ok(out)
@@ -606,7 +606,7 @@ pub fn train(
         let started = std::time::Instant::now();
         let mut accum = GradientsAccumulator::new();
         let mut loss_sum = 0.0;
-        let mut metric_sums = vec![0.0; compiled.metrics.len()];
+        let mut metric_sums = vec![0.0; compiled.gradient.metrics.len()];
         let mut rows = 0usize;
         let mut tokens = 0usize;
         let mut lines = Vec::new();
@@ -697,7 +697,7 @@ pub fn train(
         }
         policy = optim.step(lr, policy, grads);
         let mut metrics = serde_json::Map::new();
-        for (m, sum) in compiled.metrics.iter().zip(&metric_sums) {
+        for (m, sum) in compiled.gradient.metrics.iter().zip(&metric_sums) {
             metrics.insert(m.0.clone(), serde_json::json!(sum / rows as f64));
         }
         if let Some(ev) = &eval {
