@@ -10,7 +10,7 @@ use common::*;
 use poc_compiler::interp::{Column, eval_columns};
 use poc_compiler::{ErrorKind, OutputKind};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::objective::{
+use poc_runtime::lower::{
     TensorColumn, column, run_columns, surrogate_columns, to_f64, token_column, tokens_to_f64,
 };
 
@@ -560,7 +560,5 @@ fn bad_token_columns_are_errors_not_panics() {
     assert!(err.contains("`logprobs` is per token"), "{err}");
     // The per-example path of the runtime refuses token-level programs.
     let dev = DeviceSpec::Cpu.device();
-    assert!(
-        poc_runtime::objective::run_program(&c.program, &params, &[], &dev, DType::F64).is_err()
-    );
+    assert!(poc_runtime::lower::run_program(&c.program, &params, &[], &dev, DType::F64).is_err());
 }

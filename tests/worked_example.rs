@@ -46,11 +46,10 @@ fn loss(name: &str, row: &HashMap<&str, f64>, sets: &[&str]) -> f64 {
     let dtype = burn::tensor::DType::F64;
     let inputs: Vec<_> = cols
         .iter()
-        .map(|x| poc_runtime::objective::column(x, &dev, dtype))
+        .map(|x| poc_runtime::lower::column(x, &dev, dtype))
         .collect();
-    let burn =
-        poc_runtime::objective::run_program(&c.program, &params, &inputs, &dev, dtype).unwrap();
-    let burn = poc_runtime::objective::to_f64(burn[0].clone())[0];
+    let burn = poc_runtime::lower::run_program(&c.program, &params, &inputs, &dev, dtype).unwrap();
+    let burn = poc_runtime::lower::to_f64(burn[0].clone())[0];
     assert!(
         close(interp, burn, 1e-12, 1e-15),
         "{name}: burn {burn} vs interpreter {interp}"
