@@ -14,10 +14,10 @@ use plotters::prelude::*;
 use poc_compiler::ops;
 use poc_runtime::data::{self, Tok};
 use poc_runtime::device::DeviceSpec;
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::Llama;
 use poc_runtime::model::generate::{GenerateOptions, generate};
 use poc_runtime::model::load::write_atomic;
-use poc_runtime::objective::to_f64;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -406,7 +406,7 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
                 "`{arg}`: the objective name `{name}` is used twice (or is `reference`, `{MPO}` or `{MPO_DPO_STAGE}`); each objective needs its own name"
             )));
         }
-        let kind = if poc_runtime::ppo::is_on_policy(&c) {
+        let kind = if poc_runtime::train::is_on_policy(&c) {
             Kind::OnPolicy
         } else {
             Kind::Pairs

@@ -240,21 +240,20 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
         base_model: "bench".into(),
     };
     let tok = poc_runtime::data::Tok::tiny();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let logs = poc_runtime::train::train(
-        &dpo,
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let run = poc_runtime::train::PairRun {
+        compiled: &dpo,
         policy,
         reference,
-        &tok,
-        &pairs,
-        &opts,
-        &device,
-        stop,
-        None,
-        None,
-        |_, _| {},
-    )
-    .map_err(|e| Failure::Internal(e.to_string()))?;
+        tok,
+        pairs,
+        eval: None,
+        opts,
+        device,
+        resume: None,
+    };
+    let logs = poc_runtime::train::train_pairs(run, &stop, |_, _| {})
+        .map_err(|e| Failure::Internal(e.to_string()))?;
     let _ = std::fs::remove_dir_all(&out);
     let mut rates: Vec<f64> = logs[WARMUP..].iter().map(|l| l.tokens_per_sec).collect();
     rates.sort_by(f64::total_cmp);

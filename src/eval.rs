@@ -210,14 +210,11 @@ pub fn evaluate(
             let dtype = precision.dtype();
             let inputs: Vec<_> = columns
                 .iter()
-                .map(|c| poc_runtime::objective::column(c, &dev, dtype))
+                .map(|c| poc_runtime::lower::column(c, &dev, dtype))
                 .collect();
-            let outs = poc_runtime::objective::run_program(program, params, &inputs, &dev, dtype)
+            let outs = poc_runtime::lower::run_program(program, params, &inputs, &dev, dtype)
                 .map_err(|e| Failure::Internal(e.to_string()))?;
-            Ok(outs
-                .into_iter()
-                .map(poc_runtime::objective::to_f64)
-                .collect())
+            Ok(outs.into_iter().map(poc_runtime::lower::to_f64).collect())
         }
     }
 }
@@ -258,7 +255,7 @@ pub fn evaluate_columns(
             poc_compiler::jit::TOKEN_LEVEL_UNSUPPORTED
         ))),
         Backend::Burn => {
-            use poc_runtime::objective::{TensorColumn, column, token_column};
+            use poc_runtime::lower::{TensorColumn, column, token_column};
             let dev = burn_device(device)?;
             let dtype = precision.dtype();
             let lens: Vec<usize> = columns
@@ -275,14 +272,14 @@ pub fn evaluate_columns(
                     Column::Tokens(rows) => TensorColumn::Tokens(token_column(rows, &dev, dtype)),
                 })
                 .collect();
-            let outs = poc_runtime::objective::run_columns(program, params, &inputs, &dev, dtype)
+            let outs = poc_runtime::lower::run_columns(program, params, &inputs, &dev, dtype)
                 .map_err(|e| Failure::Internal(e.to_string()))?;
             Ok(outs
                 .into_iter()
                 .map(|o| match o {
-                    TensorColumn::Scalar(t) => Column::Scalar(poc_runtime::objective::to_f64(t)),
+                    TensorColumn::Scalar(t) => Column::Scalar(poc_runtime::lower::to_f64(t)),
                     TensorColumn::Tokens(t) => {
-                        Column::Tokens(poc_runtime::objective::tokens_to_f64(t, &lens))
+                        Column::Tokens(poc_runtime::lower::tokens_to_f64(t, &lens))
                     }
                 })
                 .collect())

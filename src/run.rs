@@ -1,15 +1,15 @@
-//! `poc run` and `poc logps`: the training runtime behind the CLI. Model and data resolution,
-//! the run directory, the progress bar, Ctrl-C.
+//! `poc run` and `poc logps`: the flags become a run description for the runtime's training
+//! core (`poc_runtime::train`), which sets the run up and trains; this module words what it
+//! reports, draws the progress bar and handles Ctrl-C.
 
 use crate::Failure;
-use burn::module::Module;
 use poc_compiler::Compiled;
-use poc_runtime::data::{self, Pair, Tok};
+use poc_runtime::data::{self, Tok};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::model::{Compute, Llama, LoraConfig, Target, load};
-use poc_runtime::train::{self, Schedule, TrainOptions};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
+use poc_runtime::model::{Compute, Llama};
+use poc_runtime::train::{
+    self, Notice, OnPolicyRun, PairRun, Prepared, RunSpec, Schedule, SetupError, Task,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -217,52 +217,81 @@ pub fn resolve_model(
     Ok((r.model, r.tok, r.embedded))
 }
 
-fn load_data(args: &RunArgs, tok: &Tok, out: &Path) -> Result<Vec<Pair>, Failure> {
-    let (pairs, bad) = match &args.data {
-        Some(p) => load_file(p, tok, args)?,
-        None => {
-            let text = data::synthetic::synthetic_jsonl(2048, 7);
-            let path = out.join("data.jsonl");
-            std::fs::write(&path, &text).map_err(|e| user(format!("{}: {e}", path.display())))?;
-            data::pairs::parse_pairs(
-                &text,
-                &path.display().to_string(),
-                tok,
-                args.max_length,
-                args.strict,
-            )
-            .map_err(user)?
-        }
-    };
-    report_bad(&bad);
-    Ok(pairs)
-}
-
-/// A demonstration row (TRL SFT format) has no rejected completion: an error naming its line
-/// when the objective reads one.
-fn demonstrations_fit<'a>(
-    c: &Compiled,
-    mut pairs: impl Iterator<Item = &'a Pair>,
-) -> Result<(), Failure> {
-    let reader = c
-        .objective
-        .inputs
-        .iter()
-        .find(|i| poc_runtime::observe::needs(std::slice::from_ref(i)).rejected);
-    match (reader, pairs.find(|p| p.demonstration)) {
-        (Some(input), Some(p)) => Err(user(format!(
-            "data line {}: a demonstration row (`prompt`/`completion` or `messages`) has no rejected completion, but `{}` reads `{}` ({}); give preference rows (`prompt`, `chosen`, `rejected`) or train an objective that reads only the chosen side, such as sft",
-            p.line,
-            c.objective.name,
-            input.name,
-            input.source.text()
-        ))),
-        _ => Ok(()),
+/// The run description `args` and the objective's parameter values `params` give.
+fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
+    RunSpec {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        device: args.device.clone(),
+        batch_size: args.batch_size,
+        grad_accum: args.grad_accum,
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        max_length: args.max_length,
+        lr: args.lr,
+        warmup_ratio: args.warmup_ratio,
+        schedule: match args.schedule {
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Linear => Schedule::Linear,
+            ScheduleArg::Constant => Schedule::Constant,
+        },
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        save_every: args.save_every,
+        out: args.out.clone(),
+        params,
+        strict: args.strict,
+        random_init: args.random_init,
+        resume: args.resume.clone(),
+        precompute_ref: args.precompute_ref,
+        lora: args.lora,
+        lora_alpha: args.lora_alpha,
+        lora_target_modules: args.lora_target_modules.clone(),
+        dtype: args.dtype.map(|d| match d {
+            ComputeArg::F32 => Compute::F32,
+            ComputeArg::Bf16 => Compute::Bf16,
+        }),
+        gradient_checkpointing: args.gradient_checkpointing,
+        task: match args.task {
+            TaskArg::Auto => Task::Auto,
+            TaskArg::Policy => Task::Policy,
+            TaskArg::Reward => Task::Reward,
+        },
+        eval_data: args.eval_data.clone(),
+        eval_fraction: args.eval_fraction,
+        eval_every: args.eval_every,
+        reward_model: args.reward_model.clone(),
+        prompts: args.prompts.clone(),
+        ppo_epochs: args.ppo_epochs,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
     }
 }
 
-fn load_file(path: &Path, tok: &Tok, args: &RunArgs) -> Result<(Vec<Pair>, Vec<String>), Failure> {
-    data::load_pairs(path, tok, args.max_length, args.strict).map_err(user)
+/// A set-up error as the CLI reports it.
+fn setup_failure(e: SetupError) -> Failure {
+    if e.is_internal() {
+        Failure::Internal(e.to_string())
+    } else {
+        user(e)
+    }
+}
+
+/// Says what set-up reports, on stderr.
+fn tell(notice: Notice) {
+    match notice {
+        Notice::Resuming { dir, step } => {
+            eprintln!("poc run: resuming from {} at step {step}", dir.display())
+        }
+        Notice::SkippedRows(bad) => report_bad(&bad),
+        Notice::CachedReference(path) => {
+            eprintln!("poc run: reference log-probs from {}", path.display())
+        }
+        Notice::PrecomputingReference(n) => {
+            eprintln!("poc run: precomputing reference log-probs over {n} pairs")
+        }
+    }
 }
 
 fn report_bad(bad: &[String]) {
@@ -280,308 +309,96 @@ fn report_bad(bad: &[String]) {
     }
 }
 
-/// Splits off the evaluation pairs: --eval-data, or a seeded --eval-fraction of the training
-/// pairs (default 0.1 for a reward model, none for a policy).
-fn held_out(
-    pairs: Vec<Pair>,
-    args: &RunArgs,
-    tok: &Tok,
-    reward: bool,
-) -> Result<(Vec<Pair>, Vec<Pair>), Failure> {
-    if let Some(path) = &args.eval_data {
-        if args.eval_fraction.is_some() {
-            return Err(user("give --eval-data or --eval-fraction, not both"));
-        }
-        let (eval, bad) = load_file(path, tok, args)?;
-        report_bad(&bad);
-        return Ok((pairs, eval));
-    }
-    let fraction = args.eval_fraction.unwrap_or(if reward { 0.1 } else { 0.0 });
-    if !(0.0..1.0).contains(&fraction) {
-        return Err(user(format!(
-            "--eval-fraction {fraction}: expected a fraction in [0, 1)"
-        )));
-    }
-    let n_eval = (pairs.len() as f64 * fraction).round() as usize;
-    if n_eval == 0 {
-        return Ok((pairs, Vec::new()));
-    }
-    let mut order: Vec<usize> = (0..pairs.len()).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed ^ 0x6576616c);
-    order.shuffle(&mut rng);
-    let held: std::collections::HashSet<usize> = order[..n_eval].iter().copied().collect();
-    let (mut train, mut eval) = (Vec::new(), Vec::new());
-    for (i, p) in pairs.into_iter().enumerate() {
-        if held.contains(&i) {
-            eval.push(p);
-        } else {
-            train.push(p);
-        }
-    }
-    Ok((train, eval))
-}
+/// The default learning rate of on-policy training on the `tiny` preset.
+pub(crate) const TINY_ON_POLICY_LR: f64 = train::setup::TINY_ON_POLICY_LR;
 
-/// Whether `task` trains a reward model for objective `c`; an objective that reads reward
-/// outputs cannot train a policy and vice versa.
-fn reward_task(c: &Compiled, task: TaskArg) -> Result<bool, Failure> {
-    let needs = poc_runtime::observe::needs(&c.objective.inputs);
-    let reads_rewards = needs.reward_model();
-    match task {
-        TaskArg::Auto => Ok(reads_rewards),
-        TaskArg::Reward if reads_rewards => Ok(true),
-        TaskArg::Policy if !reads_rewards => Ok(false),
-        TaskArg::Reward => Err(user(format!(
-            "--task reward: `{}` reads no reward-model output (declare e.g. `input reward_chosen from reward(chosen)`, as bt_reward.po does)",
-            c.objective.name
-        ))),
-        TaskArg::Policy => Err(user(format!(
-            "--task policy: `{}` reads reward-model outputs; it trains a reward model (--task reward)",
-            c.objective.name
-        ))),
+/// The `poc run` command.
+pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
+    let params = c
+        .objective
+        .params_with(&args.sets)
+        .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
+    let spec = run_spec(&args, params);
+    match train::setup::prepare(c, &spec, &mut tell).map_err(setup_failure)? {
+        Prepared::Pairs(run) => train_pairs(&args, *run),
+        Prepared::OnPolicy(setup) => {
+            let (prompts, eos) = crate::generate::load_prompts(
+                setup.prompt_file(),
+                setup.tok(),
+                &setup.policy().config,
+                &args.model,
+            )?;
+            let run = setup.with_prompts(prompts, eos).map_err(setup_failure)?;
+            train_on_policy(&args, run)
+        }
     }
 }
 
-/// The loop's options from the flags (gradient accumulation applies to pair objectives; the
-/// on-policy loop takes one rollout batch per update).
-fn train_options(args: &RunArgs, lr: f64, params: Vec<f64>, out: &Path) -> TrainOptions {
-    TrainOptions {
-        batch_size: args.batch_size,
-        grad_accum: args.grad_accum,
-        max_steps: args.max_steps,
-        epochs: args.epochs,
-        lr,
-        warmup_ratio: args.warmup_ratio,
-        schedule: match args.schedule {
-            ScheduleArg::Cosine => Schedule::Cosine,
-            ScheduleArg::Linear => Schedule::Linear,
-            ScheduleArg::Constant => Schedule::Constant,
-        },
-        weight_decay: args.weight_decay,
-        max_grad_norm: args.max_grad_norm,
-        seed: args.seed,
-        save_every: args.save_every,
-        params,
-        out: out.to_path_buf(),
-        base_model: args.model.clone(),
-    }
-}
-
-/// `poc run` on an objective that reads rollouts (ppo.po): samples from the policy, scores
-/// with the reward model, and optimizes against the starting model as the reference.
-fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Failure> {
-    if args.precompute_ref || args.grad_accum != 1 {
-        return Err(user(
-            "--precompute-ref and --grad-accum are not supported for on-policy objectives yet",
-        ));
-    }
-    let lora = lora_config(&args)?;
-    if args.max_new_tokens == 0
-        || args.ppo_epochs == 0
-        || args.temperature.is_nan()
-        || args.temperature <= 0.0
-    {
-        return Err(user(
-            "--max-new-tokens and --ppo-epochs must be at least 1, --temperature above 0",
-        ));
-    }
-    let reads = |r: poc_compiler::Rollout| {
-        c.objective
-            .inputs
-            .iter()
-            .any(|i| i.source == poc_compiler::Source::Rollout(r))
-    };
-    let spec = DeviceSpec::usable(&args.device).map_err(user)?;
-    let device = spec.device();
-    let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
-    let (mut policy, tok, tiny) =
-        resolve_model(&args.model, args.random_init, args.seed, &train_device)?;
-    policy.compute = compute_of(&args, spec);
-    // The reference is the starting model (--model), also when resuming: a frozen copy, or
-    // under LoRA the policy with its adapters off.
-    let wants_reference = reads(poc_compiler::Rollout::ReferenceTokenLogps);
-    let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
-    let value_head =
-        reads(poc_compiler::Rollout::Values) || reads(poc_compiler::Rollout::OldValues);
-    let mut resume = None;
-    if let Some(dir) = &args.resume {
-        if !on_policy_checkpoint(dir) {
-            return Err(user(format!(
-                "--resume {}: not a checkpoint of an on-policy run (its trainer_state.json lacks \"on_policy\": true)",
-                dir.display()
-            )));
-        }
-        let adapters = load::adapter_dir(dir);
-        policy = match (&lora, load::has_adapters(&adapters)) {
-            (Some(_), true) => load::load_adapters(&adapters, policy).map_err(user)?,
-            (None, false) => {
-                let compute = policy.compute;
-                let mut loaded = load::load(dir, &train_device).map_err(user)?;
-                loaded.compute = compute;
-                loaded
-            }
-            (Some(_), false) => {
-                return Err(user(format!(
-                    "--resume {}: the checkpoint has no LoRA adapters (adapter/adapter_config.json), but --lora was given",
-                    dir.display()
-                )));
-            }
-            (None, true) => {
-                return Err(user(format!(
-                    "--resume {}: the checkpoint holds LoRA adapters; give the same --lora flags as the original run",
-                    dir.display()
-                )));
-            }
-        };
-        // The value head trains with the adapters: attached after them (which freeze the rest).
-        if value_head {
-            policy = load::load_value_head(dir, policy).map_err(user)?;
-        }
-        let (p, r) = poc_runtime::train::load_resume(dir, policy).map_err(user)?;
-        eprintln!(
-            "poc run: resuming from {} at step {}",
-            dir.display(),
-            r.step
-        );
-        policy = p;
-        resume = Some(r);
-    } else {
-        if let Some(l) = lora.clone() {
-            policy = policy.with_lora(l, args.seed);
-        }
-        if value_head {
-            policy = policy.with_value_head();
-        }
-    }
-    let reward_model = match (&args.reward_model, reads(poc_compiler::Rollout::Score)) {
-        (Some(dir), true) => {
-            let (rm, _, _) = resolve_model(&dir.display().to_string(), false, 0, &device)?;
-            if rm.score.is_none() {
-                return Err(user(format!(
-                    "--reward-model {}: not a reward model (no `score.weight`); train one with `poc run bt_reward`",
-                    dir.display()
-                )));
-            }
-            if rm.config.vocab_size != policy.config.vocab_size {
-                return Err(user(format!(
-                    "--reward-model {}: its vocabulary ({} ids) differs from the policy's ({})",
-                    dir.display(),
-                    rm.config.vocab_size,
-                    policy.config.vocab_size
-                )));
-            }
-            Some(rm)
-        }
-        (None, true) => {
-            return Err(user(format!(
-                "`{}` reads the reward model's score: pass --reward-model DIR (train one with `poc run bt_reward --out DIR`)",
-                c.objective.name
-            )));
-        }
-        (_, false) => None,
-    };
-    let out = run_dir(c, &args)?;
-    let prompt_file = match (&args.prompts, &args.data) {
-        (Some(p), _) | (None, Some(p)) => p.clone(),
-        (None, None) => {
-            let path = out.join("prompts.jsonl");
-            let text = data::synthetic::synthetic_jsonl(2048, 7);
-            std::fs::write(&path, &text).map_err(|e| user(format!("{}: {e}", path.display())))?;
-            path
-        }
-    };
-    let (prompts, eos) =
-        crate::generate::load_prompts(&prompt_file, &tok, &policy.config, &args.model)?;
-    // On-policy updates are larger per step (several epochs per batch): a lower default.
-    let lr = args
-        .lr
-        .unwrap_or(if tiny { TINY_ON_POLICY_LR } else { 1e-6 });
-    let opts = train_options(&args, lr, params.clone(), &out);
-    let rollout = poc_runtime::ppo::RolloutOptions {
-        epochs: args.ppo_epochs,
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        eos,
-        pad: tok.pad,
-    };
-    let resolved = serde_json::json!({
-        "objective": c.objective.name,
-        "params": c.objective.params.iter().zip(&params).map(|(p, v)| (p.name.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        "model": args.model,
-        "reward_model": args.reward_model.as_ref().map(|p| p.display().to_string()),
-        "lora": policy.lora,
-        "prompts": prompt_file.display().to_string(),
-        "device": args.device,
-        "train": opts,
-        "rollout": rollout,
-    });
-    let text =
-        serde_json::to_string_pretty(&resolved).map_err(|e| Failure::Internal(e.to_string()))?;
-    load::write_atomic(&out.join("run_config.json"), text.as_bytes()).map_err(user)?;
+/// Trains a pair run, with a progress bar, and sums it up.
+fn train_pairs(args: &RunArgs, run: PairRun) -> Result<(), Failure> {
+    let stop = stop_on_ctrl_c();
+    let out = run.opts.out.clone();
     eprintln!(
-        "poc run: {} on {} (on-policy: {} prompts, {} per rollout batch, {} epochs each) -> {}",
-        c.objective.name,
+        "poc run: {} on {} ({:.1}M parameters), {} pairs, lr {:e}, batch {}x{} -> {}",
+        run.compiled.objective.name,
         args.model,
-        prompts.len(),
+        run.policy.config.num_params() as f64 / 1e6,
+        run.pairs.len(),
+        run.opts.lr,
         args.batch_size,
-        args.ppo_epochs,
+        args.grad_accum,
         out.display()
     );
-    let models = poc_runtime::ppo::Models {
-        policy,
-        reference,
-        reference_is_base: wants_reference && lora.is_some(),
-        reward_model,
-    };
-    let stop = stop_on_ctrl_c();
     let bar = progress_bar(0, args.no_progress, TRAIN_BAR);
-    let result = poc_runtime::ppo::train_on_policy(
-        c,
-        models,
-        &prompts,
-        &tok,
-        &opts,
-        &rollout,
-        &device,
-        resume,
-        stop,
-        |log, total| {
-            bar.set_length(total as u64);
-            bar.set_position(log.step as u64);
-            let score = log
-                .metrics
-                .get("objective/scores")
-                .and_then(|v| v.as_f64())
-                .map(|s| format!(" score {s:.3}"))
-                .unwrap_or_default();
-            bar.set_message(format!(
-                "loss {:.4}{score} |g| {:.2}",
-                log.loss, log.grad_norm
-            ));
-        },
-    );
+    let result = train::train_pairs(run, &stop, |log, total| {
+        bar.set_length(total as u64);
+        bar.set_position(log.step as u64);
+        let acc = accuracy(&log.metrics, "")
+            .map(|a| format!(" acc {a:.2}"))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "loss {:.4}{acc} |g| {:.2} lr {:.1e} {:.0} tok/s",
+            log.loss, log.grad_norm, log.lr, log.tokens_per_sec
+        ));
+    });
     bar.finish();
-    let logs = result.map_err(|e| Failure::User(format!("poc: {e}")))?;
+    let logs = result.map_err(user)?;
     summarize(&logs, &out);
     Ok(())
 }
 
-/// The run directory (`--out`, default runs/OBJECTIVE), created.
-fn run_dir(c: &Compiled, args: &RunArgs) -> Result<PathBuf, Failure> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
-    std::fs::create_dir_all(&out)
-        .map_err(|e| user(format!("cannot create `{}`: {e}", out.display())))?;
-    Ok(out)
-}
-
-/// The compute dtype: `--dtype`, else bf16 on CUDA and f32 on the CPU.
-fn compute_of(args: &RunArgs, spec: DeviceSpec) -> Compute {
-    match (args.dtype, spec) {
-        (Some(ComputeArg::F32), _) | (None, DeviceSpec::Cpu) => Compute::F32,
-        (Some(ComputeArg::Bf16), _) | (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
-    }
+/// Trains an on-policy run, with a progress bar, and sums it up.
+fn train_on_policy(args: &RunArgs, run: OnPolicyRun) -> Result<(), Failure> {
+    let out = run.opts.out.clone();
+    eprintln!(
+        "poc run: {} on {} (on-policy: {} prompts, {} per rollout batch, {} epochs each) -> {}",
+        run.compiled.objective.name,
+        args.model,
+        run.prompts.len(),
+        args.batch_size,
+        args.ppo_epochs,
+        out.display()
+    );
+    let stop = stop_on_ctrl_c();
+    let bar = progress_bar(0, args.no_progress, TRAIN_BAR);
+    let result = train::train_on_policy(run, &stop, |log, total| {
+        bar.set_length(total as u64);
+        bar.set_position(log.step as u64);
+        let score = log
+            .metrics
+            .get("objective/scores")
+            .and_then(|v| v.as_f64())
+            .map(|s| format!(" score {s:.3}"))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "loss {:.4}{score} |g| {:.2}",
+            log.loss, log.grad_norm
+        ));
+    });
+    bar.finish();
+    let logs = result.map_err(user)?;
+    summarize(&logs, &out);
+    Ok(())
 }
 
 /// A flag Ctrl-C sets: the training loop saves a checkpoint after the current step and stops.
@@ -615,309 +432,6 @@ pub(crate) fn progress_bar(len: u64, hidden: bool, template: &str) -> indicatif:
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
-}
-
-/// Whether checkpoint `dir` was written by an on-policy run (its trainer state says so).
-fn on_policy_checkpoint(dir: &Path) -> bool {
-    crate::jsonl::read(&dir.join("trainer_state.json"))
-        .is_some_and(|s| s["on_policy"].as_bool() == Some(true))
-}
-
-/// Whether checkpoint `dir` is one a pairwise run training a reward model (`reward`) or a
-/// policy can continue: not an on-policy run's, and under LoRA the same kind of model (the
-/// adapters' PEFT task).
-fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), Failure> {
-    if on_policy_checkpoint(dir) {
-        return Err(user(format!(
-            "--resume {}: a checkpoint of an on-policy run; continue it with the on-policy objective it was trained with",
-            dir.display()
-        )));
-    }
-    if let Some(cfg) = crate::jsonl::read(&load::adapter_dir(dir).join("adapter_config.json")) {
-        let adapters_reward = cfg["task_type"] == "SEQ_CLS";
-        if adapters_reward != reward {
-            return Err(user(format!(
-                "--resume {}: the checkpoint's adapters are a {}'s, but this run trains a {}",
-                dir.display(),
-                if adapters_reward {
-                    "reward model"
-                } else {
-                    "policy"
-                },
-                if reward { "reward model" } else { "policy" }
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The default learning rate of on-policy training on the `tiny` preset (its updates are larger
-/// per step than a pairwise run's: several epochs per batch); 1e-6 for any other model.
-pub(crate) const TINY_ON_POLICY_LR: f64 = 1e-4;
-
-/// The adapters `--lora`, `--lora-alpha` and `--lora-target-modules` ask for, if any.
-fn lora_config(args: &RunArgs) -> Result<Option<LoraConfig>, Failure> {
-    Ok(match args.lora {
-        None => None,
-        Some(0) => return Err(user("--lora: the rank must be at least 1")),
-        Some(rank) => Some(LoraConfig {
-            rank,
-            alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64),
-            targets: Target::parse_list(&args.lora_target_modules)
-                .map_err(|e| user(format!("--lora-target-modules: {e}")))?,
-        }),
-    })
-}
-
-/// The `poc run` command.
-pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
-    let params = c
-        .objective
-        .params_with(&args.sets)
-        .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
-    if args.batch_size == 0 || args.grad_accum == 0 || args.max_length < 4 {
-        return Err(user(
-            "--batch-size and --grad-accum must be at least 1, --max-length at least 4",
-        ));
-    }
-    if poc_runtime::ppo::is_on_policy(c) {
-        return run_on_policy(c, args, params);
-    }
-    let spec = DeviceSpec::usable(&args.device).map_err(user)?;
-    let device = spec.device();
-    let lora = lora_config(&args)?;
-    let reward = reward_task(c, args.task)?;
-    let compute = compute_of(&args, spec);
-    let out = run_dir(c, &args)?;
-    // The policy lives on the training device (autodiff, optionally checkpointing); the
-    // reference and everything without gradients on the plain one.
-    let train_device = poc_runtime::device::training(&device, args.gradient_checkpointing);
-    let (mut policy, tok, tiny) =
-        resolve_model(&args.model, args.random_init, args.seed, &train_device)?;
-    policy.compute = compute;
-    if reward && policy.score.is_none() {
-        policy = policy.with_score_head(args.seed);
-        // transformers pools a reward model at the last token that is not padding.
-        policy
-            .config
-            .extra
-            .insert("pad_token_id".into(), tok.pad.into());
-    }
-    let wants_reference = poc_runtime::observe::needs(&c.objective.inputs).reference;
-    // The reference is the starting model (--model), also when resuming: a frozen copy, or
-    // under LoRA the policy with its adapters off.
-    let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
-    if let Some(dir) = &args.resume {
-        check_pair_checkpoint(dir, reward)?;
-    }
-    let policy = match (&args.resume, lora.clone()) {
-        (Some(dir), Some(_)) if load::has_adapters(&load::adapter_dir(dir)) => {
-            load::load_adapters(&load::adapter_dir(dir), policy).map_err(user)?
-        }
-        (Some(dir), Some(_)) => {
-            return Err(user(format!(
-                "--resume {}: the checkpoint has no LoRA adapters (adapter/adapter_config.json), but --lora was given",
-                dir.display()
-            )));
-        }
-        (Some(dir), None) if load::has_adapters(&load::adapter_dir(dir)) => {
-            return Err(user(format!(
-                "--resume {}: the checkpoint holds LoRA adapters; give the same --lora flags as the original run",
-                dir.display()
-            )));
-        }
-        (Some(dir), None) => {
-            let mut loaded = load::load(dir, &train_device).map_err(user)?;
-            loaded.compute = compute;
-            if reward != loaded.score.is_some() {
-                return Err(user(format!(
-                    "--resume {}: the checkpoint is a {}, but this run trains a {}",
-                    dir.display(),
-                    if reward { "policy" } else { "reward model" },
-                    if reward { "reward model" } else { "policy" }
-                )));
-            }
-            loaded
-        }
-        (None, Some(l)) => policy.with_lora(l, args.seed),
-        (None, None) => policy,
-    };
-    let (policy, resume) = match &args.resume {
-        None => (policy, None),
-        Some(dir) => {
-            let (p, r) = train::load_resume(dir, policy).map_err(user)?;
-            eprintln!(
-                "poc run: resuming from {} at step {}",
-                dir.display(),
-                r.step
-            );
-            (p, Some(r))
-        }
-    };
-    let pairs = load_data(&args, &tok, &out)?;
-    let (pairs, eval_pairs) = held_out(pairs, &args, &tok, reward)?;
-    demonstrations_fit(c, pairs.iter().chain(eval_pairs.iter()))?;
-    // The reference of training and of evaluation: the same strategy for both.
-    let cache_both = |r: &Llama| -> Result<_, Failure> {
-        Ok((
-            precompute(
-                c,
-                &args,
-                &pairs,
-                &tok,
-                r,
-                &device,
-                &out.join("ref_cache.json"),
-            )?,
-            precompute(
-                c,
-                &args,
-                &eval_pairs,
-                &tok,
-                r,
-                &device,
-                &out.join("ref_cache_eval.json"),
-            )?,
-        ))
-    };
-    let (reference, eval_reference) = match reference {
-        None if wants_reference && args.precompute_ref => {
-            // LoRA: the reference is the policy with adapters off.
-            let mut base = policy.valid();
-            base.adapters_enabled = false;
-            cache_both(&base)?
-        }
-        None if wants_reference => (train::Reference::AdaptersOff, train::Reference::AdaptersOff),
-        None => (train::Reference::None, train::Reference::None),
-        Some(r) if args.precompute_ref => cache_both(&r)?,
-        Some(r) => (
-            train::Reference::Model(Box::new(r.clone())),
-            train::Reference::Model(Box::new(r)),
-        ),
-    };
-    let eval = (!eval_pairs.is_empty()).then(|| train::Eval {
-        pairs: eval_pairs,
-        reference: eval_reference,
-        every: args.eval_every,
-    });
-    let lr = args.lr.unwrap_or(if tiny { 1e-3 } else { 1e-6 });
-    let opts = train_options(&args, lr, params.clone(), &out);
-    let resolved = serde_json::json!({
-        "objective": c.objective.name,
-        "params": c.objective.params.iter().zip(&params).map(|(p, v)| (p.name.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
-        "model": args.model,
-        "model_config": policy.config,
-        "data": args.data.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
-        "pairs": pairs.len(),
-        "device": args.device,
-        "max_length": args.max_length,
-        "lora": policy.lora,
-        "dtype": format!("{compute:?}").to_lowercase(),
-        "gradient_checkpointing": args.gradient_checkpointing,
-        "train": opts,
-    });
-    let text =
-        serde_json::to_string_pretty(&resolved).map_err(|e| Failure::Internal(e.to_string()))?;
-    load::write_atomic(&out.join("run_config.json"), text.as_bytes()).map_err(user)?;
-
-    let stop = stop_on_ctrl_c();
-    eprintln!(
-        "poc run: {} on {} ({:.1}M parameters), {} pairs, lr {lr:e}, batch {}x{} -> {}",
-        c.objective.name,
-        args.model,
-        policy.config.num_params() as f64 / 1e6,
-        pairs.len(),
-        args.batch_size,
-        args.grad_accum,
-        out.display()
-    );
-    let bar = progress_bar(0, args.no_progress, TRAIN_BAR);
-    let result = train::train(
-        c,
-        policy,
-        reference,
-        &tok,
-        &pairs,
-        &opts,
-        &device,
-        stop,
-        resume,
-        eval,
-        |log, total| {
-            bar.set_length(total as u64);
-            bar.set_position(log.step as u64);
-            let acc = accuracy(&log.metrics, "")
-                .map(|a| format!(" acc {a:.2}"))
-                .unwrap_or_default();
-            bar.set_message(format!(
-                "loss {:.4}{acc} |g| {:.2} lr {:.1e} {:.0} tok/s",
-                log.loss, log.grad_norm, log.lr, log.tokens_per_sec
-            ));
-        },
-    );
-    bar.finish();
-    let logs = result.map_err(|e| Failure::User(format!("poc: {e}")))?;
-    summarize(&logs, &out);
-    Ok(())
-}
-
-/// The reference's statistics over `pairs`, from OUT/ref_cache.json when it was computed for
-/// the same model and data, else computed now (one no-grad pass) and cached there.
-fn precompute(
-    c: &Compiled,
-    args: &RunArgs,
-    pairs: &[Pair],
-    tok: &Tok,
-    r: &Llama,
-    device: &burn::tensor::Device,
-    path: &Path,
-) -> Result<train::Reference, Failure> {
-    if pairs.is_empty() {
-        return Ok(train::Reference::None);
-    }
-    let needs = poc_runtime::observe::needs(&c.objective.inputs);
-    let fingerprint = format!(
-        "model={} seed={} data={} max_length={} pairs={} entropy={}",
-        args.model,
-        args.seed,
-        args.data
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "synthetic".into()),
-        args.max_length,
-        pairs.len(),
-        needs.entropy
-    );
-    let cached = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<train::RefCache>(&t).ok())
-        .filter(|c| c.fingerprint == fingerprint);
-    let cache = match cached {
-        Some(c) => {
-            eprintln!("poc run: reference log-probs from {}", path.display());
-            c
-        }
-        None => {
-            eprintln!(
-                "poc run: precomputing reference log-probs over {} pairs",
-                pairs.len()
-            );
-            let c = train::RefCache::compute(
-                r,
-                pairs,
-                tok.pad,
-                args.batch_size,
-                needs.entropy,
-                fingerprint,
-                device,
-            );
-            let text = serde_json::to_string(&c).map_err(|e| Failure::Internal(e.to_string()))?;
-            load::write_atomic(path, text.as_bytes()).map_err(user)?;
-            c
-        }
-    };
-    // The reference model is dropped by the caller: training holds only the policy.
-    Ok(train::Reference::Cached(cache))
 }
 
 /// A step's pairwise accuracy: TRL's `rewards/accuracies` (policies) or `accuracy` (reward
@@ -985,8 +499,8 @@ pub fn logps(
             false,
             &device,
         );
-        let lp = poc_runtime::objective::to_f64(stats.logps);
-        let n = poc_runtime::objective::to_f64(stats.tokens);
+        let lp = poc_runtime::lower::to_f64(stats.logps);
+        let n = poc_runtime::lower::to_f64(stats.tokens);
         let b = chunk.len();
         for (j, &i) in chunk.iter().enumerate() {
             out.push_str(&serde_json::json!({"line": pairs[i].line, "chosen_logps": lp[j], "rejected_logps": lp[b + j],

@@ -9,8 +9,8 @@ use crate::run::resolve_model;
 use plotters::prelude::*;
 use poc_runtime::data;
 use poc_runtime::device::DeviceSpec;
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::Want;
-use poc_runtime::objective::to_f64;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `poc split`.

@@ -1,12 +1,16 @@
 //! poc's runtime: executes compiled objectives on burn devices and trains policies against
 //! references. It knows observables (sequence log-probs, token counts, entropies, dataset
 //! columns) and compiled objectives, never objective names.
+//!
+//! - [`lower`]: a compiled program as burn tensor ops (the burn lowering);
+//! - [`observe`]: the observables an objective declares, from model statistics;
+//! - [`model`], [`data`], [`device`]: the decoder, tokenizers and datasets, devices;
+//! - [`train`]: the training core (set-up, reference, optimizer, the pair and on-policy loops).
 #![warn(missing_docs)]
 
 pub mod data;
 pub mod device;
+pub mod lower;
 pub mod model;
-pub mod objective;
 pub mod observe;
-pub mod ppo;
 pub mod train;

@@ -8,7 +8,7 @@ use burn::tensor::DType;
 use lowering::*;
 use poc_compiler::OutputKind;
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::objective::{column, run_program, surrogate, to_f64};
+use poc_runtime::lower::{column, run_program, surrogate, to_f64};
 
 const ROWS: usize = 200;
 

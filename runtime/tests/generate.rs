@@ -6,11 +6,11 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Int, Tensor, TensorData};
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::generate::{
     GenerateError, GenerateOptions, KvCache, forward_step, generate, sample,
 };
 use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target};
-use poc_runtime::objective::to_f64;
 use rand::SeedableRng;
 
 mod common;

@@ -8,9 +8,9 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use poc_runtime::device::training;
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::load;
 use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target};
-use poc_runtime::objective::to_f64;
 
 mod common;
 use common::cpu;

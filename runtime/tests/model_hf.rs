@@ -8,10 +8,10 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use poc_runtime::data::{Tok, batch_of, parse_pairs};
 use poc_runtime::device::DeviceSpec;
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::config::inv_frequencies;
 use poc_runtime::model::load::{self, SaveDtype, SaveOptions};
 use poc_runtime::model::{Llama, LlamaConfig};
-use poc_runtime::objective::to_f64;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;

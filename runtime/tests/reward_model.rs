@@ -6,9 +6,9 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use poc_runtime::device::training;
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::load;
 use poc_runtime::model::{Llama, LlamaConfig, Want};
-use poc_runtime::objective::to_f64;
 
 mod common;
 use common::cpu;

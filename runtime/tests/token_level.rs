@@ -9,7 +9,7 @@ use lowering::*;
 use poc_compiler::OutputKind;
 use poc_compiler::interp::{Column, eval_columns};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::objective::{TensorColumn, run_columns, surrogate_columns, to_f64, tokens_to_f64};
+use poc_runtime::lower::{TensorColumn, run_columns, surrogate_columns, to_f64, tokens_to_f64};
 
 const ROWS: usize = 48;
 const MAX_LEN: usize = 9;
@@ -220,6 +220,6 @@ fn the_per_example_path_refuses_token_level_programs() {
     let params = c.objective.default_params();
     let dev = DeviceSpec::Cpu.device();
     assert!(
-        poc_runtime::objective::run_program(&c.program, &params, &[], &dev, DType::F64).is_err()
+        poc_runtime::lower::run_program(&c.program, &params, &[], &dev, DType::F64).is_err()
     );
 }

@@ -11,7 +11,7 @@ pub use compiler_common::*;
 use burn::tensor::DType;
 use poc_compiler::interp::Column;
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::objective::{
+use poc_runtime::lower::{
     TensorColumn, column, run_columns, to_f64, token_column, tokens_to_f64,
 };
 

@@ -393,12 +393,18 @@ pub fn surrogate(inputs: &[Tensor<1>], grads: &[Tensor<1>]) -> Tensor<1> {
 }
 
 /// [`surrogate`] over columns of any shape (per-token gradients included; a per-token input's
-/// padding should carry a zero gradient, as the masked reductions give).
+/// padding should carry a zero gradient, as the masked reductions give). Per-example pairs
+/// are multiplied as `[B]` columns, exactly as [`surrogate`] does.
 pub fn surrogate_columns(inputs: &[TensorColumn], grads: &[TensorColumn]) -> Tensor<1> {
     inputs
         .iter()
         .zip(grads)
-        .map(|(x, g)| (g.clone().into_2d().detach() * x.clone().into_2d()).sum())
+        .map(|(x, g)| match (x, g) {
+            (TensorColumn::Scalar(x), TensorColumn::Scalar(g)) => {
+                (g.clone().detach() * x.clone()).sum()
+            }
+            _ => (g.clone().into_2d().detach() * x.clone().into_2d()).sum(),
+        })
         .reduce(|a, b| a + b)
         .unwrap_or_else(|| Tensor::<1>::zeros([1], &Device::default()))
 }

@@ -1,0 +1,984 @@
+//! Set-up of a training run: a [`RunSpec`] (what `poc run`'s flags say) becomes a ready run for
+//! one of the loops. Small parts, each one decision, used by both paths:
+//! - [`check_sizes`], [`devices`], [`compute`], [`lora`], [`reward_task`]: flags → values;
+//! - [`run_dir`], [`synthetic_file`], [`write_run_config`]: the run directory;
+//! - [`policy`], [`resume_weights`], [`resume_state`]: the starting model, LoRA and `--resume`;
+//! - [`Reference::starting`] and [`cached_reference`]: the reference and its cache;
+//! - [`training_pairs`], [`held_out`], [`check_demonstrations`]: the data.
+//!
+//! [`prepare`] composes them. It prints nothing: what a user should hear about arrives as a
+//! [`Notice`] for the caller to word.
+
+use super::on_policy::{OnPolicyRun, RolloutOptions, is_on_policy};
+use super::pairs::{Eval, PairRun};
+use super::reference::adapters_off;
+use super::{RefCache, Reference, Resume, Schedule, TrainError, TrainOptions, load_resume};
+use crate::data::{self, DataError, Pair, Tok};
+use crate::device::{BadDevice, DeviceSpec};
+use crate::model::{
+    Compute, Llama, LoraConfig, ModelError, ResolveError, Resolved, Target, load, resolve,
+};
+use crate::observe::needs;
+use burn::module::Module;
+use burn::tensor::Device;
+use poc_compiler::{Compiled, Rollout, Source};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use std::path::{Path, PathBuf};
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Decided by the objective: one that reads reward-model outputs trains a reward model.
+    Auto,
+    /// A policy's log-probs.
+    Policy,
+    /// A reward model's scalar head and backbone.
+    Reward,
+}
+
+/// A training run as described by the user (`poc run`'s flags, already parsed).
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// A model directory or a preset name.
+    pub model: String,
+    /// Preference JSONL (default: bundled synthetic pairs).
+    pub data: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Pairs (or prompts) per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Stop after this many optimizer steps (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Prompt + completion truncated to this many tokens.
+    pub max_length: usize,
+    /// Peak learning rate (default: by model and loop).
+    pub lr: Option<f64>,
+    /// Fraction of steps of linear warm-up.
+    pub warmup_ratio: f64,
+    /// Decay after warm-up.
+    pub schedule: Schedule,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    pub max_grad_norm: f64,
+    /// Seed of initialization, data order and sampling.
+    pub seed: u64,
+    /// Save a checkpoint every N steps (besides the last).
+    pub save_every: usize,
+    /// Run directory (default `runs/OBJECTIVE`).
+    pub out: Option<PathBuf>,
+    /// The objective's parameter values (after `--set`).
+    pub params: Vec<f64>,
+    /// Stop at the first bad data row instead of skipping it.
+    pub strict: bool,
+    /// Random weights for a preset without local weights.
+    pub random_init: bool,
+    /// Continue from this checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Compute the reference's statistics once and cache them.
+    pub precompute_ref: bool,
+    /// LoRA rank (none: full fine-tuning).
+    pub lora: Option<usize>,
+    /// LoRA α (default 2 × rank).
+    pub lora_alpha: Option<f64>,
+    /// Projections that get adapters, comma-separated (or `all-linear`).
+    pub lora_target_modules: String,
+    /// Compute dtype (default: bf16 on CUDA, f32 on the CPU).
+    pub dtype: Option<Compute>,
+    /// Recompute activations in the backward pass.
+    pub gradient_checkpointing: bool,
+    /// What is trained.
+    pub task: Task,
+    /// Held-out pairs.
+    pub eval_data: Option<PathBuf>,
+    /// Hold out this fraction of the data instead.
+    pub eval_fraction: Option<f64>,
+    /// Evaluate every N steps (besides after the last).
+    pub eval_every: usize,
+    /// On-policy: the reward model scoring the rollouts.
+    pub reward_model: Option<PathBuf>,
+    /// On-policy: the prompts to sample from (default: `data`'s, or bundled ones).
+    pub prompts: Option<PathBuf>,
+    /// On-policy: optimization epochs per rollout batch.
+    pub ppo_epochs: usize,
+    /// On-policy: the longest sampled completion.
+    pub max_new_tokens: usize,
+    /// On-policy: sampling temperature.
+    pub temperature: f64,
+}
+
+/// Something the user should hear about during set-up (the caller words it).
+#[derive(Debug, Clone)]
+pub enum Notice {
+    /// Training continues from checkpoint `dir` at `step`.
+    Resuming {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// Its step.
+        step: usize,
+    },
+    /// Bad data rows were skipped (one message each, naming file and line).
+    SkippedRows(Vec<String>),
+    /// The reference's statistics were read from the cache at this path.
+    CachedReference(PathBuf),
+    /// The reference's statistics are being computed over this many pairs.
+    PrecomputingReference(usize),
+}
+
+/// Whether a model is a policy or a reward model, as messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A policy.
+    Policy,
+    /// A reward model.
+    RewardModel,
+}
+
+impl Kind {
+    fn of(reward: bool) -> Kind {
+        if reward {
+            Kind::RewardModel
+        } else {
+            Kind::Policy
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Policy => "policy",
+            Kind::RewardModel => "reward model",
+        })
+    }
+}
+
+/// Why a run could not be set up; each message names the flag or file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Batch sizes of zero or a tiny maximum length.
+    #[error("--batch-size and --grad-accum must be at least 1, --max-length at least 4")]
+    Sizes,
+    /// Flags the on-policy loop does not implement.
+    #[error("--precompute-ref and --grad-accum are not supported for on-policy objectives yet")]
+    OnPolicyUnsupported,
+    /// Sampling flags out of range.
+    #[error("--max-new-tokens and --ppo-epochs must be at least 1, --temperature above 0")]
+    Sampling,
+    /// `--device` names no usable device.
+    #[error(transparent)]
+    Device(#[from] BadDevice),
+    /// `--model` (or `--reward-model`) could not be resolved.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// `--lora 0`.
+    #[error("--lora: the rank must be at least 1")]
+    LoraRank,
+    /// An unknown projection in `--lora-target-modules`.
+    #[error("--lora-target-modules: {0}")]
+    LoraTargets(String),
+    /// `--task reward` for an objective that reads no reward-model output.
+    #[error(
+        "--task reward: `{0}` reads no reward-model output (declare e.g. `input reward_chosen from reward(chosen)`, as bt_reward.po does)"
+    )]
+    NotARewardObjective(String),
+    /// `--task policy` for an objective that reads reward-model outputs.
+    #[error(
+        "--task policy: `{0}` reads reward-model outputs; it trains a reward model (--task reward)"
+    )]
+    RewardObjective(String),
+    /// The run directory could not be created.
+    #[error("cannot create `{}`: {source}", path.display())]
+    RunDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file of the run could not be written.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A pair run resumed from an on-policy run's checkpoint.
+    #[error(
+        "--resume {}: a checkpoint of an on-policy run; continue it with the on-policy objective it was trained with",
+        .0.display()
+    )]
+    OnPolicyCheckpoint(PathBuf),
+    /// An on-policy run resumed from another kind of checkpoint.
+    #[error(
+        "--resume {}: not a checkpoint of an on-policy run (its trainer_state.json lacks \"on_policy\": true)",
+        .0.display()
+    )]
+    NotOnPolicyCheckpoint(PathBuf),
+    /// The checkpoint's adapters are of the other kind of model.
+    #[error("--resume {}: the checkpoint's adapters are a {adapters}'s, but this run trains a {run}", dir.display())]
+    AdapterKind {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// What its adapters belong to.
+        adapters: Kind,
+        /// What this run trains.
+        run: Kind,
+    },
+    /// The checkpoint is the other kind of model.
+    #[error("--resume {}: the checkpoint is a {checkpoint}, but this run trains a {run}", dir.display())]
+    ModelKind {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// What it holds.
+        checkpoint: Kind,
+        /// What this run trains.
+        run: Kind,
+    },
+    /// `--lora` with a checkpoint of a full fine-tune.
+    #[error(
+        "--resume {}: the checkpoint has no LoRA adapters (adapter/adapter_config.json), but --lora was given",
+        .0.display()
+    )]
+    NoAdapters(PathBuf),
+    /// A LoRA checkpoint without `--lora`.
+    #[error(
+        "--resume {}: the checkpoint holds LoRA adapters; give the same --lora flags as the original run",
+        .0.display()
+    )]
+    HasAdapters(PathBuf),
+    /// `--reward-model` is not a reward model.
+    #[error(
+        "--reward-model {}: not a reward model (no `score.weight`); train one with `poc run bt_reward`",
+        .0.display()
+    )]
+    NotARewardModel(PathBuf),
+    /// `--reward-model` tokenizes differently from the policy.
+    #[error("--reward-model {}: its vocabulary ({reward_model} ids) differs from the policy's ({policy})", dir.display())]
+    RewardVocabulary {
+        /// The reward model.
+        dir: PathBuf,
+        /// Its vocabulary size.
+        reward_model: usize,
+        /// The policy's.
+        policy: usize,
+    },
+    /// The objective reads a score but no `--reward-model` was given.
+    #[error(
+        "`{0}` reads the reward model's score: pass --reward-model DIR (train one with `poc run bt_reward --out DIR`)"
+    )]
+    NoRewardModel(String),
+    /// Both ways of holding out pairs.
+    #[error("give --eval-data or --eval-fraction, not both")]
+    EvalBoth,
+    /// `--eval-fraction` outside [0, 1).
+    #[error("--eval-fraction {0}: expected a fraction in [0, 1)")]
+    EvalFraction(f64),
+    /// A demonstration row for an objective that reads the rejected completion.
+    #[error(
+        "data line {line}: a demonstration row (`prompt`/`completion` or `messages`) has no rejected completion, but `{objective}` reads `{input}` ({reads}); give preference rows (`prompt`, `chosen`, `rejected`) or train an objective that reads only the chosen side, such as sft"
+    )]
+    Demonstration {
+        /// The row's line.
+        line: usize,
+        /// The objective.
+        objective: String,
+        /// The input that reads the rejected side.
+        input: String,
+        /// Its source, as written.
+        reads: String,
+    },
+    /// The data could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Model files could not be read or written.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The checkpoint's trainer state could not be read.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A value could not be serialized (a bug).
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl SetupError {
+    /// Whether this is a bug rather than a problem with the user's flags or files.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, SetupError::Json(_))
+    }
+}
+
+/// A run ready for its loop, or (on-policy) waiting for its prompts.
+pub enum Prepared<'a> {
+    /// A pair run, ready for [`super::train_pairs`].
+    Pairs(Box<PairRun<'a>>),
+    /// An on-policy run; [`OnPolicySetup::with_prompts`] makes it ready.
+    OnPolicy(Box<OnPolicySetup<'a>>),
+}
+
+/// The devices of a run: the plain one (frozen models, everything without gradients) and
+/// the training one (autodiff, optionally with gradient checkpointing), and their kind.
+pub struct Devices {
+    /// As named.
+    pub spec: DeviceSpec,
+    /// Without gradients.
+    pub plain: Device,
+    /// With gradients: where the trained model lives.
+    pub train: Device,
+}
+
+/// The sizes every loop needs: at least one pair per batch and micro-batch per step, and room
+/// for a prompt and a completion.
+pub fn check_sizes(spec: &RunSpec) -> Result<(), SetupError> {
+    if spec.batch_size == 0 || spec.grad_accum == 0 || spec.max_length < 4 {
+        return Err(SetupError::Sizes);
+    }
+    Ok(())
+}
+
+/// The run's devices, after checking that `spec.device` is usable.
+pub fn devices(spec: &RunSpec) -> Result<Devices, SetupError> {
+    let kind = DeviceSpec::usable(&spec.device)?;
+    let plain = kind.device();
+    let train = crate::device::training(&plain, spec.gradient_checkpointing);
+    Ok(Devices {
+        spec: kind,
+        plain,
+        train,
+    })
+}
+
+/// The compute dtype: `spec.dtype`, else bf16 on CUDA and f32 on the CPU.
+pub fn compute(spec: &RunSpec, device: DeviceSpec) -> Compute {
+    match (spec.dtype, device) {
+        (Some(c), _) => c,
+        (None, DeviceSpec::Cpu) => Compute::F32,
+        (None, DeviceSpec::Cuda(_)) => Compute::Bf16,
+    }
+}
+
+/// The adapters the LoRA flags ask for, if any.
+pub fn lora(spec: &RunSpec) -> Result<Option<LoraConfig>, SetupError> {
+    Ok(match spec.lora {
+        None => None,
+        Some(0) => return Err(SetupError::LoraRank),
+        Some(rank) => Some(LoraConfig {
+            rank,
+            alpha: spec.lora_alpha.unwrap_or(2.0 * rank as f64),
+            targets: Target::parse_list(&spec.lora_target_modules)
+                .map_err(SetupError::LoraTargets)?,
+        }),
+    })
+}
+
+/// Whether `task` trains a reward model for objective `c`; an objective that reads reward
+/// outputs cannot train a policy and vice versa.
+pub fn reward_task(c: &Compiled, task: Task) -> Result<bool, SetupError> {
+    let reads_rewards = needs(&c.objective.inputs).reward_model();
+    match task {
+        Task::Auto => Ok(reads_rewards),
+        Task::Reward if reads_rewards => Ok(true),
+        Task::Policy if !reads_rewards => Ok(false),
+        Task::Reward => Err(SetupError::NotARewardObjective(c.objective.name.clone())),
+        Task::Policy => Err(SetupError::RewardObjective(c.objective.name.clone())),
+    }
+}
+
+/// The run directory (`spec.out`, default `runs/OBJECTIVE`), created.
+pub fn run_dir(c: &Compiled, spec: &RunSpec) -> Result<PathBuf, SetupError> {
+    let out = spec
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
+    std::fs::create_dir_all(&out).map_err(|source| SetupError::RunDir {
+        path: out.clone(),
+        source,
+    })?;
+    Ok(out)
+}
+
+/// The bundled synthetic pairs written to `out/name` (the default data and prompts), and
+/// their text.
+pub fn synthetic_file(out: &Path, name: &str) -> Result<(PathBuf, String), SetupError> {
+    let path = out.join(name);
+    let text = data::synthetic::synthetic_jsonl(2048, 7);
+    std::fs::write(&path, &text).map_err(|source| SetupError::Write {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((path, text))
+}
+
+/// Writes `out/run_config.json`: what the run resolved its flags to.
+pub fn write_run_config(out: &Path, config: &serde_json::Value) -> Result<(), SetupError> {
+    let text = serde_json::to_string_pretty(config)?;
+    load::write_atomic(&out.join("run_config.json"), text.as_bytes())?;
+    Ok(())
+}
+
+/// The starting model (`spec.model`) on the training device in the run's compute dtype, and
+/// its tokenizer; `embedded` says whether it is the bundled `tiny`.
+pub fn policy(spec: &RunSpec, devices: &Devices) -> Result<Resolved, SetupError> {
+    let mut r = resolve(&spec.model, spec.random_init, spec.seed, &devices.train)?;
+    r.model.compute = compute(spec, devices.spec);
+    Ok(r)
+}
+
+/// The JSON file at `path`, if it exists and parses.
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Whether checkpoint `dir` was written by an on-policy run (its trainer state says so).
+pub fn is_on_policy_checkpoint(dir: &Path) -> bool {
+    read_json(&dir.join("trainer_state.json"))
+        .is_some_and(|s| s["on_policy"].as_bool() == Some(true))
+}
+
+/// The weights a resumed run continues from: under LoRA (`lora`) the checkpoint's adapters on
+/// `policy` (the starting model), else the checkpoint's full model on `device` in `policy`'s
+/// compute dtype. A LoRA run needs a LoRA checkpoint and the reverse.
+pub fn resume_weights(
+    dir: &Path,
+    lora: bool,
+    policy: Llama,
+    device: &Device,
+) -> Result<Llama, SetupError> {
+    let adapters = load::adapter_dir(dir);
+    match (lora, load::has_adapters(&adapters)) {
+        (true, true) => Ok(load::load_adapters(&adapters, policy)?),
+        (true, false) => Err(SetupError::NoAdapters(dir.to_path_buf())),
+        (false, true) => Err(SetupError::HasAdapters(dir.to_path_buf())),
+        (false, false) => {
+            let mut loaded = load::load(dir, device)?;
+            loaded.compute = policy.compute;
+            Ok(loaded)
+        }
+    }
+}
+
+/// The trainer state of checkpoint `dir`, with `policy` (its weights) re-keyed to match it.
+pub fn resume_state(
+    dir: &Path,
+    policy: Llama,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<(Llama, Resume), SetupError> {
+    let (policy, resume) = load_resume(dir, policy)?;
+    notice(Notice::Resuming {
+        dir: dir.to_path_buf(),
+        step: resume.step,
+    });
+    Ok((policy, resume))
+}
+
+/// Checks that checkpoint `dir` is one a pair run training a reward model (`reward`) or a
+/// policy can continue: not an on-policy run's, and under LoRA the same kind of model (the
+/// adapters' PEFT task).
+fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), SetupError> {
+    if is_on_policy_checkpoint(dir) {
+        return Err(SetupError::OnPolicyCheckpoint(dir.to_path_buf()));
+    }
+    if let Some(cfg) = read_json(&load::adapter_dir(dir).join("adapter_config.json")) {
+        let adapters_reward = cfg["task_type"] == "SEQ_CLS";
+        if adapters_reward != reward {
+            return Err(SetupError::AdapterKind {
+                dir: dir.to_path_buf(),
+                adapters: Kind::of(adapters_reward),
+                run: Kind::of(reward),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The training pairs: `spec.data`, or the bundled synthetic pairs (written to
+/// `out/data.jsonl`). Bad rows are skipped with a notice (or stop the run under `strict`).
+pub fn training_pairs(
+    spec: &RunSpec,
+    tok: &Tok,
+    out: &Path,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<Vec<Pair>, SetupError> {
+    let (pairs, bad) = match &spec.data {
+        Some(p) => data::load_pairs(p, tok, spec.max_length, spec.strict)?,
+        None => {
+            let (path, text) = synthetic_file(out, "data.jsonl")?;
+            let label = path.display().to_string();
+            data::pairs::parse_pairs(&text, &label, tok, spec.max_length, spec.strict)?
+        }
+    };
+    skipped(bad, notice);
+    Ok(pairs)
+}
+
+fn skipped(bad: Vec<String>, notice: &mut dyn FnMut(Notice)) {
+    if !bad.is_empty() {
+        notice(Notice::SkippedRows(bad));
+    }
+}
+
+/// Splits off the evaluation pairs: `spec.eval_data`, or a seeded `spec.eval_fraction` of the
+/// training pairs (default 0.1 for a reward model, none for a policy). Returns (training,
+/// held-out).
+pub fn held_out(
+    pairs: Vec<Pair>,
+    spec: &RunSpec,
+    tok: &Tok,
+    reward: bool,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<(Vec<Pair>, Vec<Pair>), SetupError> {
+    if let Some(path) = &spec.eval_data {
+        if spec.eval_fraction.is_some() {
+            return Err(SetupError::EvalBoth);
+        }
+        let (eval, bad) = data::load_pairs(path, tok, spec.max_length, spec.strict)?;
+        skipped(bad, notice);
+        return Ok((pairs, eval));
+    }
+    let fraction = spec.eval_fraction.unwrap_or(if reward { 0.1 } else { 0.0 });
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(SetupError::EvalFraction(fraction));
+    }
+    let n_eval = (pairs.len() as f64 * fraction).round() as usize;
+    if n_eval == 0 {
+        return Ok((pairs, Vec::new()));
+    }
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(spec.seed ^ 0x6576616c);
+    order.shuffle(&mut rng);
+    let held: std::collections::HashSet<usize> = order[..n_eval].iter().copied().collect();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for (i, p) in pairs.into_iter().enumerate() {
+        if held.contains(&i) {
+            eval.push(p);
+        } else {
+            train.push(p);
+        }
+    }
+    Ok((train, eval))
+}
+
+/// A demonstration row (TRL SFT format) has no rejected completion: an error naming its line
+/// when the objective reads one.
+pub fn check_demonstrations<'p>(
+    c: &Compiled,
+    mut pairs: impl Iterator<Item = &'p Pair>,
+) -> Result<(), SetupError> {
+    let reader = c
+        .objective
+        .inputs
+        .iter()
+        .find(|i| needs(std::slice::from_ref(i)).rejected);
+    match (reader, pairs.find(|p| p.demonstration)) {
+        (Some(input), Some(p)) => Err(SetupError::Demonstration {
+            line: p.line,
+            objective: c.objective.name.clone(),
+            input: input.name.clone(),
+            reads: input.source.text(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The reference's statistics over `pairs` as a [`Reference::Cached`], from the cache at
+/// `path` when it was computed for the same model and data, else computed now (one no-grad
+/// pass of `model`) and cached there; no reference for no pairs.
+#[allow(clippy::too_many_arguments)]
+pub fn cached_reference(
+    c: &Compiled,
+    spec: &RunSpec,
+    pairs: &[Pair],
+    tok: &Tok,
+    model: &Llama,
+    device: &Device,
+    path: &Path,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<Reference, SetupError> {
+    if pairs.is_empty() {
+        return Ok(Reference::None);
+    }
+    let entropy = needs(&c.objective.inputs).entropy;
+    let fingerprint = format!(
+        "model={} seed={} data={} max_length={} pairs={} entropy={entropy}",
+        spec.model,
+        spec.seed,
+        spec.data
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "synthetic".into()),
+        spec.max_length,
+        pairs.len(),
+    );
+    let cached = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<RefCache>(&t).ok())
+        .filter(|c| c.fingerprint == fingerprint);
+    let cache = match cached {
+        Some(c) => {
+            notice(Notice::CachedReference(path.to_path_buf()));
+            c
+        }
+        None => {
+            notice(Notice::PrecomputingReference(pairs.len()));
+            let c = RefCache::compute(
+                model,
+                pairs,
+                tok.pad,
+                spec.batch_size,
+                entropy,
+                fingerprint,
+                device,
+            );
+            let text = serde_json::to_string(&c)?;
+            load::write_atomic(path, text.as_bytes())?;
+            c
+        }
+    };
+    Ok(Reference::Cached(cache))
+}
+
+/// The loop's options from the run description (gradient accumulation applies to pair
+/// objectives; the on-policy loop takes one rollout batch per update).
+fn train_options(spec: &RunSpec, lr: f64, out: &Path) -> TrainOptions {
+    TrainOptions {
+        batch_size: spec.batch_size,
+        grad_accum: spec.grad_accum,
+        max_steps: spec.max_steps,
+        epochs: spec.epochs,
+        lr,
+        warmup_ratio: spec.warmup_ratio,
+        schedule: spec.schedule,
+        weight_decay: spec.weight_decay,
+        max_grad_norm: spec.max_grad_norm,
+        seed: spec.seed,
+        save_every: spec.save_every,
+        params: spec.params.clone(),
+        out: out.to_path_buf(),
+        base_model: spec.model.clone(),
+    }
+}
+
+/// The objective's parameters by name, for `run_config.json`.
+fn named_params(c: &Compiled, spec: &RunSpec) -> serde_json::Map<String, serde_json::Value> {
+    c.objective
+        .params
+        .iter()
+        .zip(&spec.params)
+        .map(|(p, v)| (p.name.clone(), serde_json::json!(v)))
+        .collect()
+}
+
+/// The default learning rate of pair training on the `tiny` preset; 1e-6 for any other model
+/// (TRL's default).
+pub const TINY_LR: f64 = 1e-3;
+
+/// The default learning rate of on-policy training on the `tiny` preset (its updates are larger
+/// per step than a pair run's: several epochs per batch); 1e-6 for any other model.
+pub const TINY_ON_POLICY_LR: f64 = 1e-4;
+
+/// Sets up the run `spec` describes for objective `c`: the pair loop, or (for an objective
+/// that reads rollouts) the on-policy loop.
+pub fn prepare<'a>(
+    c: &'a Compiled,
+    spec: &'a RunSpec,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<Prepared<'a>, SetupError> {
+    check_sizes(spec)?;
+    if is_on_policy(c) {
+        return on_policy(c, spec, notice).map(|s| Prepared::OnPolicy(Box::new(s)));
+    }
+    pairs(c, spec, notice).map(|r| Prepared::Pairs(Box::new(r)))
+}
+
+/// The pair run: a policy (or reward model) against the starting model as the reference.
+fn pairs<'a>(
+    c: &'a Compiled,
+    spec: &'a RunSpec,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<PairRun<'a>, SetupError> {
+    let devices = devices(spec)?;
+    let lora = lora(spec)?;
+    let reward = reward_task(c, spec.task)?;
+    let out = run_dir(c, spec)?;
+    let Resolved {
+        model: mut policy,
+        tok,
+        embedded,
+    } = self::policy(spec, &devices)?;
+    if reward && policy.score.is_none() {
+        policy = policy.with_score_head(spec.seed);
+        // transformers pools a reward model at the last token that is not padding.
+        policy
+            .config
+            .extra
+            .insert("pad_token_id".into(), tok.pad.into());
+    }
+    // The reference is the starting model, also when resuming.
+    let wants_reference = needs(&c.objective.inputs).reference;
+    let reference = Reference::starting(&policy, wants_reference, lora.is_some());
+    let (policy, resume) = match &spec.resume {
+        Some(dir) => {
+            check_pair_checkpoint(dir, reward)?;
+            let policy = resume_weights(dir, lora.is_some(), policy, &devices.train)?;
+            if lora.is_none() && reward != policy.score.is_some() {
+                return Err(SetupError::ModelKind {
+                    dir: dir.clone(),
+                    checkpoint: Kind::of(!reward),
+                    run: Kind::of(reward),
+                });
+            }
+            let (policy, resume) = resume_state(dir, policy, notice)?;
+            (policy, Some(resume))
+        }
+        None => match lora.clone() {
+            Some(l) => (policy.with_lora(l, spec.seed), None),
+            None => (policy, None),
+        },
+    };
+    let pairs = training_pairs(spec, &tok, &out, notice)?;
+    let (pairs, eval_pairs) = held_out(pairs, spec, &tok, reward, notice)?;
+    check_demonstrations(c, pairs.iter().chain(eval_pairs.iter()))?;
+    // Training and evaluation compare with the same reference, in the same way.
+    let mut cache_both = |model: &Llama| -> Result<(Reference, Reference), SetupError> {
+        let mut cache = |pairs: &[Pair], name: &str| {
+            let path = out.join(name);
+            cached_reference(c, spec, pairs, &tok, model, &devices.plain, &path, notice)
+        };
+        Ok((
+            cache(&pairs, "ref_cache.json")?,
+            cache(&eval_pairs, "ref_cache_eval.json")?,
+        ))
+    };
+    let (reference, eval_reference) = match reference {
+        Reference::AdaptersOff if spec.precompute_ref => {
+            cache_both(&adapters_off(&policy.valid()))?
+        }
+        Reference::Model(r) if spec.precompute_ref => cache_both(&r)?,
+        Reference::Model(r) => (Reference::Model(r.clone()), Reference::Model(r)),
+        Reference::AdaptersOff => (Reference::AdaptersOff, Reference::AdaptersOff),
+        _ => (Reference::None, Reference::None),
+    };
+    let eval = (!eval_pairs.is_empty()).then(|| Eval {
+        pairs: eval_pairs,
+        reference: eval_reference,
+        every: spec.eval_every,
+    });
+    let lr = spec.lr.unwrap_or(if embedded { TINY_LR } else { 1e-6 });
+    let opts = train_options(spec, lr, &out);
+    let compute = policy.compute;
+    write_run_config(
+        &out,
+        &serde_json::json!({
+            "objective": c.objective.name,
+            "params": named_params(c, spec),
+            "model": spec.model,
+            "model_config": policy.config,
+            "data": spec.data.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
+            "pairs": pairs.len(),
+            "device": spec.device,
+            "max_length": spec.max_length,
+            "lora": policy.lora,
+            "dtype": format!("{compute:?}").to_lowercase(),
+            "gradient_checkpointing": spec.gradient_checkpointing,
+            "train": opts,
+        }),
+    )?;
+    Ok(PairRun {
+        compiled: c,
+        policy,
+        reference,
+        tok,
+        pairs,
+        eval,
+        opts,
+        device: devices.plain,
+        resume,
+    })
+}
+
+/// An on-policy run set up but for its prompts (tokenized by the caller, who knows the prompt
+/// file formats): [`OnPolicySetup::with_prompts`] completes it.
+pub struct OnPolicySetup<'a> {
+    compiled: &'a Compiled,
+    spec: &'a RunSpec,
+    policy: Llama,
+    reference: Reference,
+    reward_model: Option<Llama>,
+    tok: Tok,
+    embedded: bool,
+    device: Device,
+    resume: Option<Resume>,
+    out: PathBuf,
+    prompt_file: PathBuf,
+}
+
+impl<'a> OnPolicySetup<'a> {
+    /// The JSONL file of prompts to sample from: `spec.prompts`, `spec.data`, or the bundled
+    /// synthetic pairs (written to `OUT/prompts.jsonl`).
+    pub fn prompt_file(&self) -> &Path {
+        &self.prompt_file
+    }
+
+    /// The tokenizer prompts are tokenized with.
+    pub fn tok(&self) -> &Tok {
+        &self.tok
+    }
+
+    /// The policy (its configuration says how prompts are rendered and where they stop).
+    pub fn policy(&self) -> &Llama {
+        &self.policy
+    }
+
+    /// The run, given its tokenized `prompts` and the tokens `eos` that end a completion;
+    /// writes `run_config.json`.
+    pub fn with_prompts(
+        self,
+        prompts: Vec<Vec<u32>>,
+        eos: Vec<u32>,
+    ) -> Result<OnPolicyRun<'a>, SetupError> {
+        let (c, spec) = (self.compiled, self.spec);
+        // On-policy updates are larger per step (several epochs per batch): a lower default.
+        let lr = spec.lr.unwrap_or(if self.embedded {
+            TINY_ON_POLICY_LR
+        } else {
+            1e-6
+        });
+        let opts = train_options(spec, lr, &self.out);
+        let rollout = RolloutOptions {
+            epochs: spec.ppo_epochs,
+            max_new_tokens: spec.max_new_tokens,
+            temperature: spec.temperature,
+            eos,
+            pad: self.tok.pad,
+        };
+        write_run_config(
+            &self.out,
+            &serde_json::json!({
+                "objective": c.objective.name,
+                "params": named_params(c, spec),
+                "model": spec.model,
+                "reward_model": spec.reward_model.as_ref().map(|p| p.display().to_string()),
+                "lora": self.policy.lora,
+                "prompts": self.prompt_file.display().to_string(),
+                "device": spec.device,
+                "train": opts,
+                "rollout": rollout,
+            }),
+        )?;
+        Ok(OnPolicyRun {
+            compiled: c,
+            policy: self.policy,
+            reference: self.reference,
+            reward_model: self.reward_model,
+            prompts,
+            tok: self.tok,
+            opts,
+            rollout,
+            device: self.device,
+            resume: self.resume,
+        })
+    }
+}
+
+/// The on-policy run: samples from the policy, scores with the reward model, and optimizes
+/// against the starting model as the reference.
+fn on_policy<'a>(
+    c: &'a Compiled,
+    spec: &'a RunSpec,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<OnPolicySetup<'a>, SetupError> {
+    if spec.precompute_ref || spec.grad_accum != 1 {
+        return Err(SetupError::OnPolicyUnsupported);
+    }
+    let lora = lora(spec)?;
+    if spec.max_new_tokens == 0
+        || spec.ppo_epochs == 0
+        || spec.temperature.is_nan()
+        || spec.temperature <= 0.0
+    {
+        return Err(SetupError::Sampling);
+    }
+    let reads = |r: Rollout| {
+        c.objective
+            .inputs
+            .iter()
+            .any(|i| i.source == Source::Rollout(r))
+    };
+    let devices = devices(spec)?;
+    let Resolved {
+        model: mut policy,
+        tok,
+        embedded,
+    } = self::policy(spec, &devices)?;
+    // The reference is the starting model, also when resuming.
+    let reference =
+        Reference::starting(&policy, reads(Rollout::ReferenceTokenLogps), lora.is_some());
+    let value_head = reads(Rollout::Values) || reads(Rollout::OldValues);
+    let mut resume = None;
+    if let Some(dir) = &spec.resume {
+        if !is_on_policy_checkpoint(dir) {
+            return Err(SetupError::NotOnPolicyCheckpoint(dir.clone()));
+        }
+        policy = resume_weights(dir, lora.is_some(), policy, &devices.train)?;
+        // The value head trains with the adapters: attached after them (which freeze the rest).
+        if value_head {
+            policy = load::load_value_head(dir, policy)?;
+        }
+        let (p, r) = resume_state(dir, policy, notice)?;
+        policy = p;
+        resume = Some(r);
+    } else {
+        if let Some(l) = lora {
+            policy = policy.with_lora(l, spec.seed);
+        }
+        if value_head {
+            policy = policy.with_value_head();
+        }
+    }
+    let reward_model = match (&spec.reward_model, reads(Rollout::Score)) {
+        (Some(dir), true) => Some(reward_model(dir, &policy, &devices.plain)?),
+        (None, true) => return Err(SetupError::NoRewardModel(c.objective.name.clone())),
+        (_, false) => None,
+    };
+    let out = run_dir(c, spec)?;
+    let prompt_file = match (&spec.prompts, &spec.data) {
+        (Some(p), _) | (None, Some(p)) => p.clone(),
+        (None, None) => synthetic_file(&out, "prompts.jsonl")?.0,
+    };
+    Ok(OnPolicySetup {
+        compiled: c,
+        spec,
+        policy,
+        reference,
+        reward_model,
+        tok,
+        embedded,
+        device: devices.plain,
+        resume,
+        out,
+        prompt_file,
+    })
+}
+
+/// The frozen reward model at `dir`, on `device`: it must have a score head and the policy's
+/// vocabulary.
+fn reward_model(dir: &Path, policy: &Llama, device: &Device) -> Result<Llama, SetupError> {
+    let rm = resolve(&dir.display().to_string(), false, 0, device)?.model;
+    if rm.score.is_none() {
+        return Err(SetupError::NotARewardModel(dir.to_path_buf()));
+    }
+    if rm.config.vocab_size != policy.config.vocab_size {
+        return Err(SetupError::RewardVocabulary {
+            dir: dir.to_path_buf(),
+            reward_model: rm.config.vocab_size,
+            policy: policy.config.vocab_size,
+        });
+    }
+    Ok(rm)
+}
