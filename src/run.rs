@@ -6,7 +6,7 @@ use burn::module::Module;
 use poc_compiler::Compiled;
 use poc_runtime::data::{self, Pair, Tok};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target, load};
+use poc_runtime::model::{Compute, Llama, LoraConfig, Target, load};
 use poc_runtime::train::{self, Schedule, TrainOptions};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -325,7 +325,7 @@ fn held_out(
 /// outputs cannot train a policy and vice versa.
 fn reward_task(c: &Compiled, task: TaskArg) -> Result<bool, Failure> {
     let needs = poc_runtime::observe::needs(&c.objective.inputs);
-    let reads_rewards = needs.reward_model();
+    let reads_rewards = needs.trains_reward_model();
     match task {
         TaskArg::Auto => Ok(reads_rewards),
         TaskArg::Reward if reads_rewards => Ok(true),
@@ -703,7 +703,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
             .extra
             .insert("pad_token_id".into(), tok.pad.into());
     }
-    let wants_reference = poc_runtime::observe::needs(&c.objective.inputs).reference;
+    let wants_reference = poc_runtime::observe::needs(&c.objective.inputs).reads_reference();
     // The reference is the starting model (--model), also when resuming: a frozen copy, or
     // under LoRA the policy with its adapters off.
     let reference = (wants_reference && lora.is_none()).then(|| policy.valid());
@@ -886,7 +886,7 @@ fn precompute(
             .unwrap_or_else(|| "synthetic".into()),
         args.max_length,
         pairs.len(),
-        needs.entropy
+        needs.reference.entropy
     );
     let cached = std::fs::read_to_string(path)
         .ok()
@@ -907,7 +907,7 @@ fn precompute(
                 pairs,
                 tok.pad,
                 args.batch_size,
-                needs.entropy,
+                needs.reference.entropy,
                 fingerprint,
                 device,
             );
@@ -978,15 +978,17 @@ pub fn logps(
         .chunks(batch_size.max(1))
     {
         let batch = data::pairs::batch_of(&pairs, chunk, tok.pad);
-        let stats = m.sequence_stats(
-            &batch.tokens,
-            &batch.mask,
+        let rows = poc_runtime::observe::Rows::from(&batch);
+        let stats =
+            poc_runtime::observe::stats(&m, rows, poc_runtime::observe::Want::LOGPS, &device);
+        let lp = stats
+            .logps
+            .map(poc_runtime::objective::to_f64)
+            .unwrap_or_default();
+        let n = poc_runtime::objective::to_f64(poc_runtime::observe::token_counts(
             &batch.completion,
-            false,
             &device,
-        );
-        let lp = poc_runtime::objective::to_f64(stats.logps);
-        let n = poc_runtime::objective::to_f64(stats.tokens);
+        ));
         let b = chunk.len();
         for (j, &i) in chunk.iter().enumerate() {
             out.push_str(&serde_json::json!({"line": pairs[i].line, "chosen_logps": lp[j], "rejected_logps": lp[b + j],

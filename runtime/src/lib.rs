@@ -9,4 +9,5 @@ pub mod model;
 pub mod objective;
 pub mod observe;
 pub mod ppo;
+pub mod python;
 pub mod train;

@@ -6,10 +6,10 @@
 //! gradient through the surrogate `Σ detach(∂L/∂x)·x` — it never names PPO's terms.
 
 use crate::data::pairs::{Batch, Tokenized, padded};
+use crate::model::Llama;
 use crate::model::generate::{GenerateOptions, generate};
-use crate::model::{Llama, Want};
 use crate::objective::{TensorColumn, run_columns, surrogate_columns, to_f64};
-use crate::observe::constant;
+use crate::observe::{Rows, completion_mask, constant, needs, stats};
 use crate::train::{Resume, StepLog, TrainError, TrainOptions, lr_at};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
@@ -104,6 +104,7 @@ pub fn train_on_policy(
 ) -> Result<Vec<StepLog>, TrainError> {
     let program = &compiled.program;
     let inputs = &compiled.objective.inputs;
+    let need = needs(inputs);
     let ad = models.policy.embed.val().device();
     let total = opts.max_steps.unwrap_or_else(|| {
         prompts.len().div_ceil(opts.batch_size.max(1)).max(1) * opts.epochs.max(1)
@@ -161,27 +162,21 @@ pub fn train_on_policy(
             .map_err(|e| TrainError::Other(format!("sampling rollouts: {e}")))?;
         let (r, sampled) = rollouts(&batch_prompts, completions, rollout.pad);
         let b = r.tokens.len();
+        let mask = completion_mask(&r.completion, &ad);
         // 2. The constants of the update: old policy, reference, reward model.
-        let old = frozen.token_stats(&r.tokens, &r.mask, &r.completion, true, device);
+        let old = stats(&frozen, Rows::from(&r), need.rollout_policy, device);
         let reference = if models.reference_is_base {
             let mut base = frozen.clone();
             base.adapters_enabled = false;
-            Some(base.token_stats(&r.tokens, &r.mask, &r.completion, false, device))
+            Some(stats(&base, Rows::from(&r), need.reference, device))
         } else {
             models
                 .reference
                 .as_ref()
-                .map(|m| m.token_stats(&r.tokens, &r.mask, &r.completion, false, device))
+                .map(|m| stats(m, Rows::from(&r), need.reference, device))
         };
         let score = match &models.reward_model {
-            Some(rm) => {
-                let want = Want {
-                    rewards: true,
-                    ..Want::default()
-                };
-                rm.stats(&r.tokens, &r.mask, &r.completion, want, device)
-                    .rewards
-            }
+            Some(rm) => stats(rm, Rows::from(&r), need.reward_model, device).rewards,
             None => None,
         };
         // 3. The inputs that stay fixed during the updates, moved to the training device once;
@@ -197,14 +192,14 @@ pub fn train_on_policy(
             fixed.push(match &inp.source {
                 Source::Rollout(Rollout::PolicyTokenLogps) => None,
                 Source::Rollout(Rollout::Values) => {
-                    if old.values.is_none() {
+                    if models.policy.value_head.is_none() {
                         return Err(missing("a value head"));
                     }
                     None
                 }
-                Source::Rollout(Rollout::OldPolicyTokenLogps) => {
-                    Some(TensorColumn::Tokens(constant(old.logps.clone(), &ad)))
-                }
+                Source::Rollout(Rollout::OldPolicyTokenLogps) => Some(TensorColumn::Tokens(
+                    constant(old.token_logps.clone().ok_or_else(|| missing("log-probs"))?, &ad),
+                )),
                 Source::Rollout(Rollout::OldValues) => Some(TensorColumn::Tokens(constant(
                     old.values.clone().ok_or_else(|| missing("a value head"))?,
                     &ad,
@@ -212,8 +207,9 @@ pub fn train_on_policy(
                 Source::Rollout(Rollout::ReferenceTokenLogps) => {
                     let r = reference
                         .as_ref()
+                        .and_then(|r| r.token_logps.clone())
                         .ok_or_else(|| missing("a reference model"))?;
-                    Some(TensorColumn::Tokens(constant(r.logps.clone(), &ad)))
+                    Some(TensorColumn::Tokens(constant(r, &ad)))
                 }
                 Source::Rollout(Rollout::Score) => Some(TensorColumn::Scalar(constant(
                     score
@@ -222,7 +218,7 @@ pub fn train_on_policy(
                     &ad,
                 ))),
                 Source::Rollout(Rollout::Mask) => {
-                    Some(TensorColumn::Tokens(constant(old.mask.clone(), &ad)))
+                    Some(TensorColumn::Tokens(mask.clone()))
                 }
                 other => {
                     return Err(TrainError::Other(format!(
@@ -238,21 +234,19 @@ pub fn train_on_policy(
         let mut grad_norm = 0.0;
         let mut metric_means = vec![0.0; compiled.metrics.len()];
         for _ in 0..rollout.epochs.max(1) {
-            let now = models
-                .policy
-                .token_stats(&r.tokens, &r.mask, &r.completion, true, &ad);
+            let now = stats(&models.policy, Rows::from(&r), need.policy, &ad);
             let cols: Vec<TensorColumn> = inputs
                 .iter()
                 .zip(&fixed)
                 .map(|(inp, f)| match (f, &inp.source) {
                     (Some(c), _) => c.clone(),
-                    (None, Source::Rollout(Rollout::Values)) => {
-                        // Present: checked above (the policy has a value head).
-                        TensorColumn::Tokens(
-                            now.values.clone().unwrap_or_else(|| now.logps.zeros_like()),
-                        )
-                    }
-                    (None, _) => TensorColumn::Tokens(now.logps.clone()),
+                    // Present: asked for by `need.policy` (the value head checked above).
+                    (None, Source::Rollout(Rollout::Values)) => TensorColumn::Tokens(
+                        now.values.clone().unwrap_or_else(|| mask.zeros_like()),
+                    ),
+                    (None, _) => TensorColumn::Tokens(
+                        now.token_logps.clone().unwrap_or_else(|| mask.zeros_like()),
+                    ),
                 })
                 .collect();
             let outs = run_columns(program, &opts.params, &cols, &ad, DType::F32)

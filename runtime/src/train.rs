@@ -8,7 +8,7 @@
 use crate::data::{Batch, Pair, Tok, batches};
 use crate::model::{Llama, load};
 use crate::objective::{run_program, surrogate, to_f64};
-use crate::observe::{needs, observe};
+use crate::observe::{Rows, Stats, Want, needs, observe};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::tensor::{DType, Device, Tensor};
@@ -329,14 +329,12 @@ impl RefCache {
         let idx: Vec<usize> = (0..pairs.len()).collect();
         for chunk in idx.chunks(batch_size.max(1)) {
             let batch = crate::data::pairs::batch_of(pairs, chunk, pad);
-            let st = reference.sequence_stats(
-                &batch.tokens,
-                &batch.mask,
-                &batch.completion,
+            let want = Want {
                 entropy,
-                device,
-            );
-            let lp = to_f64(st.logps);
+                ..Want::LOGPS
+            };
+            let st = crate::observe::stats(reference, Rows::from(&batch), want, device);
+            let lp = st.logps.map(to_f64).unwrap_or_default();
             let en = st.entropy.map(to_f64);
             let b = chunk.len();
             for j in 0..b {
@@ -355,7 +353,7 @@ impl RefCache {
 
     /// The cached statistics of `batch`, shaped like a reference forward's (chosen rows, then
     /// rejected rows).
-    pub fn stats(&self, batch: &Batch, device: &Device) -> crate::model::SequenceStats {
+    pub fn stats(&self, batch: &Batch, device: &Device) -> Stats {
         let col = |k: usize, v: &[[f64; 2]]| -> Vec<f32> {
             batch.pairs.iter().map(|&i| v[i][k] as f32).collect()
         };
@@ -369,12 +367,10 @@ impl RefCache {
             let n = x.len();
             Tensor::<1>::from_data(burn::tensor::TensorData::new(x, [n]), device)
         };
-        let n = batch.tokens.len();
-        crate::model::SequenceStats {
-            logps: both(&self.logps),
-            tokens: Tensor::zeros([n], device),
+        Stats {
+            logps: Some(both(&self.logps)),
             entropy: self.entropy.as_deref().map(both),
-            rewards: None,
+            ..Stats::default()
         }
     }
 }
@@ -472,13 +468,7 @@ pub fn evaluate(
     let idx: Vec<usize> = (0..eval.pairs.len()).collect();
     for chunk in idx.chunks(opts.batch_size.max(1)) {
         let batch = crate::data::pairs::batch_of_sides(&eval.pairs, chunk, pad, need.rejected);
-        let pstats = model.stats(
-            &batch.tokens,
-            &batch.mask,
-            &batch.completion,
-            need.policy,
-            device,
-        );
+        let pstats = crate::observe::stats(&model, Rows::from(&batch), need.policy, device);
         let rstats = reference_stats(&eval.reference, need, &model, &batch, device);
         let xs = observe(
             inputs,
@@ -518,19 +508,11 @@ fn reference_stats(
     policy: &Llama,
     batch: &Batch,
     device: &Device,
-) -> Option<crate::model::SequenceStats> {
-    if !need.reference {
+) -> Option<Stats> {
+    if !need.reads_reference() {
         return None;
     }
-    let run = |m: &Llama| {
-        m.sequence_stats(
-            &batch.tokens,
-            &batch.mask,
-            &batch.completion,
-            need.entropy,
-            device,
-        )
-    };
+    let run = |m: &Llama| crate::observe::stats(m, Rows::from(batch), need.reference, device);
     match reference {
         Reference::None => None,
         Reference::Model(r) => Some(run(r)),
@@ -631,13 +613,7 @@ pub fn train(
                 .map(|r| r.iter().filter(|&&m| m).count())
                 .sum::<usize>();
             lines.extend(batch.pairs.iter().map(|&i| pairs[i].line));
-            let pstats = policy.stats(
-                &batch.tokens,
-                &batch.mask,
-                &batch.completion,
-                need.policy,
-                &ad,
-            );
+            let pstats = crate::observe::stats(&policy, Rows::from(batch), need.policy, &ad);
             let rstats = match &reference {
                 Reference::AdaptersOff => {
                     reference_stats(&reference, need, &policy.valid(), batch, device)
