@@ -18,6 +18,7 @@ use poc_runtime::lower::to_f64;
 use poc_runtime::model::Llama;
 use poc_runtime::model::generate::{GenerateOptions, generate};
 use poc_runtime::model::load::write_atomic;
+use poc_runtime::observe::{self, Want};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -1022,11 +1023,8 @@ fn pair_logps(
     let idx: Vec<usize> = (0..pairs.len()).collect();
     for chunk in idx.chunks(SCORE_BATCH) {
         let batch = data::pairs::batch_of(pairs, chunk, pad);
-        let lp = to_f64(
-            model
-                .sequence_stats(&batch.tokens, &batch.mask, &batch.completion, false, device)
-                .logps,
-        );
+        let stats = observe::stats(model, observe::Rows::from(&batch), Want::LOGPS, device);
+        let lp = stats.logps.map(to_f64).unwrap_or_default();
         let b = chunk.len();
         out.extend((0..b).map(|j| (lp[j], lp[b + j])));
     }
@@ -1058,8 +1056,13 @@ fn sample_logps(
             mask.push((0..t).map(|j| j < p + c).collect());
             completion.push((0..t).map(|j| j >= p && j < p + c).collect());
         }
-        let stats = model.sequence_stats(&tokens, &mask, &completion, false, device);
-        out.extend(to_f64(stats.logps));
+        let rows = observe::Rows {
+            tokens: &tokens,
+            mask: &mask,
+            completion: &completion,
+        };
+        let stats = observe::stats(model, rows, Want::LOGPS, device);
+        out.extend(stats.logps.map(to_f64).unwrap_or_default());
     }
     out
 }

@@ -270,15 +270,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
     );
     println!("| implementation | tokens/s | peak RSS (MB) | ratio (tokens/s) |");
     println!("|---|---:|---:|---:|");
-    let python = python.unwrap_or_else(|| {
-        let cache = std::env::var("POC_CACHE")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/poc")
-            });
-        cache.join("torch-2.9.0/bin/python")
-    });
+    let python = python.unwrap_or_else(poc_runtime::python::interpreter);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/dpo_step.py");
     let baseline = std::process::Command::new(&python)
         .arg(&script)

@@ -492,15 +492,17 @@ pub fn logps(
         .chunks(batch_size.max(1))
     {
         let batch = data::pairs::batch_of(&pairs, chunk, tok.pad);
-        let stats = m.sequence_stats(
-            &batch.tokens,
-            &batch.mask,
+        let rows = poc_runtime::observe::Rows::from(&batch);
+        let stats =
+            poc_runtime::observe::stats(&m, rows, poc_runtime::observe::Want::LOGPS, &device);
+        let lp = stats
+            .logps
+            .map(poc_runtime::lower::to_f64)
+            .unwrap_or_default();
+        let n = poc_runtime::lower::to_f64(poc_runtime::observe::token_counts(
             &batch.completion,
-            false,
             &device,
-        );
-        let lp = poc_runtime::lower::to_f64(stats.logps);
-        let n = poc_runtime::lower::to_f64(stats.tokens);
+        ));
         let b = chunk.len();
         for (j, &i) in chunk.iter().enumerate() {
             out.push_str(&serde_json::json!({"line": pairs[i].line, "chosen_logps": lp[j], "rejected_logps": lp[b + j],

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use poc_runtime::data;
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::lower::to_f64;
-use poc_runtime::model::Want;
+use poc_runtime::observe::{self, Rows, Want};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `poc split`.
@@ -97,10 +97,6 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
     let lines: Vec<&str> = text.lines().collect();
     std::fs::create_dir_all(&args.out)
         .map_err(|e| user(format!("cannot create `{}`: {e}", args.out.display())))?;
-    let want = Want {
-        rewards: true,
-        ..Want::default()
-    };
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     let mut easy = String::new();
     let mut hard = String::new();
@@ -109,7 +105,7 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
     let idx: Vec<usize> = (0..pairs.len()).collect();
     for chunk in idx.chunks(args.batch_size) {
         let batch = data::pairs::batch_of(&pairs, chunk, tok.pad);
-        let stats = model.stats(&batch.tokens, &batch.mask, &batch.completion, want, &device);
+        let stats = observe::stats(&model, Rows::from(&batch), Want::REWARDS, &device);
         let r = to_f64(
             stats
                 .rewards

@@ -13,4 +13,5 @@ pub mod device;
 pub mod lower;
 pub mod model;
 pub mod observe;
+pub mod python;
 pub mod train;

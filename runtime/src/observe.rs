@@ -1,22 +1,85 @@
-//! Observables: from one forward of the policy (and of the reference) over a batch's chosen
-//! and rejected rows, every input an objective declares, by its [`Source`]. Only what the
-//! objective reads is computed (entropies only when declared).
+//! Observables: what an objective's declared inputs are, computed from the models' outputs.
+//!
+//! The model gives hidden states ([`Llama::hidden`]) and the heads on them (logits, the reward
+//! head, the value head). This module turns them into the statistics objectives read
+//! ([`stats`]: sequence log-probs, entropies, rewards, per-token log-probs, values), with the
+//! token counts and completion masks that come from the data alone ([`token_counts`],
+//! [`completion_mask`]), and maps statistics to an objective's inputs by their [`Source`]
+//! ([`observe`]). What each model's forward must give is decided once, from the objective's
+//! sources ([`needs`]); nothing is computed that no input reads.
 
 use crate::data::{Batch, Pair};
-use crate::model::SequenceStats;
-use crate::model::llama::Want;
-use burn::tensor::{Device, Tensor, TensorData};
-use poc_compiler::{Input, Side, Source};
+use crate::model::Llama;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use poc_compiler::{Input, Rollout, Side, Source};
 
-/// Which expensive statistics the objective needs.
+/// Which statistics one forward pass over a batch gives ([`stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Want {
+    /// Σ log p over each row's completion tokens (needs the output head over the whole
+    /// vocabulary).
+    pub logps: bool,
+    /// Each row's mean next-token entropy over its completion positions (shares the
+    /// log-softmax of `logps`).
+    pub entropy: bool,
+    /// The reward head at each row's last real token (a reward model).
+    pub rewards: bool,
+    /// The log-probability of each completion token (on-policy objectives).
+    pub token_logps: bool,
+    /// The value head at each position predicting a completion token (a PPO policy).
+    pub values: bool,
+}
+
+impl Want {
+    /// Nothing.
+    pub const NONE: Want = Want {
+        logps: false,
+        entropy: false,
+        rewards: false,
+        token_logps: false,
+        values: false,
+    };
+    /// Sequence log-probs alone.
+    pub const LOGPS: Want = Want {
+        logps: true,
+        ..Want::NONE
+    };
+    /// Rewards alone.
+    pub const REWARDS: Want = Want {
+        rewards: true,
+        ..Want::NONE
+    };
+
+    /// Whether anything is wanted (else no forward pass is needed).
+    pub fn any(self) -> bool {
+        self != Want::NONE
+    }
+
+    /// What either wants.
+    pub fn or(self, other: Want) -> Want {
+        Want {
+            logps: self.logps || other.logps,
+            entropy: self.entropy || other.entropy,
+            rewards: self.rewards || other.rewards,
+            token_logps: self.token_logps || other.token_logps,
+            values: self.values || other.values,
+        }
+    }
+}
+
+/// What an objective's inputs require of each model.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Needs {
-    /// What the trained model's forward must give: log-probs and/or reward-head outputs.
+    /// The trained model's forward (differentiable): log-probs and/or reward-head outputs of
+    /// pair objectives; per-token log-probs and values of on-policy ones.
     pub policy: Want,
-    /// Any reference input (log-probs or entropies).
-    pub reference: bool,
-    /// Reference entropies.
-    pub entropy: bool,
+    /// The frozen reference's forward: log-probs, entropies or per-token log-probs.
+    pub reference: Want,
+    /// On-policy: the policy as it sampled the rollouts (old per-token log-probs and values).
+    pub rollout_policy: Want,
+    /// On-policy: the frozen reward model that scores the rollouts.
+    pub reward_model: Want,
     /// Anything of the rejected completion from a forward pass (log-probs, token counts,
     /// entropies, rewards): without it, batches hold the chosen rows alone.
     pub rejected: bool,
@@ -24,8 +87,13 @@ pub struct Needs {
 
 impl Needs {
     /// Whether the trained model is a reward model (the objective reads reward outputs).
-    pub fn reward_model(&self) -> bool {
+    pub fn trains_reward_model(&self) -> bool {
         self.policy.rewards
+    }
+
+    /// Whether the objective reads anything of a reference model.
+    pub fn reads_reference(&self) -> bool {
+        self.reference.any()
     }
 }
 
@@ -44,15 +112,187 @@ pub fn needs(inputs: &[Input]) -> Needs {
         match i.source {
             Source::PolicyLogps(_) => n.policy.logps = true,
             Source::Reward(_) => n.policy.rewards = true,
-            Source::ReferenceLogps(_) => n.reference = true,
-            Source::ReferenceEntropy(_) => {
-                n.reference = true;
-                n.entropy = true;
-            }
-            _ => {}
+            Source::ReferenceLogps(_) => n.reference.logps = true,
+            Source::ReferenceEntropy(_) => n.reference.entropy = true,
+            Source::Rollout(r) => match r {
+                Rollout::PolicyTokenLogps => n.policy.token_logps = true,
+                Rollout::Values => n.policy.values = true,
+                Rollout::OldPolicyTokenLogps => n.rollout_policy.token_logps = true,
+                Rollout::OldValues => n.rollout_policy.values = true,
+                Rollout::ReferenceTokenLogps => n.reference.token_logps = true,
+                Rollout::Score => n.reward_model.rewards = true,
+                Rollout::Mask => {}
+            },
+            Source::Tokens(_) | Source::VocabSize | Source::Column(_) => {}
         }
     }
     n
+}
+
+/// The rows of a batch one forward pass runs over, each `[batch][time]` (rows of one length,
+/// as a [`Batch`]'s are; shorter rows read as padding).
+#[derive(Debug, Clone, Copy)]
+pub struct Rows<'a> {
+    /// Token ids.
+    pub tokens: &'a [Vec<u32>],
+    /// Real tokens (not padding); rows are right-padded.
+    pub mask: &'a [Vec<bool>],
+    /// Completion tokens (a subset of the real ones).
+    pub completion: &'a [Vec<bool>],
+}
+
+impl<'a> From<&'a Batch> for Rows<'a> {
+    fn from(b: &'a Batch) -> Rows<'a> {
+        Rows {
+            tokens: &b.tokens,
+            mask: &b.mask,
+            completion: &b.completion,
+        }
+    }
+}
+
+/// The statistics of one forward pass over [`Rows`]: those its [`Want`] asked for (`None`
+/// otherwise, and for a head the model lacks). Token `t` of a row is scored by the
+/// distribution at position `t - 1`, so a completion token at position 0 never counts.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Σ log p(token) over each row's completion tokens, `[batch]`.
+    pub logps: Option<Tensor<1>>,
+    /// Mean next-token entropy (nats) over each row's completion positions, `[batch]`.
+    pub entropy: Option<Tensor<1>>,
+    /// The reward head at each row's last real token (as transformers'
+    /// `LlamaForSequenceClassification` pools), `[batch]`.
+    pub rewards: Option<Tensor<1>>,
+    /// `[batch, time−1]`: log p of token j+1 at position j, 0 outside the completion.
+    pub token_logps: Option<Tensor<2>>,
+    /// `[batch, time−1]`: the value head at position j, 0 where token j+1 is not a completion
+    /// token.
+    pub values: Option<Tensor<2>>,
+}
+
+/// The width a forward over `rows` runs at: the longest row, at least 2 (one prediction).
+fn width(rows: &[Vec<bool>]) -> usize {
+    rows.iter().map(Vec::len).max().unwrap_or(0).max(2)
+}
+
+/// `[batch, time−1]` (time: the longest row, at least 2): 1 where token j+1 of a row is a
+/// completion token, the positions whose predictions completion statistics read.
+pub fn completion_mask(completion: &[Vec<bool>], device: &Device) -> Tensor<2> {
+    completion_mask_at(completion, width(completion), device)
+}
+
+/// [`completion_mask`] for rows of width `t` ≥ 2.
+fn completion_mask_at(completion: &[Vec<bool>], t: usize, device: &Device) -> Tensor<2> {
+    let b = completion.len();
+    let cm: Vec<f32> = completion
+        .iter()
+        .flat_map(|r| (1..t).map(|j| if r.get(j) == Some(&true) { 1.0 } else { 0.0 }))
+        .collect();
+    Tensor::<2>::from_data(TensorData::new(cm, [b, t - 1]), device)
+}
+
+/// The number of scored completion tokens of each row (those after position 0), `[batch]`.
+pub fn token_counts(completion: &[Vec<bool>], device: &Device) -> Tensor<1> {
+    let b = completion.len();
+    completion_mask(completion, device).sum_dim(1).reshape([b])
+}
+
+/// The statistics `want` asks for, from one forward pass of `model` over `rows` (none when
+/// nothing is wanted). One `log_softmax` serves log-probs, entropies and per-token log-probs.
+/// On an autodiff device everything computed from the model carries gradients.
+pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stats {
+    let b = rows.tokens.len();
+    let longest = |r: &[Vec<u32>]| r.iter().map(Vec::len).max().unwrap_or(0);
+    let t = longest(rows.tokens)
+        .max(width(rows.mask))
+        .max(width(rows.completion));
+    let mut out = Stats::default();
+    if !want.any() {
+        return out;
+    }
+    let cm = completion_mask_at(rows.completion, t, device);
+    if longest(rows.tokens) == 0 {
+        // No tokens at all: nothing to run, nothing scored.
+        let zeros = || Tensor::<1>::zeros([b], device);
+        out.logps = want.logps.then(zeros);
+        out.entropy = want.entropy.then(zeros);
+        out.rewards = (want.rewards && model.score.is_some()).then(zeros);
+        out.token_logps = want.token_logps.then(|| cm.clone());
+        out.values = (want.values && model.value_head.is_some()).then(|| cm.clone());
+        return out;
+    }
+    let flat: Vec<i64> = rows
+        .tokens
+        .iter()
+        .flat_map(|r| (0..t).map(|j| i64::from(r.get(j).copied().unwrap_or(0))))
+        .collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
+    let hidden = model.hidden(ids, rows.mask, None);
+    if want.rewards {
+        out.rewards = rewards_at_last_token(model, hidden.clone(), rows.mask, device);
+    }
+    // Positions 0..t−1 predict tokens 1..t.
+    let scored = hidden.narrow(1, 0, t - 1);
+    if want.values {
+        out.values = model.values(scored.clone()).map(|v| v * cm.clone());
+    }
+    if want.logps || want.entropy || want.token_logps {
+        let (logp, tok) = next_token_logps(model, scored, rows.tokens, device);
+        let tok = tok * cm.clone();
+        if want.logps {
+            out.logps = Some(tok.clone().sum_dim(1).reshape([b]));
+        }
+        if want.entropy {
+            let h = (logp.clone().exp() * logp)
+                .sum_dim(2)
+                .reshape([b, t - 1])
+                .neg();
+            let counts = cm.clone().sum_dim(1).reshape([b]);
+            out.entropy = Some((h * cm).sum_dim(1).reshape([b]) / counts.clamp_min(1.0));
+        }
+        if want.token_logps {
+            out.token_logps = Some(tok);
+        }
+    }
+    out
+}
+
+/// The reward head at each row's last real token (`mask`; the first column of a row with
+/// none): `[batch]`, f32; `None` without a reward head.
+fn rewards_at_last_token(
+    model: &Llama,
+    hidden: Tensor<3>,
+    mask: &[Vec<bool>],
+    device: &Device,
+) -> Option<Tensor<1>> {
+    let [b, _, h] = hidden.dims();
+    let last: Vec<i64> = mask
+        .iter()
+        .map(|r| r.iter().rposition(|&m| m).unwrap_or(0) as i64)
+        .collect();
+    let idx =
+        Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, 1]), device).expand([b, 1, h]);
+    model.rewards(hidden.gather(1, idx)).map(|r| r.reshape([b]))
+}
+
+/// From hidden states `[b, n, hidden]` at positions 0..n of `tokens` (`[b][≥n]`, shorter rows
+/// read as id 0): the log-softmax over the vocabulary `[b, n, vocab]` and the log-probability
+/// of each next token, `tokens[·][j+1]` at position j, `[b, n]`.
+fn next_token_logps(
+    model: &Llama,
+    hidden: Tensor<3>,
+    tokens: &[Vec<u32>],
+    device: &Device,
+) -> (Tensor<3>, Tensor<2>) {
+    let [b, n, _] = hidden.dims();
+    let logp = log_softmax(model.logits(hidden), 2);
+    let targets: Vec<i64> = tokens
+        .iter()
+        .flat_map(|r| (1..=n).map(|j| i64::from(r.get(j).copied().unwrap_or(0))))
+        .collect();
+    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, n, 1]), device);
+    let tok = logp.clone().gather(2, targets).reshape([b, n]);
+    (logp, tok)
 }
 
 /// An input the runtime cannot provide for these rows.
@@ -77,27 +317,34 @@ pub(crate) fn constant<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
-/// Every declared input for `batch`, on `device`: policy log-probs differentiable (they come
-/// from the policy's forward on an autodiff device), the rest constants.
+/// Every declared input of a pair objective for `batch`, on `device`, from the statistics of
+/// the policy's forward (`policy`, asked for [`Needs::policy`]) and the reference's
+/// (`reference`, asked for [`Needs::reference`]): policy log-probs and rewards differentiable
+/// (they come from the policy's forward on an autodiff device), the rest constants.
 pub fn observe(
     inputs: &[Input],
     batch: &Batch,
     pairs: &[Pair],
-    policy: &SequenceStats,
-    reference: Option<&SequenceStats>,
+    policy: &Stats,
+    reference: Option<&Stats>,
     vocab_size: usize,
     device: &Device,
 ) -> Result<Vec<Tensor<1>>, ObserveError> {
     let b = batch.pairs.len();
+    let counts = token_counts(&batch.completion, device);
+    let asked = |what: &str| ObserveError(format!("the forward pass was not asked for {what}"));
     inputs
         .iter()
         .map(|inp| {
             Ok(match &inp.source {
-                Source::PolicyLogps(s) => half(&policy.logps, *s, b),
-                Source::Tokens(s) => constant(half(&policy.tokens, *s, b), device),
+                Source::PolicyLogps(s) => {
+                    half(policy.logps.as_ref().ok_or_else(|| asked("log-probs"))?, *s, b)
+                }
+                Source::Tokens(s) => half(&counts, *s, b),
                 Source::ReferenceLogps(s) => {
                     let r = reference.ok_or_else(|| ObserveError("no reference model".into()))?;
-                    constant(half(&r.logps, *s, b), device)
+                    let logps = r.logps.as_ref().ok_or_else(|| asked("reference log-probs"))?;
+                    constant(half(logps, *s, b), device)
                 }
                 Source::ReferenceEntropy(s) => {
                     let r = reference.and_then(|r| r.entropy.as_ref()).ok_or_else(|| ObserveError("no reference entropies".into()))?;
@@ -151,17 +398,34 @@ mod tests {
     fn what_the_shipped_objectives_need() {
         // sft reads the chosen side of the policy alone: chosen-only batches, no reference.
         let sft = needs_of(include_str!("../../objectives/sft.po"));
-        assert!(sft.policy.logps && !sft.rejected && !sft.reference && !sft.entropy);
+        assert!(sft.policy == Want::LOGPS && !sft.rejected && !sft.reads_reference());
         let dpo = needs_of(include_str!("../../objectives/dpo.po"));
-        assert!(dpo.policy.logps && dpo.rejected && dpo.reference && !dpo.entropy);
+        assert!(dpo.policy == Want::LOGPS && dpo.rejected && dpo.reference == Want::LOGPS);
         // MallowsPO-θ reads the reference's entropies; MIPO its log-probs only; bt_reward is a
         // reward model of both sides.
         let mallows = needs_of(include_str!("../../objectives/mallows_theta.po"));
-        assert!(mallows.reference && mallows.entropy && mallows.rejected);
+        assert!(mallows.reference.entropy && mallows.rejected);
         let mipo = needs_of(include_str!("../../objectives/mipo.po"));
-        assert!(mipo.reference && !mipo.entropy && mipo.rejected);
+        assert!(mipo.reads_reference() && !mipo.reference.entropy && mipo.rejected);
         let rm = needs_of(include_str!("../../objectives/bt_reward.po"));
-        assert!(rm.reward_model() && rm.rejected && !rm.reference);
+        assert!(rm.trains_reward_model() && rm.rejected && !rm.reads_reference());
+        assert_eq!(rm.policy, Want::REWARDS);
+        // PPO: per-token log-probs and values of the policy now and as it sampled, the
+        // reference's per-token log-probs, the reward model's score.
+        let ppo = needs_of(include_str!("../../objectives/ppo.po"));
+        let tokens = Want {
+            token_logps: true,
+            ..Want::NONE
+        };
+        let with_values = Want {
+            values: true,
+            ..tokens
+        };
+        assert_eq!(ppo.policy, with_values);
+        assert_eq!(ppo.rollout_policy, with_values);
+        assert_eq!(ppo.reference, tokens);
+        assert_eq!(ppo.reward_model, Want::REWARDS);
+        assert!(!ppo.rejected && !ppo.trains_reward_model());
         // A score column of the rejected side is data, not a forward of it.
         let chosen_only = needs_of(
             "/// Test.\nobjective t\ninput policy_chosen_logps\ninput score_rejected\nloss = -policy_chosen_logps * score_rejected\n",

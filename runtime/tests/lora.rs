@@ -11,6 +11,7 @@ use poc_runtime::device::training;
 use poc_runtime::lower::to_f64;
 use poc_runtime::model::load;
 use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target};
+use poc_runtime::observe::{self, Stats, Want};
 
 mod common;
 use common::cpu;
@@ -53,6 +54,17 @@ fn logits(model: &Llama, device: &Device) -> Vec<f64> {
     let flat: Vec<i64> = tokens.iter().flatten().map(|&t| t as i64).collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [2, 8]), device);
     to_f64(model.forward(ids, &mask).reshape([-1]))
+}
+
+/// [`batch`]'s statistics under `model`.
+fn stats_of(model: &Llama, want: Want, device: &Device) -> Stats {
+    let (tokens, mask, completion) = batch();
+    let rows = observe::Rows {
+        tokens: &tokens,
+        mask: &mask,
+        completion: &completion,
+    };
+    observe::stats(model, rows, want, device)
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
@@ -185,9 +197,7 @@ fn target_lists_parse_like_peft() {
 
 /// Sum of the completion log-probs, backpropagated; the gradients by parameter.
 fn grads_of(model: &Llama, device: &Device) -> (f64, GradientsParams) {
-    let (tokens, mask, completion) = batch();
-    let stats = model.sequence_stats(&tokens, &mask, &completion, false, device);
-    let loss = stats.logps.sum();
+    let loss = stats_of(model, Want::LOGPS, device).logps.unwrap().sum();
     let value = to_f64(loss.clone())[0];
     (value, GradientsParams::from_grads(loss.backward(), model))
 }
@@ -232,16 +242,15 @@ fn gradient_checkpointing_gives_the_same_gradients() {
 fn bf16_compute_is_close_to_f32_and_keeps_f32_master_weights() {
     let ad = training(&cpu(), false);
     let mut model = Llama::random(&config(), 7, &ad);
-    let (tokens, mask, completion) = batch();
-    let f32_logps = to_f64(
-        model
-            .sequence_stats(&tokens, &mask, &completion, true, &ad)
-            .logps,
-    );
+    let want = Want {
+        entropy: true,
+        ..Want::LOGPS
+    };
+    let f32_logps = to_f64(stats_of(&model, want, &ad).logps.unwrap());
     model.compute = Compute::Bf16;
-    let stats = model.sequence_stats(&tokens, &mask, &completion, true, &ad);
-    assert_eq!(stats.logps.dtype(), DType::F32);
-    let bf16_logps = to_f64(stats.logps.clone());
+    let logps = stats_of(&model, want, &ad).logps.unwrap();
+    assert_eq!(logps.dtype(), DType::F32);
+    let bf16_logps = to_f64(logps.clone());
     assert!(
         max_diff(&f32_logps, &bf16_logps) > 0.0,
         "bf16 compute did not run"
@@ -250,7 +259,7 @@ fn bf16_compute_is_close_to_f32_and_keeps_f32_master_weights() {
         assert!((x - y).abs() < 0.02 * x.abs().max(1.0), "{x} vs {y}");
     }
     // Gradients reach the f32 parameters.
-    let grads = GradientsParams::from_grads(stats.logps.sum().backward(), &model);
+    let grads = GradientsParams::from_grads(logps.sum().backward(), &model);
     let g = grads.get::<2>(model.layers[0].wq.id).unwrap();
     assert_eq!(g.dtype(), DType::F32);
     assert!(g.abs().sum().into_scalar::<f64>() > 0.0);
@@ -259,15 +268,7 @@ fn bf16_compute_is_close_to_f32_and_keeps_f32_master_weights() {
 
 /// The rewards of [`batch`]'s rows under a reward model.
 fn rewards(model: &Llama, device: &Device) -> Tensor<1> {
-    let (tokens, mask, completion) = batch();
-    let want = poc_runtime::model::Want {
-        rewards: true,
-        ..Default::default()
-    };
-    model
-        .stats(&tokens, &mask, &completion, want, device)
-        .rewards
-        .unwrap()
+    stats_of(model, Want::REWARDS, device).rewards.unwrap()
 }
 
 #[test]

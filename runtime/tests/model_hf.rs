@@ -5,13 +5,13 @@
 //! dtypes, the sharded layout, transformers-5's `rope_parameters`, save→load round trips
 //! (single file, sharded, bf16) and the loader's errors.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use poc_runtime::data::{Tok, batch_of, parse_pairs};
-use poc_runtime::device::DeviceSpec;
-use poc_runtime::lower::to_f64;
 use poc_runtime::model::config::inv_frequencies;
 use poc_runtime::model::load::{self, SaveDtype, SaveOptions};
 use poc_runtime::model::{Llama, LlamaConfig};
+use poc_runtime::lower::to_f64;
+use poc_runtime::observe::{self, Rows, Stats, Want};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
@@ -26,8 +26,27 @@ fn expected() -> Value {
         .unwrap()
 }
 
-fn cpu() -> Device {
-    DeviceSpec::Cpu.device()
+mod common;
+use common::cpu;
+
+/// The sequence statistics of `rows` (log-probs, and entropies when `entropy`).
+fn seq_stats(
+    model: &Llama,
+    tokens: &[Vec<u32>],
+    mask: &[Vec<bool>],
+    completion: &[Vec<bool>],
+    entropy: bool,
+) -> Stats {
+    let rows = Rows {
+        tokens,
+        mask,
+        completion,
+    };
+    let want = Want {
+        entropy,
+        ..Want::LOGPS
+    };
+    observe::stats(model, rows, want, &cpu())
 }
 
 /// The batch of expected.json: tokens, real-token mask, completion mask, lengths.
@@ -112,16 +131,16 @@ fn assert_close(what: &str, got: &[f64], want: &Value, tol: f64) {
 
 /// Checks poc's observables for the expected batch against transformers'.
 fn assert_observables_match(model: &Llama, c: &Case, e: &Value) {
-    let stats = model.sequence_stats(&c.tokens, &c.mask, &c.completion, true, &cpu());
+    let stats = seq_stats(model, &c.tokens, &c.mask, &c.completion, true);
     assert_close(
         "completion log-prob",
-        &to_f64(stats.logps),
+        &to_f64(stats.logps.unwrap()),
         &e["completion_logps"],
         2e-4,
     );
     assert_close(
         "token count",
-        &to_f64(stats.tokens),
+        &to_f64(observe::token_counts(&c.completion, &cpu())),
         &e["completion_tokens"],
         1e-9,
     );
@@ -140,11 +159,11 @@ fn bf16_checkpoint_gives_transformers_logits_logps_and_entropies() {
     assert_logits_match(&logits(&model, &c), &e["logits"], 1e-4);
     assert_observables_match(&model, &c, &e);
     // Without entropies asked for, none are computed; the log-probs are the same.
-    let stats = model.sequence_stats(&c.tokens, &c.mask, &c.completion, false, &cpu());
+    let stats = seq_stats(&model, &c.tokens, &c.mask, &c.completion, false);
     assert!(stats.entropy.is_none());
     assert_close(
         "completion log-prob",
-        &to_f64(stats.logps),
+        &to_f64(stats.logps.unwrap()),
         &e["completion_logps"],
         2e-4,
     );
@@ -172,10 +191,10 @@ fn jsonl_rows_through_the_loader_score_like_transformers() {
     assert_eq!(batch.mask, c.mask);
     assert_eq!(batch.completion, c.completion);
     let model = load::load(&fixture(), &cpu()).unwrap();
-    let stats = model.sequence_stats(&batch.tokens, &batch.mask, &batch.completion, false, &cpu());
+    let stats = observe::stats(&model, Rows::from(&batch), Want::LOGPS, &cpu());
     assert_close(
         "completion log-prob",
-        &to_f64(stats.logps),
+        &to_f64(stats.logps.unwrap()),
         &e["completion_logps"],
         2e-4,
     );
@@ -258,10 +277,10 @@ fn tied_head_matches_transformers() {
         let worst = max_abs_diff(last, &e["tied"]["last_logits"][b]);
         assert!(worst < 1e-4, "row {b}: max |logit difference| {worst}");
     }
-    let stats = model.sequence_stats(&c.tokens, &c.mask, &c.completion, false, &cpu());
+    let stats = seq_stats(&model, &c.tokens, &c.mask, &c.completion, false);
     assert_close(
         "tied completion log-prob",
-        &to_f64(stats.logps),
+        &to_f64(stats.logps.unwrap()),
         &e["tied"]["completion_logps"],
         2e-4,
     );
@@ -461,9 +480,9 @@ fn random_models_are_seeded_and_round_trip() {
 #[test]
 fn short_rows_have_no_scored_tokens() {
     let model = load::load(&fixture(), &cpu()).unwrap();
-    let stats = model.sequence_stats(&[vec![306]], &[vec![true]], &[vec![true]], true, &cpu());
-    assert_eq!(to_f64(stats.logps), [0.0]);
-    assert_eq!(to_f64(stats.tokens), [0.0]);
+    let stats = seq_stats(&model, &[vec![306]], &[vec![true]], &[vec![true]], true);
+    assert_eq!(to_f64(stats.logps.unwrap()), [0.0]);
+    assert_eq!(to_f64(observe::token_counts(&[vec![true]], &cpu())), [0.0]);
     assert_eq!(to_f64(stats.entropy.unwrap()), [0.0]);
 }
 
@@ -610,18 +629,16 @@ fn presets_have_the_published_shapes() {
     assert_eq!(p("tiny").vocab_size, poc_runtime::data::tiny_vocab_size());
 }
 
-/// poc's saved checkpoint read back by transformers (needs the Python venv of
-/// scripts/setup.sh with transformers; run with `cargo test -- --ignored`, POC_PYTHON names
-/// the interpreter).
+/// poc's saved checkpoint read back by transformers (needs Python with torch and
+/// transformers: the policy of `common::python`).
 #[test]
-#[ignore = "needs Python with torch and transformers"]
 fn transformers_loads_a_poc_checkpoint() {
-    let python = std::env::var("POC_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/poc/torch-2.9.0/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
+    let Some(python) = common::python::python_with(
+        "transformers_loads_a_poc_checkpoint",
+        &["torch", "transformers"],
+    ) else {
+        return;
+    };
     let config = LlamaConfig::from_file(&fixture().join("config.json")).unwrap();
     let model = Llama::random(&config, 3, &cpu());
     let tmp = tempfile::tempdir().unwrap();

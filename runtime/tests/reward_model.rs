@@ -8,7 +8,8 @@ use burn::tensor::Device;
 use poc_runtime::device::training;
 use poc_runtime::lower::to_f64;
 use poc_runtime::model::load;
-use poc_runtime::model::{Llama, LlamaConfig, Want};
+use poc_runtime::model::{Llama, LlamaConfig};
+use poc_runtime::observe::{self, Want};
 
 mod common;
 use common::cpu;
@@ -47,12 +48,23 @@ fn rows() -> Rows {
 
 fn rewards(model: &Llama, device: &Device) -> Vec<f64> {
     let (_, tokens, mask) = rows();
-    let want = Want {
-        rewards: true,
-        ..Want::default()
+    to_f64(rewards_of(model, &tokens, &mask, device))
+}
+
+/// The rewards of rows (the whole row is the completion).
+fn rewards_of(
+    model: &Llama,
+    tokens: &[Vec<u32>],
+    mask: &[Vec<bool>],
+    device: &Device,
+) -> burn::tensor::Tensor<1> {
+    let rows = observe::Rows {
+        tokens,
+        mask,
+        completion: mask,
     };
-    let st = model.stats(&tokens, &mask, &mask, want, device);
-    to_f64(st.rewards.unwrap())
+    let st = observe::stats(model, rows, Want::REWARDS, device);
+    st.rewards.unwrap()
 }
 
 #[test]
@@ -64,18 +76,8 @@ fn rewards_pool_the_last_real_token_and_ignore_padding() {
     assert!(r.iter().all(|x| x.is_finite()));
     // The same row alone (no padding) gets the same reward.
     let (raw, _, _) = rows();
-    let want = Want {
-        rewards: true,
-        ..Want::default()
-    };
-    let alone = model.stats(
-        &[raw[1].clone()],
-        &[vec![true; 3]],
-        &[vec![true; 3]],
-        want,
-        &device,
-    );
-    assert!((to_f64(alone.rewards.unwrap())[0] - r[1]).abs() < 1e-5);
+    let alone = rewards_of(&model, &[raw[1].clone()], &[vec![true; 3]], &device);
+    assert!((to_f64(alone)[0] - r[1]).abs() < 1e-5);
 }
 
 #[test]
@@ -104,15 +106,16 @@ fn a_saved_reward_model_loads_back_and_in_transformers() {
         assert!((a - b).abs() < 1e-6, "{want:?} vs {got:?}");
     }
     // transformers' LlamaForSequenceClassification gives the same rewards.
-    let cache = std::env::var("POC_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/poc")
-        });
+    let Some(python) = common::python::python_with(
+        "a reward model against transformers",
+        &["torch", "transformers"],
+    ) else {
+        return;
+    };
     let (raw, _, _) = rows();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_reward_model.py");
-    let out = std::process::Command::new(cache.join("torch-2.9.0/bin/python"))
+    let out = std::process::Command::new(python)
         .arg(script)
         .arg(dir.path())
         .arg(serde_json::to_string(&raw).unwrap())
@@ -134,12 +137,8 @@ fn gradients_reach_the_head_and_the_backbone() {
     let ad = training(&cpu(), false);
     let model = Llama::random(&config(), 1, &ad).with_score_head(2);
     let (_, tokens, mask) = rows();
-    let want = Want {
-        rewards: true,
-        ..Want::default()
-    };
-    let st = model.stats(&tokens, &mask, &mask, want, &ad);
-    let grads = GradientsParams::from_grads(st.rewards.unwrap().sum().backward(), &model);
+    let rewards = rewards_of(&model, &tokens, &mask, &ad);
+    let grads = GradientsParams::from_grads(rewards.sum().backward(), &model);
     let score = model.score.as_ref().unwrap();
     assert!(grads.get::<2>(score.id).is_some());
     assert!(grads.get::<2>(model.layers[0].wq.id).is_some());

@@ -1,10 +1,9 @@
 //! Sampling from the decoder with a KV cache.
 //!
-//! [`forward_step`] is [`Llama::forward`] made incremental: it runs only the new tokens
-//! through the blocks, attends to the keys and values of every earlier token kept in a
-//! [`KvCache`], and appends its own. It computes the same function (tested to ~1e-5 against
-//! `forward`), including LoRA adapters and the compute dtype, because it calls the same
-//! projections, norms and RoPE.
+//! Decoding runs the one forward pass ([`Llama::hidden`]) with a [`KvCache`]: the prompt once,
+//! then only each new token, attending to the keys and values of every earlier one. It is the
+//! function the training forward computes (tested to ~1e-5), LoRA adapters and the compute
+//! dtype included, because it is the same code.
 //!
 //! **Variable prompt lengths** are handled by left padding: the prompts of a batch are
 //! right-aligned, padding columns are masked out of attention, and a real token's RoPE position
@@ -21,235 +20,27 @@
 //! (ChaCha8 seeded with the seed, stream = the prompt's index), so a row's samples depend on
 //! the seed and its own logits only, not on the batch it shares or on the batch size.
 
-use super::config::{LlamaConfig, inv_frequencies};
-use super::llama::{Llama, Target, repeat_kv, rms_norm, rope};
-use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use super::config::LlamaConfig;
+pub use super::forward::KvCache;
+use super::llama::Llama;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The keys and values of every layer for the tokens a batch has seen, and which of those
-/// tokens are real (not padding).
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    /// Per layer: keys (after RoPE) and values, each `[batch, kv_heads, time, head_dim]` in the
-    /// model's compute dtype; `None` before the first step.
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    /// `[batch][time]`: whether a cached column of a row is a real token.
-    mask: Vec<Vec<bool>>,
-}
-
-impl KvCache {
-    /// An empty cache for `batch` rows of `model`.
-    pub fn new(model: &Llama, batch: usize) -> KvCache {
-        KvCache {
-            layers: vec![None; model.layers.len()],
-            mask: vec![Vec::new(); batch],
-        }
-    }
-
-    /// The number of rows.
-    pub fn batch(&self) -> usize {
-        self.mask.len()
-    }
-
-    /// The number of cached columns (tokens and padding) per row.
-    pub fn len(&self) -> usize {
-        self.mask.first().map_or(0, Vec::len)
-    }
-
-    /// Whether nothing has been cached yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The RoPE positions of new columns whose real tokens are marked by `mask`
-    /// (`[batch][t_new]`): a column's position is the number of real tokens before it in its
-    /// row, cached ones included (a padding column gets the position the next real token
-    /// will have; it is never attended to).
-    pub fn positions(&self, mask: &[Vec<bool>]) -> Vec<Vec<usize>> {
-        self.mask
-            .iter()
-            .zip(mask)
-            .map(|(seen, new)| {
-                let mut next = seen.iter().filter(|&&m| m).count();
-                new.iter()
-                    .map(|&real| {
-                        let p = next;
-                        next += usize::from(real);
-                        p
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Keeps only the rows `keep` (indices into the current batch, in the order given).
-    ///
-    /// # Panics
-    /// If an index is not a row of the batch.
-    pub fn retain(&mut self, keep: &[usize]) {
-        if keep.len() == self.batch() && keep.iter().enumerate().all(|(i, &k)| i == k) {
-            return;
-        }
-        self.mask = keep.iter().map(|&r| self.mask[r].clone()).collect();
-        let Some(device) = self.layers.iter().flatten().map(|(k, _)| k.device()).next() else {
-            return;
-        };
-        let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [keep.len()]), &device);
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.clone().select(0, idx.clone());
-            *v = v.clone().select(0, idx.clone());
-        }
-    }
-}
-
 /// Logits `[batch, t_new, vocab]` for `tokens` `[batch, t_new]` following what `cache` holds,
-/// which this appends to. `mask` (`[batch][t_new]`) marks real tokens; attention is causal
-/// and never looks at padding, cached or new. With an empty cache and right-padded rows this
-/// is [`Llama::forward`]; fed in pieces it gives the logits `forward` gives over the whole.
+/// which this appends to: [`Llama::hidden`] with the cache, then the output head. `mask`
+/// (`[batch][t_new]`) marks real tokens. With an empty cache this is [`Llama::forward`]; fed
+/// in pieces it gives the logits `forward` gives over the whole.
 ///
 /// # Panics
-/// If `tokens`, `mask` and `cache` disagree on the batch size or `mask` on `t_new`.
+/// If `tokens`, `mask` and `cache` disagree on the batch size.
 pub fn forward_step(
     model: &Llama,
     tokens: Tensor<2, Int>,
     mask: &[Vec<bool>],
     cache: &mut KvCache,
 ) -> Tensor<3> {
-    model.logits(step_hidden(model, tokens, mask, cache))
-}
-
-/// [`forward_step`] up to the final norm: hidden states `[batch, t_new, hidden]`, so a caller
-/// that needs the logits of one column only pays for that column's output head.
-pub fn step_hidden(
-    model: &Llama,
-    tokens: Tensor<2, Int>,
-    mask: &[Vec<bool>],
-    cache: &mut KvCache,
-) -> Tensor<3> {
-    let [b, t] = tokens.dims();
-    assert!(
-        mask.len() == b && cache.batch() == b && mask.iter().all(|r| r.len() == t),
-        "forward_step: tokens [{b}, {t}], mask of {} rows and a cache of {} rows disagree",
-        mask.len(),
-        cache.batch()
-    );
-    let cfg = &model.config;
-    let device = tokens.device();
-    let (cos, sin) = rope_tables_at(cfg, &cache.positions(mask), &device);
-    for (seen, new) in cache.mask.iter_mut().zip(mask) {
-        seen.extend_from_slice(new);
-    }
-    let allowed = step_mask(&cache.mask, t, &device);
-    let h = cfg.hidden_size;
-    let mut x = model
-        .embed
-        .val()
-        .select(0, tokens.reshape([b * t]))
-        .reshape([b, t, h]);
-    // As `Llama::hidden`: the residual stream stays f32, each sublayer computes in the
-    // compute dtype.
-    for (layer, kv) in model.layers.iter().zip(&mut cache.layers) {
-        let a = model.cast(rms_norm(
-            x.clone(),
-            &layer.attn_norm.val(),
-            cfg.rms_norm_eps,
-        ));
-        x = x + model.widen(attention_step(model, layer, a, &cos, &sin, &allowed, kv));
-        let m = model.cast(rms_norm(x.clone(), &layer.mlp_norm.val(), cfg.rms_norm_eps));
-        let gate = silu(model.proj(layer, Target::Gate, m.clone()));
-        let up = model.proj(layer, Target::Up, m);
-        x = x + model.widen(model.proj(layer, Target::Down, gate * up));
-    }
-    model.cast(rms_norm(x, &model.norm.val(), cfg.rms_norm_eps))
-}
-
-/// `Llama::attention` over the cached keys and values plus the new ones, which it caches.
-fn attention_step(
-    model: &Llama,
-    l: &super::llama::Block,
-    x: Tensor<3>,
-    cos: &Tensor<4>,
-    sin: &Tensor<4>,
-    allowed: &Tensor<4, Bool>,
-    kv: &mut Option<(Tensor<4>, Tensor<4>)>,
-) -> Tensor<3> {
-    let cfg = &model.config;
-    let [b, t, _] = x.dims();
-    let (nh, nkv, dh) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-    let heads = |target: Target, n: usize| {
-        model
-            .proj(l, target, x.clone())
-            .reshape([b, t, n, dh])
-            .swap_dims(1, 2)
-    };
-    let (cos, sin) = (model.cast(cos.clone()), model.cast(sin.clone()));
-    let q = rope(heads(Target::Q, nh), &cos, &sin);
-    let k = rope(heads(Target::K, nkv), &cos, &sin);
-    let v = heads(Target::V, nkv);
-    let (k, v) = match kv.take() {
-        Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-        None => (k, v),
-    };
-    *kv = Some((k.clone(), v.clone()));
-    let total = k.dims()[2];
-    let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-    let scores = model.widen(q.matmul(k.swap_dims(2, 3))) / (dh as f64).sqrt();
-    let scores = scores.mask_fill(allowed.clone().bool_not().expand([b, nh, t, total]), -1e9);
-    let out = model.cast(softmax(scores, 3)).matmul(v);
-    model.proj(l, Target::O, out.swap_dims(1, 2).reshape([b, t, nh * dh]))
-}
-
-/// RoPE `cos`, `sin` of shape `[batch, 1, t, head_dim]` at each row's `positions` (`[batch][t]`),
-/// in HF's rotate-half layout; the same values `Llama`'s own tables hold at those positions.
-fn rope_tables_at(
-    cfg: &LlamaConfig,
-    positions: &[Vec<usize>],
-    device: &Device,
-) -> (Tensor<4>, Tensor<4>) {
-    let dh = cfg.head_dim();
-    let rope = cfg.rope().unwrap_or(super::config::Rope {
-        theta: 10000.0,
-        llama3: None,
-    });
-    let inv = inv_frequencies(&rope, dh);
-    let b = positions.len();
-    let t = positions.first().map_or(0, Vec::len);
-    let mut cos = Vec::with_capacity(b * t * dh);
-    let mut sin = Vec::with_capacity(b * t * dh);
-    for &pos in positions.iter().flatten() {
-        // Both halves of a head share the frequencies (rotate-half layout).
-        for _half in 0..2 {
-            for f in &inv {
-                let angle = pos as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
-    }
-    let make = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, dh]), device);
-    (make(cos), make(sin))
-}
-
-/// `[b, 1, t_new, total]`: new query i (column `total - t_new + i`) may attend to column j
-/// when j is not after it and is a real token.
-fn step_mask(mask: &[Vec<bool>], t_new: usize, device: &Device) -> Tensor<4, Bool> {
-    let b = mask.len();
-    let total = mask.first().map_or(0, Vec::len);
-    let past = total - t_new;
-    let mut data = Vec::with_capacity(b * t_new * total);
-    for row in mask {
-        for i in 0..t_new {
-            data.extend(
-                row.iter()
-                    .enumerate()
-                    .map(|(j, &real)| real && j <= past + i),
-            );
-        }
-    }
-    Tensor::<4, Bool>::from_data(TensorData::new(data, [b, 1, t_new, total]), device)
+    model.logits(model.hidden(tokens, mask, Some(cache)))
 }
 
 /// How [`generate`] decodes.
@@ -447,7 +238,7 @@ fn generate_batch(
     let mut cache = KvCache::new(model, b);
     let mut next = ids(&tokens, [b, width], &device);
     loop {
-        let hidden = step_hidden(model, next, &mask, &mut cache);
+        let hidden = model.hidden(next, &mask, Some(&mut cache));
         let [n, t, h] = hidden.dims();
         let logits = model.logits(hidden.slice([0..n, t - 1..t, 0..h]));
         let v = logits.dims()[2];

@@ -1,44 +1,35 @@
 //! Every forward pass training makes, and the observables built from them: the one place
-//! where the training core calls the model (`Llama::stats`, `sequence_stats`, `token_stats`)
-//! and [`crate::observe`].
+//! where the training core calls [`crate::observe`] (which runs the model).
 
 use crate::data::{Batch, Pair};
-use crate::model::{Llama, SequenceStats, TokenStats, Want};
-use crate::observe::{Needs, ObserveError, observe};
+use crate::model::Llama;
+use crate::observe::{Needs, ObserveError, Rows, Stats, Want, completion_mask, observe, stats};
 use burn::tensor::{Device, Tensor};
 use poc_compiler::Input;
 
 /// What the objective reads of the trained model over a pair batch (chosen rows, then
 /// rejected rows when the batch has them), on `device`.
-pub(crate) fn policy_pairs(
-    policy: &Llama,
-    batch: &Batch,
-    need: Needs,
-    device: &Device,
-) -> SequenceStats {
-    policy.stats(
-        &batch.tokens,
-        &batch.mask,
-        &batch.completion,
-        need.policy,
-        device,
-    )
+pub(crate) fn policy_pairs(policy: &Llama, batch: &Batch, need: Needs, device: &Device) -> Stats {
+    stats(policy, Rows::from(batch), need.policy, device)
 }
 
 /// Sequence log-probs (and mean entropies when `entropy`) of a frozen model over a pair batch.
-pub(crate) fn frozen_pairs(
-    model: &Llama,
-    batch: &Batch,
-    entropy: bool,
-    device: &Device,
-) -> SequenceStats {
-    model.sequence_stats(
-        &batch.tokens,
-        &batch.mask,
-        &batch.completion,
+pub(crate) fn frozen_pairs(model: &Llama, batch: &Batch, entropy: bool, device: &Device) -> Stats {
+    let want = Want {
         entropy,
-        device,
-    )
+        ..Want::LOGPS
+    };
+    stats(model, Rows::from(batch), want, device)
+}
+
+/// Per-token statistics of a rollout batch, `[batch, time−1]` each.
+pub(crate) struct RolloutStats {
+    /// log p of token j+1 at position j, 0 outside the completion.
+    pub token_logps: Tensor<2>,
+    /// The value head at position j (masked as the log-probs), when asked for and present.
+    pub values: Option<Tensor<2>>,
+    /// 1 where token j+1 is a completion token.
+    pub mask: Tensor<2>,
 }
 
 /// Per-token log-probs (and values when `values`) over a rollout batch.
@@ -47,14 +38,19 @@ pub(crate) fn rollout_tokens(
     rollouts: &Batch,
     values: bool,
     device: &Device,
-) -> TokenStats {
-    model.token_stats(
-        &rollouts.tokens,
-        &rollouts.mask,
-        &rollouts.completion,
+) -> RolloutStats {
+    let want = Want {
+        token_logps: true,
         values,
-        device,
-    )
+        ..Want::NONE
+    };
+    let s = stats(model, Rows::from(rollouts), want, device);
+    let mask = completion_mask(&rollouts.completion, device);
+    RolloutStats {
+        token_logps: s.token_logps.unwrap_or_else(|| mask.zeros_like()),
+        values: s.values,
+        mask,
+    }
 }
 
 /// The reward head's score of every rollout.
@@ -63,19 +59,7 @@ pub(crate) fn rollout_scores(
     rollouts: &Batch,
     device: &Device,
 ) -> Option<Tensor<1>> {
-    let want = Want {
-        rewards: true,
-        ..Want::default()
-    };
-    reward_model
-        .stats(
-            &rollouts.tokens,
-            &rollouts.mask,
-            &rollouts.completion,
-            want,
-            device,
-        )
-        .rewards
+    stats(reward_model, Rows::from(rollouts), Want::REWARDS, device).rewards
 }
 
 /// The objective's declared inputs over a pair batch, on `device`.
@@ -83,8 +67,8 @@ pub(crate) fn pair_inputs(
     inputs: &[Input],
     batch: &Batch,
     pairs: &[Pair],
-    policy: &SequenceStats,
-    reference: Option<&SequenceStats>,
+    policy: &Stats,
+    reference: Option<&Stats>,
     vocab_size: usize,
     device: &Device,
 ) -> Result<Vec<Tensor<1>>, ObserveError> {

@@ -286,7 +286,7 @@ impl Fixed {
                     }
                     None
                 }
-                Source::Rollout(Rollout::OldPolicyTokenLogps) => tokens(old.logps.clone()),
+                Source::Rollout(Rollout::OldPolicyTokenLogps) => tokens(old.token_logps.clone()),
                 Source::Rollout(Rollout::OldValues) => {
                     tokens(old.values.clone().ok_or_else(|| missing("a value head"))?)
                 }
@@ -294,7 +294,7 @@ impl Fixed {
                     let r = reference
                         .as_ref()
                         .ok_or_else(|| missing("a reference model"))?;
-                    tokens(r.logps.clone())
+                    tokens(r.token_logps.clone())
                 }
                 Source::Rollout(Rollout::Score) => Some(TensorColumn::Scalar(constant(
                     score
@@ -317,7 +317,7 @@ impl Fixed {
 
     /// Every input of one update epoch: the fixed ones, and the policy's current log-probs
     /// and values (`now`, with gradients).
-    fn columns(&self, inputs: &[Input], now: crate::model::TokenStats) -> Vec<TensorColumn> {
+    fn columns(&self, inputs: &[Input], now: forward::RolloutStats) -> Vec<TensorColumn> {
         inputs
             .iter()
             .zip(&self.0)
@@ -326,10 +326,10 @@ impl Fixed {
                 (None, Source::Rollout(Rollout::Values)) => {
                     // Present: checked in `compute` (the policy has a value head).
                     TensorColumn::Tokens(
-                        now.values.clone().unwrap_or_else(|| now.logps.zeros_like()),
+                        now.values.clone().unwrap_or_else(|| now.token_logps.zeros_like()),
                     )
                 }
-                (None, _) => TensorColumn::Tokens(now.logps.clone()),
+                (None, _) => TensorColumn::Tokens(now.token_logps.clone()),
             })
             .collect()
     }

@@ -80,6 +80,7 @@ pub fn metric_means(
     prefix: &str,
 ) -> serde_json::Map<String, serde_json::Value> {
     compiled
+        .gradient
         .metrics
         .iter()
         .zip(sums)

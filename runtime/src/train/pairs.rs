@@ -276,8 +276,8 @@ fn run_batch(
 ) -> Result<(Vec<TensorColumn>, Vec<TensorColumn>), TrainError> {
     let inputs = &compiled.objective.inputs;
     let pstats = forward::policy_pairs(policy, batch, need, device);
-    let rstats = if need.reference {
-        reference.pair_stats(plain_policy, batch, need.entropy, plain)
+    let rstats = if need.reads_reference() {
+        reference.pair_stats(plain_policy, batch, need.reference.entropy, plain)
     } else {
         None
     };

@@ -4,7 +4,8 @@
 use super::forward;
 use crate::data::{Batch, Pair};
 use crate::lower::to_f64;
-use crate::model::{Llama, SequenceStats, TokenStats};
+use crate::model::Llama;
+use crate::observe::Stats;
 use burn::tensor::{Device, Tensor};
 
 /// Where reference statistics come from.
@@ -56,7 +57,7 @@ impl Reference {
         batch: &Batch,
         entropy: bool,
         device: &Device,
-    ) -> Option<SequenceStats> {
+    ) -> Option<Stats> {
         match self {
             Reference::Cached(cache) => Some(cache.stats(batch, device)),
             other => other
@@ -67,12 +68,12 @@ impl Reference {
 
     /// Per-token log-probs of a rollout batch; `policy` is the trained model on a plain
     /// device. A cache (of pairs) has none.
-    pub fn rollout_stats(
+    pub(crate) fn rollout_stats(
         &self,
         policy: &Llama,
         rollouts: &Batch,
         device: &Device,
-    ) -> Option<TokenStats> {
+    ) -> Option<forward::RolloutStats> {
         self.model(policy)
             .map(|m| forward::rollout_tokens(&m, rollouts, false, device))
     }
@@ -106,7 +107,7 @@ impl RefCache {
         for chunk in idx.chunks(batch_size.max(1)) {
             let batch = crate::data::pairs::batch_of(pairs, chunk, pad);
             let st = forward::frozen_pairs(reference, &batch, entropy, device);
-            let lp = to_f64(st.logps);
+            let lp = st.logps.map(to_f64).unwrap_or_default();
             let en = st.entropy.map(to_f64);
             let b = chunk.len();
             for j in 0..b {
@@ -125,7 +126,7 @@ impl RefCache {
 
     /// The cached statistics of `batch`, shaped like a reference forward's (chosen rows, then
     /// rejected rows).
-    pub fn stats(&self, batch: &Batch, device: &Device) -> SequenceStats {
+    pub fn stats(&self, batch: &Batch, device: &Device) -> Stats {
         let col = |k: usize, v: &[[f64; 2]]| -> Vec<f32> {
             batch.pairs.iter().map(|&i| v[i][k] as f32).collect()
         };
@@ -139,12 +140,10 @@ impl RefCache {
             let n = x.len();
             Tensor::<1>::from_data(burn::tensor::TensorData::new(x, [n]), device)
         };
-        let n = batch.tokens.len();
-        SequenceStats {
-            logps: both(&self.logps),
-            tokens: Tensor::zeros([n], device),
+        Stats {
+            logps: Some(both(&self.logps)),
             entropy: self.entropy.as_deref().map(both),
-            rewards: None,
+            ..Stats::default()
         }
     }
 }

@@ -380,7 +380,7 @@ pub fn lora(spec: &RunSpec) -> Result<Option<LoraConfig>, SetupError> {
 /// Whether `task` trains a reward model for objective `c`; an objective that reads reward
 /// outputs cannot train a policy and vice versa.
 pub fn reward_task(c: &Compiled, task: Task) -> Result<bool, SetupError> {
-    let reads_rewards = needs(&c.objective.inputs).reward_model();
+    let reads_rewards = needs(&c.objective.inputs).trains_reward_model();
     match task {
         Task::Auto => Ok(reads_rewards),
         Task::Reward if reads_rewards => Ok(true),
@@ -603,7 +603,7 @@ pub fn cached_reference(
     if pairs.is_empty() {
         return Ok(Reference::None);
     }
-    let entropy = needs(&c.objective.inputs).entropy;
+    let entropy = needs(&c.objective.inputs).reference.entropy;
     let fingerprint = format!(
         "model={} seed={} data={} max_length={} pairs={} entropy={entropy}",
         spec.model,
@@ -720,7 +720,7 @@ fn pairs<'a>(
             .insert("pad_token_id".into(), tok.pad.into());
     }
     // The reference is the starting model, also when resuming.
-    let wants_reference = needs(&c.objective.inputs).reference;
+    let wants_reference = needs(&c.objective.inputs).reads_reference();
     let reference = Reference::starting(&policy, wants_reference, lora.is_some());
     let (policy, resume) = match &spec.resume {
         Some(dir) => {

@@ -1,4 +1,7 @@
-//! Helpers shared by the runtime's integration tests.
+//! Helpers shared by the runtime's integration tests (each test crate uses some of them).
+#![allow(dead_code)]
+
+pub mod python;
 
 use burn::tensor::Device;
 use poc_runtime::device::DeviceSpec;
