@@ -3,6 +3,7 @@
 //! how to get it; elsewhere the test is skipped with a printed notice. Which Python:
 //! [`poc_runtime::python::interpreter`] (`POC_PYTHON`, else the venv of scripts/setup.sh).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// The Python that imports `modules`, for the test `test`; `None`, after printing why, when
@@ -15,7 +16,11 @@ pub fn python_with(test: &str, modules: &[&str]) -> Option<PathBuf> {
         Ok(python) => Some(python),
         Err(e) if under_ci() => panic!("{test} needs Python under CI: {e}"),
         Err(e) => {
-            eprintln!("skipped {test}: {e} (under CI=true this is a failure)");
+            // Straight to stderr: the test harness would capture `eprintln!` of a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: {e} (under CI=true this is a failure)"
+            );
             None
         }
     }
