@@ -3,6 +3,7 @@
 //! columns) and compiled objectives, never objective names.
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod data;
 pub mod device;
 pub mod model;

@@ -1,12 +1,12 @@
 //! `poc run` and `poc logps`: the training runtime behind the CLI. Model and data resolution,
 //! the run directory, the progress bar, Ctrl-C.
 
-use crate::Failure;
+use crate::edge::Failure;
 use burn::module::Module;
 use poc_compiler::Compiled;
 use poc_runtime::data::{self, Pair, Tok};
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::model::{Compute, Llama, LlamaConfig, LoraConfig, Target, load};
+use poc_runtime::model::{Compute, Llama, LoraConfig, Target, load};
 use poc_runtime::train::{self, Schedule, TrainOptions};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -490,7 +490,7 @@ fn run_on_policy(c: &Compiled, args: RunArgs, params: Vec<f64>) -> Result<(), Fa
         }
     };
     let (prompts, eos) =
-        crate::generate::load_prompts(&prompt_file, &tok, &policy.config, &args.model)?;
+        poc_pipelines::prompts::load(&prompt_file, &tok, &policy.config, &args.model)?;
     // On-policy updates are larger per step (several epochs per batch): a lower default.
     let lr = args
         .lr
@@ -619,7 +619,7 @@ pub(crate) fn progress_bar(len: u64, hidden: bool, template: &str) -> indicatif:
 
 /// Whether checkpoint `dir` was written by an on-policy run (its trainer state says so).
 fn on_policy_checkpoint(dir: &Path) -> bool {
-    crate::jsonl::read(&dir.join("trainer_state.json"))
+    poc_pipelines::jsonl::read(&dir.join("trainer_state.json"))
         .is_some_and(|s| s["on_policy"].as_bool() == Some(true))
 }
 
@@ -633,7 +633,9 @@ fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    if let Some(cfg) = crate::jsonl::read(&load::adapter_dir(dir).join("adapter_config.json")) {
+    if let Some(cfg) =
+        poc_pipelines::jsonl::read(&load::adapter_dir(dir).join("adapter_config.json"))
+    {
         let adapters_reward = cfg["task_type"] == "SEQ_CLS";
         if adapters_reward != reward {
             return Err(user(format!(
