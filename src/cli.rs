@@ -1,9 +1,10 @@
-//! Command-line interface: argument definitions and the commands that only print.
+//! The command line: every command's arguments (clap), and the dispatch to its module in
+//! [`crate::commands`].
 
-use crate::{Failure, eval, library};
-use clap::{Parser, Subcommand, ValueEnum};
-use poc_compiler::{CompileError, Compiled, print};
-use std::path::{Path, PathBuf};
+use crate::commands::{self, align, compile::Emit, eval, generate, mpo, plot, split, world};
+use crate::edge::Failure;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 
 /// poc — the preference-objective compiler.
 ///
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 #[command(name = "poc", version, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 const EXAMPLES: &str = "Examples:
@@ -39,7 +40,7 @@ const EXAMPLES: &str = "Examples:
   poc bench align dpo ppo mpo --lr 2e-5      MPO against DPO-only and PPO-only, equal budget";
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub enum Command {
     /// Check objectives; print every error with its place, or nothing (exit 0).
     Check {
         /// `.po` files (or shipped objective names).
@@ -77,11 +78,11 @@ enum Command {
         #[arg(long = "set", value_name = "NAME=VALUE")]
         sets: Vec<String>,
         /// Which lowering computes the results.
-        #[arg(long, value_enum, default_value_t = eval::Backend::Interp)]
-        backend: eval::Backend,
+        #[arg(long, value_enum, default_value_t = eval::BackendArg::Interp)]
+        backend: eval::BackendArg,
         /// Float type for the burn backend.
-        #[arg(long, value_enum, default_value_t = eval::Precision::F64)]
-        dtype: eval::Precision,
+        #[arg(long, value_enum, default_value_t = eval::PrecisionArg::F64)]
+        dtype: eval::PrecisionArg,
         /// Device for the burn backend: cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -96,7 +97,7 @@ enum Command {
         /// A `.po` file or a shipped objective name.
         objective: String,
         #[command(flatten)]
-        args: Box<crate::run::RunArgs>,
+        args: Box<commands::run::RunArgs>,
     },
     /// Per-row sequence log-probs and completion lengths under a model (JSON lines):
     /// `chosen_logps`, `rejected_logps`, `chosen_len`, `rejected_len`.
@@ -119,27 +120,27 @@ enum Command {
     },
     /// Complete every prompt of a JSONL file under a model (KV-cache sampling: greedy,
     /// temperature, top-p), one JSON object per prompt on stdout.
-    #[command(long_about = crate::generate::ABOUT, after_help = crate::generate::EXAMPLES)]
-    Generate(crate::generate::GenerateArgs),
+    #[command(long_about = generate::ABOUT, after_help = generate::EXAMPLES)]
+    Generate(generate::GenerateArgs),
     /// Draw objectives' loss and dL/dΔ against the reward margin Δ, or a run's curves (PNG).
-    #[command(long_about = crate::plot::ABOUT, after_help = crate::plot::EXAMPLES)]
-    Plot(crate::plot::PlotArgs),
+    #[command(long_about = plot::ABOUT, after_help = plot::EXAMPLES)]
+    Plot(plot::PlotArgs),
     /// Write the synthetic preference world: a known true reward r*, SFT data, labelled pairs.
-    #[command(long_about = crate::world::ABOUT, after_help = crate::world::EXAMPLES)]
-    World(crate::world::WorldArgs),
+    #[command(long_about = world::ABOUT, after_help = world::EXAMPLES)]
+    World(world::WorldArgs),
     /// MPO's easy/hard split: score every pair with a reward model and write easy.jsonl
     /// (gap > δ), hard.jsonl (gap ≤ δ) and a histogram of the gaps.
     ///
     /// Example: poc split --reward-model runs/bt_reward/checkpoint-200 --data prefs.jsonl --threshold 1 --out split/
-    Split(crate::split::SplitArgs),
+    Split(split::SplitArgs),
     /// Mixed Preference Optimization end to end: reward model → easy/hard split → DPO on the
     /// easy pairs → PPO on the hard prompts with the DPO model as policy and reference.
     ///
     /// Each stage lives in OUT/<stage> and is skipped when its output exists, and a training
     /// stage stopped part-way continues from its latest checkpoint, so a stopped pipeline
     /// resumes where it stopped.
-    #[command(after_help = crate::mpo::EXAMPLES)]
-    Mpo(crate::mpo::MpoArgs),
+    #[command(after_help = mpo::EXAMPLES)]
+    Mpo(mpo::MpoArgs),
     /// List the shipped objectives, one line each.
     List,
     /// Benchmarks (reported as ratios against a baseline measured in the same run).
@@ -150,12 +151,12 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-enum BenchCommand {
+pub enum BenchCommand {
     /// Train objectives from one SFT reference on the synthetic world with several seeds and
     /// compare them by the known true reward: r*, win rate, KL, reward accuracy, ECE (a
     /// Markdown table with 95% CIs, frontier.png, curves.png).
-    #[command(long_about = crate::align::ABOUT, after_help = crate::align::EXAMPLES)]
-    Align(crate::align::AlignArgs),
+    #[command(long_about = align::ABOUT, after_help = align::EXAMPLES)]
+    Align(align::AlignArgs),
     /// Rows/s of loss+gradient for dpo and mallows_phi: interpreter, JIT, burn (CPU) and a
     /// hand-written Rust DPO loop.
     Eval {
@@ -169,97 +170,20 @@ enum BenchCommand {
     /// Tokens/s and peak memory of DPO training steps of a small Llama on CPU, beside the same
     /// model, data and batch in PyTorch (bench/dpo_step.py with the set-up venv's torch).
     Train {
-        /// Model width.
-        #[arg(long, default_value_t = 256)]
-        hidden: usize,
-        /// Decoder blocks.
-        #[arg(long, default_value_t = 4)]
-        layers: usize,
-        /// Preference pairs per step (2x sequences).
-        #[arg(long, default_value_t = 8)]
-        pairs: usize,
-        /// Tokens per sequence.
-        #[arg(long, default_value_t = 128)]
-        seq: usize,
-        /// Timed steps (after 2 warm-up steps).
-        #[arg(long, default_value_t = 8)]
-        steps: usize,
+        #[command(flatten)]
+        shape: commands::bench::TrainShape,
         /// Python with torch + transformers for the baseline (default: the set-up venv).
         #[arg(long)]
         python: Option<PathBuf>,
     },
 }
 
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum Emit {
-    Ast,
-    Typed,
-    Grad,
-    Graph,
-    Clif,
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Check { files } => {
-            let mut failed = String::new();
-            for f in &files {
-                let (label, src) = load(f)?;
-                if let Err(d) = poc_compiler::check_source(&src) {
-                    failed.push_str(&poc_grammar::diag::render_all(&d, &label, &src));
-                    failed.push('\n');
-                }
-            }
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err(Failure::User(failed))
-            }
-        }
-        Command::Explain { file, latex } => {
-            let (label, src) = load(&file)?;
-            let c = compile(&label, &src)?;
-            let style = if latex {
-                print::Style::Latex
-            } else {
-                print::Style::Source
-            };
-            print!("{}", print::explain(&c, style));
-            Ok(())
-        }
-        Command::Compile { file, emit } => {
-            let (label, src) = load(&file)?;
-            let text = match emit {
-                Emit::Ast => {
-                    let ast = poc_grammar::parse(&src).map_err(|d| user_diags(&d, &label, &src))?;
-                    poc_grammar::print::program(&ast)
-                }
-                Emit::Typed => {
-                    let obj = poc_compiler::check_source(&src)
-                        .map_err(|d| user_diags(&d, &label, &src))?;
-                    print::typed(&obj)
-                }
-                Emit::Grad => print::grad(&compile(&label, &src)?),
-                Emit::Graph => {
-                    let c = compile(&label, &src)?;
-                    c.program.text(&c.objective.name)
-                }
-                Emit::Clif => {
-                    let c = compile(&label, &src)?;
-                    let k = poc_compiler::jit::Kernel::compile(&c.native_program(None, true))
-                        .map_err(|e| match e {
-                            poc_compiler::jit::JitError::Unsupported(m) => {
-                                Failure::User(format!("poc: {label}: {m}\n"))
-                            }
-                            e => Failure::Internal(e.to_string()),
-                        })?;
-                    k.clif().to_string()
-                }
-            };
-            print!("{text}");
-            Ok(())
-        }
+        Command::Check { files } => commands::check::run(&files),
+        Command::Explain { file, latex } => commands::explain::run(&file, latex),
+        Command::Compile { file, emit } => commands::compile::run(&file, emit),
         Command::Eval {
             file,
             inputs,
@@ -268,14 +192,12 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             dtype,
             device,
         } => {
-            let (label, src) = load(&file)?;
-            let c = compile(&label, &src)?;
-            eval::run(&c, &inputs, &sets, backend, dtype, &device)
+            let c = crate::edge::load_compiled(&file)?;
+            eval::run(&c, &inputs, &sets, backend.into(), dtype.into(), &device)
         }
         Command::Run { objective, args } => {
-            let (label, src) = load(&objective)?;
-            let c = compile(&label, &src)?;
-            crate::run::run(&c, *args)
+            let c = crate::edge::load_compiled(&objective)?;
+            commands::run::run(&c, *args)
         }
         Command::Logps {
             model,
@@ -283,86 +205,21 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             device,
             max_length,
             batch_size,
-        } => crate::run::logps(&model, &data, &device, max_length, batch_size),
-        Command::Generate(args) => crate::generate::run(args),
-        Command::Plot(args) => crate::plot::run(args),
-        Command::World(args) => crate::world::run(args),
-        Command::Split(args) => crate::split::run(args),
-        Command::Mpo(args) => crate::mpo::run(args),
-        Command::List => {
-            for (name, src) in library::SHIPPED {
-                let summary = poc_compiler::check_source(src)
-                    .ok()
-                    .and_then(|o| o.docs.first().cloned())
-                    .unwrap_or_default();
-                println!("{name:<20} {summary}");
-            }
-            Ok(())
-        }
+        } => commands::run::logps(&model, &data, &device, max_length, batch_size),
+        Command::Generate(args) => generate::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::World(args) => world::run(args),
+        Command::Split(args) => split::run(args),
+        Command::Mpo(args) => mpo::run(args),
+        Command::List => commands::list::run(),
         Command::Bench {
             which: BenchCommand::Align(args),
-        } => crate::align::run(args),
+        } => align::run(args),
         Command::Bench {
             which: BenchCommand::Eval { rows, repeat },
-        } => crate::bench::eval(rows, repeat),
+        } => commands::bench::eval(rows, repeat),
         Command::Bench {
-            which:
-                BenchCommand::Train {
-                    hidden,
-                    layers,
-                    pairs,
-                    seq,
-                    steps,
-                    python,
-                },
-        } => crate::bench::train(
-            crate::bench::TrainShape {
-                hidden,
-                layers,
-                pairs,
-                seq,
-                steps,
-            },
-            python,
-        ),
+            which: BenchCommand::Train { shape, python },
+        } => commands::bench::train(shape, python),
     }
-}
-
-/// Reads a `.po` file, or a shipped objective by name. Returns (label for messages, source).
-pub fn load(arg: &str) -> Result<(String, String), Failure> {
-    let path = Path::new(arg);
-    // A file wins over a shipped name; a directory that happens to share a shipped name (a
-    // run directory `dpo/`, say) does not.
-    if path.is_file() || (path.exists() && library::shipped(arg).is_none()) {
-        let src = std::fs::read_to_string(path)
-            .map_err(|e| Failure::User(format!("poc: cannot read `{arg}`: {e}")))?;
-        return Ok((arg.to_string(), src));
-    }
-    if let Some(src) = library::shipped(arg) {
-        return Ok((format!("<shipped>/{arg}.po"), src.to_string()));
-    }
-    let names: Vec<&str> = library::SHIPPED.iter().map(|(n, _)| *n).collect();
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let hint = match poc_grammar::diag::suggest(&stem, names) {
-        Some(s) => format!("did you mean `{s}` (a shipped objective)?"),
-        None => "give a path to a .po file, or a shipped objective name (see `poc list`)".into(),
-    };
-    Err(Failure::User(format!(
-        "poc: no such file or shipped objective: `{arg}`\n  = hint: {hint}\n"
-    )))
-}
-
-fn user_diags(d: &[poc_compiler::Diagnostic], label: &str, src: &str) -> Failure {
-    Failure::User(poc_grammar::diag::render_all(d, label, src))
-}
-
-/// Compiles, mapping errors to failures with rendered diagnostics.
-pub fn compile(label: &str, src: &str) -> Result<Compiled, Failure> {
-    poc_compiler::compile(src).map_err(|e| match e {
-        CompileError::User(d) => user_diags(&d, label, src),
-        CompileError::Internal { .. } => Failure::Internal(format!("{label}: {e}")),
-    })
 }

@@ -2,42 +2,20 @@
 //! `.po` objectives. Exit codes: 0 success, 1 a user error (bad objective, data or flag
 //! value; the message names the place), 2 bad command-line usage, 70 an internal error (a
 //! bug: please report it).
+//!
+//! The binary is the command line only: [`cli`] (the clap structs and the dispatch),
+//! [`commands`] (one module per command), [`edge`] (objective loading, diagnostics, progress
+//! bars, errors and exit codes) and [`stages`] (the command lines of pipeline stages). The
+//! work itself is in the library crates: poc_pipelines, poc_runtime, poc_compiler.
 
-mod align;
-mod bench;
 mod cli;
-mod eval;
-mod generate;
-mod jsonl;
-mod library;
-mod mpo;
-mod plot;
-mod run;
-mod split;
-mod world;
+mod commands;
+mod edge;
+mod stages;
 
 use clap::Parser;
+use edge::{EXIT_INTERNAL, EXIT_USER, Failure};
 use std::process::ExitCode;
-
-/// Exit code for user errors (bad `.po`, bad data, bad flag values).
-pub const EXIT_USER: u8 = 1;
-/// Exit code for internal errors (compiler bugs).
-pub const EXIT_INTERNAL: u8 = 70;
-
-/// An error that ends the command.
-#[derive(Debug)]
-pub enum Failure {
-    /// Already-rendered diagnostics or a plain message about the user's input.
-    User(String),
-    /// A bug.
-    Internal(String),
-}
-
-impl From<std::fmt::Error> for Failure {
-    fn from(e: std::fmt::Error) -> Self {
-        Failure::Internal(e.to_string())
-    }
-}
 
 fn main() -> ExitCode {
     // A panic is always a bug: say so plainly, without a backtrace, and use the internal code.

@@ -2,7 +2,7 @@
 //! (dpo), an on-policy one (ppo) and the MPO pipeline writes the table (stdout and results.md),
 //! frontier.png and curves.png; a second run finds every stage done and skips it; bad flags and
 //! objectives are user errors. The metrics themselves are unit-tested on known
-//! answers in src/align.rs.
+//! answers in pipelines/src/align/.
 
 use assert_cmd::Command;
 use std::path::Path;

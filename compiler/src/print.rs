@@ -7,6 +7,7 @@ use crate::dag::{Dag, Derived, Id, Stage, Written};
 use crate::grad::Partial;
 use crate::objective::Objective;
 use crate::ops::{Op, Syntax};
+use poc_grammar::print::strength::*;
 use std::collections::HashMap;
 
 /// How expressions are spelled.
@@ -26,17 +27,6 @@ pub struct Printer<'a, S: Stage> {
     params: Vec<String>,
     style: Style,
 }
-
-const IF: u8 = 0;
-const OR: u8 = 1;
-const AND: u8 = 2;
-const NOT: u8 = 3;
-const CMP: u8 = 4;
-const ADD: u8 = 5;
-const MUL: u8 = 6;
-const NEG: u8 = 7;
-const POW: u8 = 8;
-const ATOM: u8 = 9;
 
 impl<'a, S: Stage> Printer<'a, S> {
     /// A printer for `dag`, with `names` for bound nodes.

@@ -63,16 +63,31 @@ pub fn source_text(s: &SourceExpr) -> String {
     }
 }
 
-// Binding strength, loosest first, mirroring po.pest.
-const IF: u8 = 0;
-const OR: u8 = 1;
-const AND: u8 = 2;
-const NOT: u8 = 3;
-const CMP: u8 = 4;
-const ADD: u8 = 5;
-const MUL: u8 = 6;
-const NEG: u8 = 7;
-const ATOM: u8 = 9;
+/// Binding strength of each syntactic form, loosest first, mirroring po.pest: the one table
+/// both printers (this one and the compiler's) parenthesize by.
+pub mod strength {
+    /// `if c then a else b`
+    pub const IF: u8 = 0;
+    /// `a or b`
+    pub const OR: u8 = 1;
+    /// `a and b`
+    pub const AND: u8 = 2;
+    /// `not a`
+    pub const NOT: u8 = 3;
+    /// comparisons
+    pub const CMP: u8 = 4;
+    /// `a + b`, `a - b`
+    pub const ADD: u8 = 5;
+    /// `a * b`, `a / b`
+    pub const MUL: u8 = 6;
+    /// `-a`
+    pub const NEG: u8 = 7;
+    /// `a ^ b`
+    pub const POW: u8 = 8;
+    /// names, numbers, calls, parenthesized expressions
+    pub const ATOM: u8 = 9;
+}
+use strength::*;
 
 fn prec(e: &Expr) -> u8 {
     match &e.kind {

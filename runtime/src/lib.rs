@@ -8,6 +8,7 @@
 //! - [`train`]: the training core (set-up, reference, optimizer, the pair and on-policy loops).
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod data;
 pub mod device;
 pub mod lower;

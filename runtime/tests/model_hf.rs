@@ -7,10 +7,10 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 use poc_runtime::data::{Tok, batch_of, parse_pairs};
+use poc_runtime::lower::to_f64;
 use poc_runtime::model::config::inv_frequencies;
 use poc_runtime::model::load::{self, SaveDtype, SaveOptions};
 use poc_runtime::model::{Llama, LlamaConfig};
-use poc_runtime::lower::to_f64;
 use poc_runtime::observe::{self, Rows, Stats, Want};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};

@@ -219,7 +219,5 @@ fn the_per_example_path_refuses_token_level_programs() {
     let c = compiled("ppo");
     let params = c.objective.default_params();
     let dev = DeviceSpec::Cpu.device();
-    assert!(
-        poc_runtime::lower::run_program(&c.program, &params, &[], &dev, DType::F64).is_err()
-    );
+    assert!(poc_runtime::lower::run_program(&c.program, &params, &[], &dev, DType::F64).is_err());
 }

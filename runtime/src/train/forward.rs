@@ -1,11 +1,11 @@
 //! Every forward pass training makes, and the observables built from them: the one place
-//! where the training core calls [`crate::observe`] (which runs the model).
+//! where the training core runs a model (through [`crate::observe::stats`]); the declared
+//! inputs are then built by [`crate::observe::observe`].
 
-use crate::data::{Batch, Pair};
+use crate::data::Batch;
 use crate::model::Llama;
-use crate::observe::{Needs, ObserveError, Rows, Stats, Want, completion_mask, observe, stats};
+use crate::observe::{Needs, Rows, Stats, Want, completion_mask, stats};
 use burn::tensor::{Device, Tensor};
-use poc_compiler::Input;
 
 /// What the objective reads of the trained model over a pair batch (chosen rows, then
 /// rejected rows when the batch has them), on `device`.
@@ -60,17 +60,4 @@ pub(crate) fn rollout_scores(
     device: &Device,
 ) -> Option<Tensor<1>> {
     stats(reward_model, Rows::from(rollouts), Want::REWARDS, device).rewards
-}
-
-/// The objective's declared inputs over a pair batch, on `device`.
-pub(crate) fn pair_inputs(
-    inputs: &[Input],
-    batch: &Batch,
-    pairs: &[Pair],
-    policy: &Stats,
-    reference: Option<&Stats>,
-    vocab_size: usize,
-    device: &Device,
-) -> Result<Vec<Tensor<1>>, ObserveError> {
-    observe(inputs, batch, pairs, policy, reference, vocab_size, device)
 }

@@ -326,7 +326,9 @@ impl Fixed {
                 (None, Source::Rollout(Rollout::Values)) => {
                     // Present: checked in `compute` (the policy has a value head).
                     TensorColumn::Tokens(
-                        now.values.clone().unwrap_or_else(|| now.token_logps.zeros_like()),
+                        now.values
+                            .clone()
+                            .unwrap_or_else(|| now.token_logps.zeros_like()),
                     )
                 }
                 (None, _) => TensorColumn::Tokens(now.token_logps.clone()),

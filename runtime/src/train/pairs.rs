@@ -282,7 +282,7 @@ fn run_batch(
         None
     };
     let vocab = policy.config.vocab_size;
-    let xs = forward::pair_inputs(
+    let xs = crate::observe::observe(
         inputs,
         batch,
         pairs,

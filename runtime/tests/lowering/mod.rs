@@ -11,9 +11,7 @@ pub use compiler_common::*;
 use burn::tensor::DType;
 use poc_compiler::interp::Column;
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::lower::{
-    TensorColumn, column, run_columns, to_f64, token_column, tokens_to_f64,
-};
+use poc_runtime::lower::{TensorColumn, column, run_columns, to_f64, token_column, tokens_to_f64};
 
 /// The burn lowering of `program` on `cols` (f64 or another dtype), back as columns with each
 /// row's padding dropped.

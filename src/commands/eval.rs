@@ -2,17 +2,18 @@
 //! Per-token inputs (`num[T]`) are JSON arrays, of one length within a row; their gradients
 //! come back as arrays.
 
-use crate::Failure;
+use crate::edge::{Failure, backend_failure};
 use clap::ValueEnum;
 use poc_compiler::interp::Column;
 use poc_compiler::ops::Ty;
-use poc_compiler::{Compiled, OutputKind, Program};
+use poc_compiler::{Compiled, OutputKind};
+use poc_runtime::backend::{Backend, Precision, evaluate_columns};
 use serde_json::{Map, Value};
 use std::path::Path;
 
 /// Which lowering evaluates.
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Backend {
+pub enum BackendArg {
     /// The f64 reference interpreter.
     Interp,
     /// The Cranelift JIT kernel.
@@ -21,9 +22,19 @@ pub enum Backend {
     Burn,
 }
 
+impl From<BackendArg> for Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Interp => Backend::Interp,
+            BackendArg::Jit => Backend::Jit,
+            BackendArg::Burn => Backend::Burn,
+        }
+    }
+}
+
 /// Float type for the burn backend.
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
-pub enum Precision {
+pub enum PrecisionArg {
     /// 64-bit.
     F64,
     /// 32-bit.
@@ -32,13 +43,12 @@ pub enum Precision {
     Bf16,
 }
 
-impl Precision {
-    /// The burn dtype.
-    pub fn dtype(self) -> burn::tensor::DType {
-        match self {
-            Precision::F64 => burn::tensor::DType::F64,
-            Precision::F32 => burn::tensor::DType::F32,
-            Precision::Bf16 => burn::tensor::DType::BF16,
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F64 => Precision::F64,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
         }
     }
 }
@@ -67,7 +77,7 @@ pub fn read_columns(
     let mut errors = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
-        let obj = match crate::jsonl::object(line, &label, lineno) {
+        let obj = match poc_pipelines::jsonl::object(line, &label, lineno) {
             Ok(Some(o)) => o,
             Ok(None) => continue,
             Err(e) => {
@@ -184,109 +194,6 @@ pub fn read_columns(
     Ok(columns)
 }
 
-/// Evaluates `program` on `columns` with the chosen backend; returns one column per output.
-pub fn evaluate(
-    program: &Program,
-    params: &[f64],
-    columns: &[Vec<f64>],
-    backend: Backend,
-    precision: Precision,
-    device: &str,
-) -> Result<Vec<Vec<f64>>, Failure> {
-    match backend {
-        Backend::Interp => Ok(poc_compiler::interp::eval_batch(program, params, columns)),
-        Backend::Jit => {
-            let kernel = poc_compiler::jit::Kernel::compile(program)
-                .map_err(|e| Failure::Internal(e.to_string()))?;
-            let cols: Vec<&[f64]> = columns.iter().map(|c| c.as_slice()).collect();
-            let mut out = vec![Vec::new(); program.outputs.len()];
-            kernel
-                .run(params, &cols, &mut out)
-                .map_err(|e| Failure::Internal(e.to_string()))?;
-            Ok(out)
-        }
-        Backend::Burn => {
-            let dev = burn_device(device)?;
-            let dtype = precision.dtype();
-            let inputs: Vec<_> = columns
-                .iter()
-                .map(|c| poc_runtime::lower::column(c, &dev, dtype))
-                .collect();
-            let outs = poc_runtime::lower::run_program(program, params, &inputs, &dev, dtype)
-                .map_err(|e| Failure::Internal(e.to_string()))?;
-            Ok(outs.into_iter().map(poc_runtime::lower::to_f64).collect())
-        }
-    }
-}
-
-/// The burn device `--device` names, if libtorch can use it.
-fn burn_device(device: &str) -> Result<burn::tensor::Device, Failure> {
-    let spec = poc_runtime::device::DeviceSpec::usable(device)
-        .map_err(|e| Failure::User(format!("poc: {e}")))?;
-    Ok(spec.device())
-}
-
-/// Evaluates any program (token-level ones included) on `columns` with the chosen backend;
-/// returns one column per output. The JIT takes per-example programs only.
-pub fn evaluate_columns(
-    program: &Program,
-    params: &[f64],
-    columns: &[Column],
-    backend: Backend,
-    precision: Precision,
-    device: &str,
-) -> Result<Vec<Column>, Failure> {
-    if !program.is_token_level() {
-        let scalars: Vec<Vec<f64>> = columns
-            .iter()
-            .map(|c| match c {
-                Column::Scalar(v) => v.clone(),
-                Column::Tokens(_) => Vec::new(),
-            })
-            .collect();
-        let out = evaluate(program, params, &scalars, backend, precision, device)?;
-        return Ok(out.into_iter().map(Column::Scalar).collect());
-    }
-    match backend {
-        Backend::Interp => poc_compiler::interp::eval_columns(program, params, columns)
-            .map_err(|e| Failure::Internal(e.to_string())),
-        Backend::Jit => Err(Failure::User(format!(
-            "poc: {}\n",
-            poc_compiler::jit::TOKEN_LEVEL_UNSUPPORTED
-        ))),
-        Backend::Burn => {
-            use poc_runtime::lower::{TensorColumn, column, token_column};
-            let dev = burn_device(device)?;
-            let dtype = precision.dtype();
-            let lens: Vec<usize> = columns
-                .iter()
-                .find_map(|c| match c {
-                    Column::Tokens(rows) => Some(rows.iter().map(Vec::len).collect()),
-                    Column::Scalar(_) => None,
-                })
-                .unwrap_or_default();
-            let inputs: Vec<TensorColumn> = columns
-                .iter()
-                .map(|c| match c {
-                    Column::Scalar(v) => TensorColumn::Scalar(column(v, &dev, dtype)),
-                    Column::Tokens(rows) => TensorColumn::Tokens(token_column(rows, &dev, dtype)),
-                })
-                .collect();
-            let outs = poc_runtime::lower::run_columns(program, params, &inputs, &dev, dtype)
-                .map_err(|e| Failure::Internal(e.to_string()))?;
-            Ok(outs
-                .into_iter()
-                .map(|o| match o {
-                    TensorColumn::Scalar(t) => Column::Scalar(poc_runtime::lower::to_f64(t)),
-                    TensorColumn::Tokens(t) => {
-                        Column::Tokens(poc_runtime::lower::tokens_to_f64(t, &lens))
-                    }
-                })
-                .collect())
-        }
-    }
-}
-
 /// The `poc eval` command.
 // Rows index every output column at once; an index loop is the clear form.
 #[allow(clippy::needless_range_loop)]
@@ -311,7 +218,8 @@ pub fn run(
     } else {
         &c.program
     };
-    let out = evaluate_columns(program, &params, &columns, backend, precision, device)?;
+    let out = evaluate_columns(program, &params, &columns, backend, precision, device)
+        .map_err(backend_failure)?;
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
     let mut bad_rows = Vec::new();
     let mut stdout = String::new();

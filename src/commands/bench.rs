@@ -1,8 +1,10 @@
-//! `poc bench eval`: throughput of loss+gradient per lowering, as ratios against a
-//! hand-written Rust DPO loop measured in the same run.
+//! `poc bench eval` (throughput of loss+gradient per lowering, as ratios against a hand-written
+//! Rust DPO loop measured in the same run) and `poc bench train` (poc's DPO step beside
+//! PyTorch's).
 
-use crate::Failure;
-use crate::eval::{self, Backend, Precision};
+use crate::edge::{Failure, backend_failure};
+use poc_pipelines::library;
+use poc_runtime::backend::{Backend, Evaluator, Precision};
 use rand::{Rng, SeedableRng};
 use std::time::Instant;
 
@@ -69,7 +71,7 @@ pub fn eval(rows: usize, repeat: usize) -> Result<(), Failure> {
         "poc bench eval: {rows} random rows, best of {repeat}, loss + gradient per row (CPU)\n"
     );
     // Baseline first.
-    let dpo = crate::cli::compile("dpo", crate::library::shipped("dpo").unwrap_or_default())?;
+    let dpo = library::compiled("dpo")?;
     let names = &dpo.program.input_names;
     let cols = random_columns(names, rows, 1);
     let find = |n: &str| {
@@ -94,51 +96,33 @@ pub fn eval(rows: usize, repeat: usize) -> Result<(), Failure> {
         hand_rate
     );
     for name in ["dpo", "mallows_phi"] {
-        let c = crate::cli::compile(name, crate::library::shipped(name).unwrap_or_default())?;
+        let c = library::compiled(name)?;
         let params = c.objective.default_params();
         let cols = random_columns(&c.program.input_names, rows, 2);
-        // Loss and gradients only (no metrics), parameters bound: what a training step needs.
-        // Every lowering runs this same program.
-        let program = c.native_program(Some(&params), false);
+        // Loss and gradients only (no metrics), parameters bound: what a training step needs,
+        // in the form the JIT compiles; the interpreter and burn run the program as compiled.
+        let native = c.native_program(Some(&params), false);
         let mut interp_rate = f64::NAN;
-        for backend in [Backend::Interp, Backend::Jit, Backend::Burn] {
-            let (secs, label) = match backend {
-                Backend::Jit => {
-                    // Compile once, outside the timing: the kernel is reused across batches.
-                    let kernel = poc_compiler::jit::Kernel::compile(&program)
-                        .map_err(|e| Failure::Internal(e.to_string()))?;
-                    let refs: Vec<&[f64]> = cols.iter().map(|c| c.as_slice()).collect();
-                    let mut out = vec![Vec::new(); program.outputs.len()];
-                    let mut result = Ok(());
-                    let t = best_of(repeat, || result = kernel.run(&params, &refs, &mut out));
-                    result.map_err(|e| Failure::Internal(e.to_string()))?;
-                    (t, "Cranelift JIT")
-                }
-                Backend::Interp => {
-                    let t = best_of(repeat, || {
-                        std::hint::black_box(poc_compiler::interp::eval_batch(
-                            &c.program, &params, &cols,
-                        ));
-                    });
-                    (t, "interpreter (f64)")
-                }
-                Backend::Burn => {
-                    let mut result = Ok(());
-                    let t = best_of(repeat, || {
-                        result = eval::evaluate(
-                            &c.program,
-                            &params,
-                            &cols,
-                            Backend::Burn,
-                            Precision::F64,
-                            "cpu",
-                        )
-                        .map(|_| ());
-                    });
-                    result?;
-                    (t, "burn libtorch CPU (f64)")
-                }
+        for (backend, label) in [
+            (Backend::Interp, "interpreter (f64)"),
+            (Backend::Jit, "Cranelift JIT"),
+            (Backend::Burn, "burn libtorch CPU (f64)"),
+        ] {
+            let program = if backend == Backend::Jit {
+                &native
+            } else {
+                &c.program
             };
+            // Prepared once, outside the timing: the JIT kernel is reused across batches.
+            let evaluator =
+                Evaluator::new(program, backend, Precision::F64, "cpu").map_err(backend_failure)?;
+            let mut result = Ok(());
+            let secs = best_of(repeat, || {
+                result = evaluator
+                    .run(&params, &cols)
+                    .map(|out| drop(std::hint::black_box(out)));
+            });
+            result.map_err(backend_failure)?;
             let rate = rows as f64 / secs;
             if backend == Backend::Interp {
                 interp_rate = rate;
@@ -155,11 +139,22 @@ pub fn eval(rows: usize, repeat: usize) -> Result<(), Failure> {
 }
 
 /// The shape of `poc bench train`.
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainShape {
+    /// Model width.
+    #[arg(long, default_value_t = 256)]
     pub hidden: usize,
+    /// Decoder blocks.
+    #[arg(long, default_value_t = 4)]
     pub layers: usize,
+    /// Preference pairs per step (2x sequences).
+    #[arg(long, default_value_t = 8)]
     pub pairs: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 128)]
     pub seq: usize,
+    /// Timed steps (after 2 warm-up steps).
+    #[arg(long, default_value_t = 8)]
     pub steps: usize,
 }
 
@@ -221,7 +216,7 @@ pub fn train(shape: TrainShape, python: Option<std::path::PathBuf>) -> Result<()
             demonstration: false,
         })
         .collect();
-    let dpo = crate::cli::compile("dpo", crate::library::shipped("dpo").unwrap_or_default())?;
+    let dpo = library::compiled("dpo")?;
     let out = std::env::temp_dir().join(format!("poc-bench-train-{}", std::process::id()));
     let opts = poc_runtime::train::TrainOptions {
         batch_size: shape.pairs,

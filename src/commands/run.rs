@@ -2,11 +2,11 @@
 //! core (`poc_runtime::train`), which sets the run up and trains; this module words what it
 //! reports, draws the progress bar and handles Ctrl-C.
 
-use crate::Failure;
+use crate::edge::{Failure, progress_bar};
 use poc_compiler::Compiled;
-use poc_runtime::data::{self, Tok};
+use poc_runtime::data;
 use poc_runtime::device::DeviceSpec;
-use poc_runtime::model::{Compute, Llama};
+use poc_runtime::model::Compute;
 use poc_runtime::train::{
     self, Notice, OnPolicyRun, PairRun, Prepared, RunSpec, Schedule, SetupError, Task,
 };
@@ -202,21 +202,6 @@ pub enum ComputeArg {
     Bf16,
 }
 
-fn user(e: impl std::fmt::Display) -> Failure {
-    Failure::User(format!("poc: {e}"))
-}
-
-/// A model, its tokenizer, and whether it is the embedded tiny default.
-pub fn resolve_model(
-    name: &str,
-    random_init: bool,
-    seed: u64,
-    device: &burn::tensor::Device,
-) -> Result<(Llama, Tok, bool), Failure> {
-    let r = poc_runtime::model::resolve(name, random_init, seed, device).map_err(user)?;
-    Ok((r.model, r.tok, r.embedded))
-}
-
 /// The run description `args` and the objective's parameter values `params` give.
 fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
     RunSpec {
@@ -274,7 +259,7 @@ fn setup_failure(e: SetupError) -> Failure {
     if e.is_internal() {
         Failure::Internal(e.to_string())
     } else {
-        user(e)
+        Failure::user("poc", e)
     }
 }
 
@@ -309,9 +294,6 @@ fn report_bad(bad: &[String]) {
     }
 }
 
-/// The default learning rate of on-policy training on the `tiny` preset.
-pub(crate) const TINY_ON_POLICY_LR: f64 = train::setup::TINY_ON_POLICY_LR;
-
 /// The `poc run` command.
 pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     let params = c
@@ -322,7 +304,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
     match train::setup::prepare(c, &spec, &mut tell).map_err(setup_failure)? {
         Prepared::Pairs(run) => train_pairs(&args, *run),
         Prepared::OnPolicy(setup) => {
-            let (prompts, eos) = crate::generate::load_prompts(
+            let (prompts, eos) = poc_pipelines::prompts::load(
                 setup.prompt_file(),
                 setup.tok(),
                 &setup.policy().config,
@@ -362,7 +344,7 @@ fn train_pairs(args: &RunArgs, run: PairRun) -> Result<(), Failure> {
         ));
     });
     bar.finish();
-    let logs = result.map_err(user)?;
+    let logs = result.map_err(|e| Failure::user("poc", e))?;
     summarize(&logs, &out);
     Ok(())
 }
@@ -396,7 +378,7 @@ fn train_on_policy(args: &RunArgs, run: OnPolicyRun) -> Result<(), Failure> {
         ));
     });
     bar.finish();
-    let logs = result.map_err(user)?;
+    let logs = result.map_err(|e| Failure::user("poc", e))?;
     summarize(&logs, &out);
     Ok(())
 }
@@ -419,20 +401,6 @@ fn stop_on_ctrl_c() -> Arc<AtomicBool> {
 
 /// The template of a training run's progress bar (its message is set per step).
 const TRAIN_BAR: &str = "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}";
-
-/// A progress bar on stderr in `template`; indicatif draws it only on a terminal, and
-/// `hidden` (`--no-progress`) turns it off.
-pub(crate) fn progress_bar(len: u64, hidden: bool, template: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    if hidden {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
-}
 
 /// A step's pairwise accuracy: TRL's `rewards/accuracies` (policies) or `accuracy` (reward
 /// models), under `prefix` (`""` or `"eval/"`).
@@ -479,10 +447,13 @@ pub fn logps(
     max_length: usize,
     batch_size: usize,
 ) -> Result<(), Failure> {
-    let spec = DeviceSpec::usable(device).map_err(user)?;
+    let spec = DeviceSpec::usable(device).map_err(|e| Failure::user("poc", e))?;
     let device = spec.device();
-    let (m, tok, _) = resolve_model(model, false, 0, &device)?;
-    let (pairs, bad) = data::load_pairs(data_path, &tok, max_length, false).map_err(user)?;
+    let poc_runtime::model::Resolved { model: m, tok, .. } =
+        poc_runtime::model::resolve(model, false, 0, &device)
+            .map_err(|e| Failure::user("poc", e))?;
+    let (pairs, bad) = data::load_pairs(data_path, &tok, max_length, false)
+        .map_err(|e| Failure::user("poc", e))?;
     for b in &bad {
         eprintln!("poc: skipped {b}");
     }

@@ -1,7 +1,7 @@
-//! `poc world`: writes the synthetic preference world (poc_runtime::data::world) to a directory
-//! and prints its per-family statistics.
+//! The synthetic preference world (poc_runtime::data::world) written to a directory, with its
+//! per-family statistics (`poc world`).
 
-use crate::Failure;
+use crate::{Error, Result};
 use poc_runtime::data::world::{FamilyStats, World, to_jsonl};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,70 +9,40 @@ use std::path::{Path, PathBuf};
 /// The most rows one file may have (a guard against a stray extra digit).
 const MAX_ROWS: usize = 10_000_000;
 
-/// `poc world --help`.
-pub const ABOUT: &str = "\
-Write the synthetic preference world: data with a known true reward r*(x, y), small enough
-for the embedded tiny model on CPU, built to probe what MallowsPO, MMPO, MPO and MIPO claim.
-
-Prompts come in six families, each a string task on a short word: `f3 reverse kqzm ->`
-wants ` mzqk`. The true reward of ANY completion is a graded edit-distance score:
-  r* = 3 * (1 - lev(answer, target) / max(|answer|, |target|)) - min(1, max(0, |y| - 16) / 8)
-(answer = the completion without surrounding whitespace; r* lies in [-1, 3]).
-
-  - labels: chosen/rejected are a Bradley-Terry draw, P(y1 > y2) = sigmoid(gap / T), with
-    a temperature T per family (0.25, 1, 4): from near-deterministic to near-random (MallowsPO);
-  - score_chosen/score_rejected: r* as a noisy 1-10 rating (MMPO);
-  - gaps: candidates are near-misses of the target, so over half of the pairs differ by
-    less than 1 in r* (MPO's easy/hard split);
-  - sft.jsonl answers three families correctly and echoes the word on the other three, so a
-    reference trained on it is aligned on some families and not on others (MIPO).
-
-Files written to --out:
-  world.json     the definition (seed, version, formula, families, temperatures, which are
-                 aligned) and the statistics of the generated data
-  sft.jsonl      TRL SFT rows {prompt, completion, family, true_reward} (poc run sft)
-  train.jsonl    TRL pairs {prompt, chosen, rejected} + numeric columns score_chosen,
-                 score_rejected, family, true_reward_chosen, true_reward_rejected,
-                 label_flipped (1 when the label disagrees with r*)
-  heldout.jsonl  the same, on words never used in training
-  prompts.jsonl  {prompt, family, target} on held-out words, for evaluating a policy with r*
-
-The same seed writes byte-identical files. The summary printed per family: temperature,
-aligned reference or not, fraction of labels flipped against what Bradley-Terry predicts,
-mean |gap|, fraction of |gap| < 1, mean r* of the SFT answers. See docs/WORLD.md.";
-
-/// Examples under `poc world --help`.
-pub const EXAMPLES: &str = "Examples:
-  poc world                                  the default world (seed 1) in ./world
-  poc world --out /tmp/w --seed 7 --pairs 20000
-  poc run dpo --data world/train.jsonl       train against the world's labels";
-
-/// Arguments of `poc world`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorldArgs {
-    /// Directory to write world.json, sft.jsonl, train.jsonl, heldout.jsonl, prompts.jsonl
-    /// into (created if missing; files of an earlier world are overwritten).
-    #[arg(long, default_value = "world")]
+/// What `poc world` writes: where, from which seed, and how many rows of each file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorldOptions {
+    /// Directory of world.json, sft.jsonl, train.jsonl, heldout.jsonl, prompts.jsonl.
     pub out: PathBuf,
     /// Seed of every generator; the same seed writes byte-identical files.
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Training preference pairs (train.jsonl).
-    #[arg(long, default_value_t = 6000)]
     pub pairs: usize,
-    /// Held-out preference pairs on words never seen in training (heldout.jsonl).
-    #[arg(long, default_value_t = 600)]
+    /// Held-out preference pairs (heldout.jsonl).
     pub heldout: usize,
-    /// SFT rows for the reference model (sft.jsonl).
-    #[arg(long, default_value_t = 6000)]
+    /// SFT rows (sft.jsonl).
     pub sft: usize,
-    /// Evaluation prompts on held-out words (prompts.jsonl).
-    #[arg(long, default_value_t = 240)]
+    /// Evaluation prompts (prompts.jsonl).
     pub eval_prompts: usize,
 }
 
-/// Generates the world of `args.seed` and writes it to `args.out`.
-pub fn run(args: WorldArgs) -> Result<(), Failure> {
+impl Default for WorldOptions {
+    /// `poc world` with no flags.
+    fn default() -> Self {
+        WorldOptions {
+            out: PathBuf::from("world"),
+            seed: 1,
+            pairs: 6000,
+            heldout: 600,
+            sft: 6000,
+            eval_prompts: 240,
+        }
+    }
+}
+
+/// Generates the world of `args.seed` and writes it to `args.out`; returns the per-family
+/// summary table to show the user.
+pub fn run(args: &WorldOptions) -> Result<String> {
     for (flag, n) in [
         ("--pairs", args.pairs),
         ("--heldout", args.heldout),
@@ -80,7 +50,7 @@ pub fn run(args: WorldArgs) -> Result<(), Failure> {
         ("--eval-prompts", args.eval_prompts),
     ] {
         if n == 0 || n > MAX_ROWS {
-            return Err(Failure::User(format!(
+            return Err(Error::User(format!(
                 "poc: `{flag} {n}`: the number of rows must be between 1 and {MAX_ROWS}"
             )));
         }
@@ -99,7 +69,7 @@ pub fn run(args: WorldArgs) -> Result<(), Failure> {
     ];
     let manifest = world.manifest(&counts, &stats);
     let manifest = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| Failure::Internal(format!("world.json: {e}")))?;
+        .map_err(|e| Error::Internal(format!("world.json: {e}")))?;
     let files = [
         ("world.json", manifest + "\n"),
         ("sft.jsonl", to_jsonl(sft.iter().map(|r| r.to_json()))),
@@ -114,21 +84,20 @@ pub fn run(args: WorldArgs) -> Result<(), Failure> {
         ),
     ];
     write_all(&args.out, &files)?;
-    print!("{}", summary(&args, &stats, train.len()));
-    Ok(())
+    Ok(summary(args, &stats, train.len()))
 }
 
 /// Creates `dir` and writes each file through a temporary name, so a reader never sees half a
 /// file.
-fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<(), Failure> {
+fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<()> {
     let unwritable = |what: &Path, e: std::io::Error| {
-        Failure::User(format!(
+        Error::User(format!(
             "poc: cannot write `{}`: {e}\n  = hint: --out names a directory poc can create or write into",
             what.display()
         ))
     };
     if dir.exists() && !dir.is_dir() {
-        return Err(Failure::User(format!(
+        return Err(Error::User(format!(
             "poc: `--out {}` is a file, not a directory",
             dir.display()
         )));
@@ -144,7 +113,7 @@ fn write_all(dir: &Path, files: &[(&str, String)]) -> Result<(), Failure> {
 }
 
 /// The table `poc world` prints: one line per family, then the overall gap statistics.
-fn summary(args: &WorldArgs, stats: &[FamilyStats], pairs: usize) -> String {
+fn summary(args: &WorldOptions, stats: &[FamilyStats], pairs: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,

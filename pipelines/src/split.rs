@@ -1,50 +1,55 @@
-//! `poc split`: MPO's easy/hard split (Gou & Nguyen 2024, arXiv 2403.19443). A reward model
+//! MPO's easy/hard split (Gou & Nguyen 2024, arXiv 2403.19443). A reward model
 //! scores both completions of every pair; the signed gap g = r(x, y_w) − r(x, y_l) sends a
 //! pair to `easy.jsonl` when g > δ and to `hard.jsonl` otherwise (so pairs the reward model
 //! ranks the wrong way round are hard, never easy), each row as it was in the input plus
 //! `reward_chosen`, `reward_rejected` and `reward_gap`. Also draws the gap histogram.
 
-use crate::Failure;
-use crate::run::resolve_model;
+use crate::plot::draw::{FONT, draw_error, render};
+use crate::{Error, Result};
 use plotters::prelude::*;
 use poc_runtime::data;
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::lower::to_f64;
+use poc_runtime::model::{Resolved, resolve};
 use poc_runtime::observe::{self, Rows, Want};
 use std::path::{Path, PathBuf};
 
-/// Arguments of `poc split`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SplitArgs {
-    /// The reward model: a directory written by `poc run bt_reward.po` (an HF
-    /// LlamaForSequenceClassification checkpoint with tokenizer.json).
-    #[arg(long, value_name = "DIR")]
+/// What `poc split` splits, by which reward model, where to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitOptions {
+    /// The reward model's directory (a `poc run bt_reward` checkpoint).
     pub reward_model: PathBuf,
     /// TRL preference JSONL to split.
-    #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
-    /// δ: a pair is easy when its reward gap r(chosen) − r(rejected) exceeds δ. The default 1
-    /// is the MPO paper's observation that most HH-RLHF pairs lie within a gap of 1; the gap
-    /// is signed, so a pair the reward model ranks the wrong way round is always hard.
-    #[arg(long, value_name = "DELTA", default_value_t = 1.0)]
+    /// δ: a pair is easy when its signed reward gap exceeds δ.
     pub threshold: f64,
     /// Where easy.jsonl, hard.jsonl and gaps.png go.
-    #[arg(long, value_name = "DIR", default_value = "split")]
     pub out: PathBuf,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Pairs per forward.
-    #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Truncation length (as `poc run`).
-    #[arg(long, default_value_t = 512)]
+    /// Truncation length.
     pub max_length: usize,
 }
 
-fn user(e: impl std::fmt::Display) -> Failure {
-    Failure::User(format!("poc split: {e}"))
+impl SplitOptions {
+    /// `poc split`'s defaults for everything but the reward model, the data and the output.
+    pub fn new(reward_model: PathBuf, data: PathBuf, out: PathBuf) -> SplitOptions {
+        SplitOptions {
+            reward_model,
+            data,
+            threshold: 1.0,
+            out,
+            device: "cpu".into(),
+            batch_size: 8,
+            max_length: 512,
+        }
+    }
 }
+
+/// The prefix of this command's messages.
+const COMMAND: &str = "poc split";
 
 /// The gaps' summary printed at the end.
 #[derive(Debug, Default, PartialEq)]
@@ -58,31 +63,44 @@ pub struct Counts {
 }
 
 /// The `poc split` command.
-pub fn run(args: SplitArgs) -> Result<(), Failure> {
+pub fn run(args: &SplitOptions) -> Result<()> {
     if !args.threshold.is_finite() {
-        return Err(user(format!(
-            "--threshold {}: expected a finite number",
-            args.threshold
-        )));
+        return Err(Error::user(
+            COMMAND,
+            format!("--threshold {}: expected a finite number", args.threshold),
+        ));
     }
     if args.batch_size == 0 {
-        return Err(user("--batch-size must be at least 1"));
+        return Err(Error::user(COMMAND, "--batch-size must be at least 1"));
     }
-    let device = DeviceSpec::usable(&args.device).map_err(user)?.device();
+    let device = DeviceSpec::usable(&args.device)
+        .map_err(|e| Error::user(COMMAND, e))?
+        .device();
     let dir = args.reward_model.display().to_string();
     if !args.reward_model.is_dir() {
-        return Err(user(format!(
-            "--reward-model `{dir}` is not a directory\n  = hint: train one with `poc run bt_reward --data FILE --out DIR` and pass DIR/checkpoint-N"
-        )));
+        return Err(Error::user(
+            COMMAND,
+            format!(
+                "--reward-model `{dir}` is not a directory\n  = hint: train one with `poc run bt_reward --data FILE --out DIR` and pass DIR/checkpoint-N"
+            ),
+        ));
     }
-    let (model, tok, _) = resolve_model(&dir, false, 0, &device)?;
+    let Resolved { model, tok, .. } =
+        resolve(&dir, false, 0, &device).map_err(|e| Error::user("poc", e))?;
     if model.score.is_none() {
-        return Err(user(format!(
-            "`{dir}` is a causal language model, not a reward model (its checkpoint has no `score.weight`)\n  = hint: train one with `poc run bt_reward`"
-        )));
+        return Err(Error::user(
+            COMMAND,
+            format!(
+                "`{dir}` is a causal language model, not a reward model (its checkpoint has no `score.weight`)\n  = hint: train one with `poc run bt_reward`"
+            ),
+        ));
     }
-    let text = std::fs::read_to_string(&args.data)
-        .map_err(|e| user(format!("cannot read `{}`: {e}", args.data.display())))?;
+    let text = std::fs::read_to_string(&args.data).map_err(|e| {
+        Error::user(
+            COMMAND,
+            format!("cannot read `{}`: {e}", args.data.display()),
+        )
+    })?;
     let (pairs, bad) = data::pairs::parse_pairs(
         &text,
         &args.data.display().to_string(),
@@ -90,13 +108,17 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
         args.max_length,
         false,
     )
-    .map_err(user)?;
+    .map_err(|e| Error::user(COMMAND, e))?;
     for b in &bad {
         eprintln!("poc split: skipped {b}");
     }
     let lines: Vec<&str> = text.lines().collect();
-    std::fs::create_dir_all(&args.out)
-        .map_err(|e| user(format!("cannot create `{}`: {e}", args.out.display())))?;
+    std::fs::create_dir_all(&args.out).map_err(|e| {
+        Error::user(
+            COMMAND,
+            format!("cannot create `{}`: {e}", args.out.display()),
+        )
+    })?;
     let bar = indicatif::ProgressBar::new(pairs.len() as u64);
     let mut easy = String::new();
     let mut hard = String::new();
@@ -109,7 +131,7 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
         let r = to_f64(
             stats
                 .rewards
-                .ok_or_else(|| Failure::Internal("the reward model returned no rewards".into()))?,
+                .ok_or_else(|| Error::Internal("the reward model returned no rewards".into()))?,
         );
         let b = chunk.len();
         for (j, &i) in chunk.iter().enumerate() {
@@ -119,7 +141,7 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
             let mut row: serde_json::Value = lines
                 .get(line - 1)
                 .and_then(|l| serde_json::from_str(l).ok())
-                .ok_or_else(|| Failure::Internal(format!("line {line} vanished")))?;
+                .ok_or_else(|| Error::Internal(format!("line {line} vanished")))?;
             if let Some(obj) = row.as_object_mut() {
                 obj.insert("reward_chosen".into(), rc.into());
                 obj.insert("reward_rejected".into(), rr.into());
@@ -144,7 +166,8 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
     for (name, body) in [("easy.jsonl", &easy), ("hard.jsonl", &hard)] {
         let path = args.out.join(name);
-        poc_runtime::model::load::write_atomic(&path, body.as_bytes()).map_err(user)?;
+        poc_runtime::model::load::write_atomic(&path, body.as_bytes())
+            .map_err(|e| Error::user(COMMAND, e))?;
     }
     let png = args.out.join("gaps.png");
     histogram(&gaps, args.threshold, &png)?;
@@ -164,7 +187,7 @@ pub fn run(args: SplitArgs) -> Result<(), Failure> {
 }
 
 /// The histogram of reward gaps with the threshold δ marked, as a PNG.
-fn histogram(gaps: &[f64], threshold: f64, out: &Path) -> Result<(), Failure> {
+fn histogram(gaps: &[f64], threshold: f64, out: &Path) -> Result<()> {
     let finite: Vec<f64> = gaps.iter().copied().filter(|g| g.is_finite()).collect();
     let lo = finite
         .iter()
@@ -184,24 +207,21 @@ fn histogram(gaps: &[f64], threshold: f64, out: &Path) -> Result<(), Failure> {
         counts[k] += 1;
     }
     let top = counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.1;
-    crate::plot::render(out, (900, 560), |root| {
+    render(out, (900, 560), |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(
-                "reward gap r(chosen) − r(rejected)",
-                (crate::plot::FONT, 22),
-            )
+            .caption("reward gap r(chosen) − r(rejected)", (FONT, 22))
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(60)
             .build_cartesian_2d(lo..hi, 0.0..top)
-            .map_err(crate::plot::draw_error)?;
+            .map_err(draw_error)?;
         chart
             .configure_mesh()
             .x_desc("gap")
             .y_desc("pairs")
-            .label_style((crate::plot::FONT, 15))
+            .label_style((FONT, 15))
             .draw()
-            .map_err(crate::plot::draw_error)?;
+            .map_err(draw_error)?;
         chart
             .draw_series(counts.iter().enumerate().map(|(k, &c)| {
                 let x0 = lo + k as f64 * width;
@@ -213,22 +233,22 @@ fn histogram(gaps: &[f64], threshold: f64, out: &Path) -> Result<(), Failure> {
                 };
                 Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], color.filled())
             }))
-            .map_err(crate::plot::draw_error)?;
+            .map_err(draw_error)?;
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(threshold, 0.0), (threshold, top)],
                 BLACK.stroke_width(2),
             )))
-            .map_err(crate::plot::draw_error)?
+            .map_err(draw_error)?
             .label(format!("δ = {threshold}: hard (orange) | easy (blue)"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .label_font((crate::plot::FONT, 15))
+            .label_font((FONT, 15))
             .draw()
-            .map_err(crate::plot::draw_error)?;
+            .map_err(draw_error)?;
         Ok(())
     })
 }
