@@ -1,14 +1,15 @@
 //! poc's experiment pipelines, as library functions over plain option structs: the synthetic
 //! preference world's files ([`world`]), MPO's easy/hard split ([`split`]), the MPO pipeline
-//! ([`mpo`]), the alignment benchmark ([`align`]), figures ([`plot`]), and the one stage
-//! runner ([`stage`]) through which a pipeline runs its stages as child `poc` commands
-//! described by typed values.
+//! ([`mpo`]), the alignment benchmark ([`align`]), the throughput benchmarks of evaluation and
+//! training ([`bench`]), figures ([`plot`]), and the one stage runner ([`stage`]) through which
+//! a pipeline runs its stages as child `poc` commands described by typed values.
 //!
 //! This crate knows nothing of command-line parsing: the `poc` binary turns its flags into
 //! these option structs, and turns a typed [`stage::Stage`] back into a command line.
 #![warn(missing_docs)]
 
 pub mod align;
+pub mod bench;
 pub mod jsonl;
 pub mod library;
 pub mod mpo;
