@@ -46,6 +46,13 @@ fn bad_usage_exits_2() {
         .assert()
         .code(2);
     poc().args(["eval", "dpo"]).assert().code(2); // --inputs missing
+    // Keeping zero checkpoints would delete the one just written.
+    let out = poc()
+        .args(["run", "dpo", "--save-total-limit", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--save-total-limit"));
 }
 
 #[test]

@@ -370,6 +370,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
         max_grad_norm: 1.0,
         seed: 0,
         save_every: usize::MAX,
+        save_total_limit: None,
         params: dpo.objective.default_params(),
         out: out.clone(),
         base_model: "bench".into(),

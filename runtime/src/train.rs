@@ -74,6 +74,8 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Save a checkpoint every N steps (0: only at the end).
     pub save_every: usize,
+    /// Keep only the newest N `checkpoint-*` directories of `out` (`None`: keep all).
+    pub save_total_limit: Option<usize>,
     /// Objective parameters after `--set`.
     pub params: Vec<f64>,
     /// The run directory.

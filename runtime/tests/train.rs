@@ -28,6 +28,7 @@ fn options(out: &Path, steps: usize) -> TrainOptions {
         max_grad_norm: 1.0,
         seed: 3,
         save_every: 2,
+        save_total_limit: None,
         params: Vec::new(),
         out: out.to_path_buf(),
         base_model: "tiny".into(),
@@ -64,9 +65,13 @@ fn pairs(tok: &Tok) -> Vec<Pair> {
 
 /// A DPO run of `steps` on the small model, from the start or resumed from `resume`.
 fn run(c: &Compiled, out: &Path, steps: usize, resume: Option<&Path>) -> Vec<StepLog> {
+    run_with(c, options(out, steps), resume)
+}
+
+/// A DPO run with `opts` on the small model, from the start or resumed from `resume`.
+fn run_with(c: &Compiled, mut opts: TrainOptions, resume: Option<&Path>) -> Vec<StepLog> {
     let tok = Tok::tiny();
     let device = cpu();
-    let mut opts = options(out, steps);
     opts.params = c.objective.default_params();
     let start = Llama::random(&common::small_config(2), 1, &training(&device, false));
     let reference = Reference::starting(&start, true, false);
@@ -135,4 +140,25 @@ fn a_pair_run_trains_and_resumes_exactly() {
         );
         assert_eq!(a.metrics, b.metrics);
     }
+}
+
+#[test]
+fn save_total_limit_keeps_the_newest_checkpoints() {
+    let c = dpo();
+    let out = tempfile::tempdir().unwrap();
+    // Something else in the run directory that is not a checkpoint survives the pruning.
+    std::fs::create_dir_all(out.path().join("checkpoint-notes")).unwrap();
+    let mut opts = options(out.path(), 6);
+    opts.save_every = 1;
+    opts.save_total_limit = Some(2);
+    assert_eq!(run_with(&c, opts, None).len(), 6);
+    let mut left: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["checkpoint-5", "checkpoint-6", "checkpoint-notes"]);
+    // What is kept is a whole checkpoint that resumes.
+    assert!(out.path().join("checkpoint-5/trainer_state.json").exists());
 }

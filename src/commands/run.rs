@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Save a checkpoint every N steps (besides the last).
     #[arg(long, default_value_t = 0)]
     pub save_every: usize,
+    /// Keep only the newest N checkpoints of the run, deleting older ones after each save
+    /// (transformers' `save_total_limit`; an 8B checkpoint is 16 GB). Default: keep all.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub save_total_limit: Option<u64>,
     /// Run directory (default runs/OBJECTIVE).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -224,6 +228,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
         max_grad_norm: args.max_grad_norm,
         seed: args.seed,
         save_every: args.save_every,
+        save_total_limit: args.save_total_limit.map(|n| n as usize),
         out: args.out.clone(),
         params,
         strict: args.strict,

@@ -176,6 +176,9 @@ impl<'a> Checkpointer<'a> {
                 &dir,
                 &state,
             )?;
+            if let Some(keep) = self.opts.save_total_limit {
+                prune(&self.opts.out, keep, done)?;
+            }
             self.last = Some(dir);
         }
         if interrupted {
@@ -186,4 +189,30 @@ impl<'a> Checkpointer<'a> {
         }
         Ok(())
     }
+}
+
+/// Deletes the oldest `checkpoint-<step>` directories of `out` (by step) until `keep` remain,
+/// never the one of `just_saved`; `keep` counts it. Temporary `.tmp` directories and other
+/// files are left alone.
+fn prune(out: &Path, keep: usize, just_saved: usize) -> Result<(), TrainError> {
+    let entries = std::fs::read_dir(out).map_err(TrainError::io(out))?;
+    let mut steps: Vec<usize> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("checkpoint-")?
+                .parse::<usize>()
+                .ok()
+        })
+        .filter(|&s| s != just_saved)
+        .collect();
+    steps.sort_unstable();
+    let excess = (steps.len() + 1).saturating_sub(keep.max(1));
+    for step in &steps[..excess.min(steps.len())] {
+        let dir = out.join(format!("checkpoint-{step}"));
+        std::fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
+    }
+    Ok(())
 }

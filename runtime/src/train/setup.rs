@@ -70,6 +70,8 @@ pub struct RunSpec {
     pub seed: u64,
     /// Save a checkpoint every N steps (besides the last).
     pub save_every: usize,
+    /// Keep only the newest N checkpoints (`None`: keep all).
+    pub save_total_limit: Option<usize>,
     /// Run directory (default `runs/OBJECTIVE`).
     pub out: Option<PathBuf>,
     /// The objective's parameter values (after `--set`).
@@ -658,6 +660,7 @@ fn train_options(spec: &RunSpec, lr: f64, out: &Path) -> TrainOptions {
         max_grad_norm: spec.max_grad_norm,
         seed: spec.seed,
         save_every: spec.save_every,
+        save_total_limit: spec.save_total_limit,
         params: spec.params.clone(),
         out: out.to_path_buf(),
         base_model: spec.model.clone(),
