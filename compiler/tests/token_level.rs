@@ -124,14 +124,7 @@ fn whiten_uses_the_whole_batch() {
     // masked_whiten), so a row alone whitens differently.
     let c = compile(&probe("whiten(rewards, mask)"));
     let params = c.objective.default_params();
-    let cols = vec![
-        Column::Tokens(vec![vec![-1.0; 2], vec![-1.0; 3]]),
-        Column::Tokens(vec![vec![1.0, 3.0], vec![5.0, 7.0, 0.0]]),
-        Column::Tokens(vec![vec![0.0; 2], vec![0.0; 3]]),
-        Column::Tokens(vec![vec![1.0, 1.0], vec![1.0, 1.0, 0.0]]),
-    ];
-    // Valid values 1, 3, 5, 7: mean 4, unbiased variance 20/3.
-    let s = 1.0 / (20.0f64 / 3.0 + 1e-8).sqrt();
+    let (cols, s) = whiten_batch();
     let out = eval_columns(&c.program, &params, &cols).unwrap();
     let g = output(&c, &out, "d/logprobs");
     let want = Column::Tokens(vec![vec![-3.0 * s, -s], vec![s, 3.0 * s, 0.0]]);

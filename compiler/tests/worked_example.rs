@@ -11,14 +11,7 @@ use std::collections::HashMap;
 /// bit).
 fn loss(name: &str, row: &HashMap<&str, f64>, sets: &[&str]) -> f64 {
     let c = compiled(name);
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let params = c.objective.params_with(&sets).unwrap();
-    let cols: Vec<Vec<f64>> = c
-        .program
-        .input_names
-        .iter()
-        .map(|n| vec![row[n.as_str()]])
-        .collect();
+    let (params, cols) = worked_example_inputs(&c, row, sets);
     let interp = poc_compiler::interp::eval_batch(&c.program, &params, &cols)[0][0];
     let kernel =
         poc_compiler::jit::Kernel::compile(&c.native_program(Some(&params), true)).unwrap();

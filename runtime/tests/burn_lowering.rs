@@ -6,7 +6,6 @@ mod lowering;
 
 use burn::tensor::DType;
 use lowering::*;
-use poc_compiler::OutputKind;
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::lower::{column, run_program, surrogate, to_f64};
 
@@ -48,16 +47,7 @@ fn burn_autodiff_and_surrogate_match_symbolic_gradient() {
         let params = c.objective.default_params();
         let cols = random_columns(&c, ROWS, 22);
         let symbolic = poc_compiler::interp::eval_batch(&c.program, &params, &cols);
-        let diff: Vec<(usize, usize)> = c
-            .program
-            .outputs
-            .iter()
-            .enumerate()
-            .filter_map(|(k, o)| match o.kind {
-                OutputKind::Grad(i) => Some((k, i as usize)),
-                _ => None,
-            })
-            .collect();
+        let diff = grad_outputs(&c.program);
 
         // 1. burn differentiates the lowered loss itself.
         let inputs: Vec<_> = cols
@@ -159,14 +149,7 @@ fn worked_example_on_burn_matches_the_interpreter() {
         ("robust", &["beta=0.1", "label_smoothing=0"]),
     ] {
         let c = compiled(name);
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        let params = c.objective.params_with(&sets).unwrap();
-        let cols: Vec<Vec<f64>> = c
-            .program
-            .input_names
-            .iter()
-            .map(|n| vec![row[n.as_str()]])
-            .collect();
+        let (params, cols) = worked_example_inputs(&c, &row, sets);
         let want = poc_compiler::interp::eval_batch(&c.program, &params, &cols)[0][0];
         let inputs: Vec<_> = cols.iter().map(|x| column(x, &dev, DType::F64)).collect();
         let got = run_program(&c.program, &params, &inputs, &dev, DType::F64).unwrap();

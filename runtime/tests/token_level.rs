@@ -6,7 +6,6 @@ mod lowering;
 
 use burn::tensor::DType;
 use lowering::*;
-use poc_compiler::OutputKind;
 use poc_compiler::interp::{Column, eval_columns};
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::lower::{TensorColumn, run_columns, surrogate_columns, to_f64, tokens_to_f64};
@@ -90,14 +89,7 @@ fn last_token_is_exact_for_long_completions_in_low_precision() {
 fn whiten_on_burn_uses_the_whole_batch() {
     let c = compile(&probe("whiten(rewards, mask)"));
     let params = c.objective.default_params();
-    let cols = vec![
-        Column::Tokens(vec![vec![-1.0; 2], vec![-1.0; 3]]),
-        Column::Tokens(vec![vec![1.0, 3.0], vec![5.0, 7.0, 0.0]]),
-        Column::Tokens(vec![vec![0.0; 2], vec![0.0; 3]]),
-        Column::Tokens(vec![vec![1.0, 1.0], vec![1.0, 1.0, 0.0]]),
-    ];
-    // Valid values 1, 3, 5, 7: mean 4, unbiased variance 20/3.
-    let s = 1.0 / (20.0f64 / 3.0 + 1e-8).sqrt();
+    let (cols, s) = whiten_batch();
     let want = Column::Tokens(vec![vec![-3.0 * s, -s], vec![s, 3.0 * s, 0.0]]);
     let burn = burn_eval(&c.program, &params, &cols, DType::F64);
     assert_columns_close(
@@ -139,16 +131,7 @@ fn burn_agrees(c: &poc_compiler::Compiled, params: &[f64], cols: &[Column], what
     let outs = run_columns(&c.loss_program, params, &inputs, &dev, DType::F64).unwrap();
     let loss = outs[0].clone().scalar().unwrap();
     let grads = loss.sum().backward();
-    let diff: Vec<(usize, usize)> = c
-        .program
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(k, o)| match o.kind {
-            OutputKind::Grad(i) => Some((k, i as usize)),
-            _ => None,
-        })
-        .collect();
+    let diff = grad_outputs(&c.program);
     for &(k, i) in &diff {
         let g = gradient(&inputs[i], &grads, &lens);
         let name = &c.program.input_names[i];

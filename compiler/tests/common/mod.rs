@@ -123,6 +123,25 @@ pub struct FdReport {
     pub failures: Vec<String>,
 }
 
+/// One coordinate of a sweep: the symbolic derivative `g` at `x` against the central
+/// difference of `f` there. Counted in `report` as a kink (the one-sided slopes disagree, so
+/// the stencil straddles one: skipped) or as checked; returns the central difference when `g`
+/// is not finite or misses it.
+fn fd_mismatch(report: &mut FdReport, g: f64, x: f64, f: impl Fn(f64) -> f64) -> Option<f64> {
+    let h = 1e-5 * x.abs().max(1.0);
+    let (fp, f0, fm) = (f(x + h), f(x), f(x - h));
+    let central = (fp - fm) / (2.0 * h);
+    let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
+    let scale = 1.0 + g.abs().max(central.abs());
+    let tol = 1e-5 * scale + 1e-7 * (f0.abs() / h).min(1e3);
+    if (right - left).abs() > 1e-3 * scale + 10.0 * tol {
+        report.kinks += 1;
+        return None;
+    }
+    report.checked += 1;
+    (!g.is_finite() || (g - central).abs() > tol).then_some(central)
+}
+
 /// Compares every symbolic gradient with central differences on every row.
 pub fn check_fd(c: &Compiled, params: &[f64], cols: &[Vec<f64>]) -> FdReport {
     let out = poc_compiler::interp::eval_batch(&c.program, params, cols);
@@ -137,7 +156,6 @@ pub fn check_fd(c: &Compiled, params: &[f64], cols: &[Vec<f64>]) -> FdReport {
             let i = i as usize;
             let g = out[k][r];
             let x = row[i];
-            let h = 1e-5 * x.abs().max(1.0);
             let mut frozen = Vec::new();
             poc_compiler::interp::eval_row(&c.loss_program, params, &row, &mut frozen);
             let f = |v: f64| {
@@ -145,17 +163,7 @@ pub fn check_fd(c: &Compiled, params: &[f64], cols: &[Vec<f64>]) -> FdReport {
                 rr[i] = v;
                 loss_frozen(c, params, &rr, &frozen)
             };
-            let (fp, f0, fm) = (f(x + h), f(x), f(x - h));
-            let central = (fp - fm) / (2.0 * h);
-            let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
-            let scale = 1.0 + g.abs().max(central.abs());
-            let tol = 1e-5 * scale + 1e-7 * (f0.abs() / h).min(1e3);
-            if (right - left).abs() > 1e-3 * scale + 10.0 * tol {
-                report.kinks += 1;
-                continue;
-            }
-            report.checked += 1;
-            if !g.is_finite() || (g - central).abs() > tol {
+            if let Some(central) = fd_mismatch(&mut report, g, x, f) {
                 report.failures.push(format!(
                     "row {r}, d/{}: symbolic {g:e}, finite difference {central:e} (inputs {row:?})",
                     c.program.input_names[i]
@@ -262,7 +270,6 @@ pub fn check_fd_tokens(c: &Compiled, params: &[f64], cols: &[Column]) -> FdRepor
             for t in 0..positions {
                 let g = out[k].at(r, t);
                 let x = row[i].at(0, t);
-                let h = 1e-5 * x.abs().max(1.0);
                 let f = |v: f64| {
                     let mut rr = row.clone();
                     match &mut rr[i] {
@@ -271,17 +278,7 @@ pub fn check_fd_tokens(c: &Compiled, params: &[f64], cols: &[Column]) -> FdRepor
                     }
                     token_loss_frozen(c, params, &rr, &frozen)
                 };
-                let (fp, f0, fm) = (f(x + h), f(x), f(x - h));
-                let central = (fp - fm) / (2.0 * h);
-                let (right, left) = ((fp - f0) / h, (f0 - fm) / h);
-                let scale = 1.0 + g.abs().max(central.abs());
-                let tol = 1e-5 * scale + 1e-7 * (f0.abs() / h).min(1e3);
-                if (right - left).abs() > 1e-3 * scale + 10.0 * tol {
-                    report.kinks += 1;
-                    continue;
-                }
-                report.checked += 1;
-                if !g.is_finite() || (g - central).abs() > tol {
+                if let Some(central) = fd_mismatch(&mut report, g, x, f) {
                     report.failures.push(format!(
                         "row {r}, d/{}[{t}]: symbolic {g:e}, finite difference {central:e}",
                         c.program.input_names[i]
@@ -361,4 +358,48 @@ pub fn worked_example_row() -> HashMap<&'static str, f64> {
         ("score_chosen", 8.0),
         ("score_rejected", 6.0),
     ])
+}
+
+/// The gradient outputs of `program`: (output index, input index) for each `d/input`.
+pub fn grad_outputs(program: &poc_compiler::Program) -> Vec<(usize, usize)> {
+    program
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(k, o)| match o.kind {
+            OutputKind::Grad(i) => Some((k, i as usize)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `c`'s parameters with `sets` (`name=value`) applied and its input columns holding the one
+/// row `row` (by input name): a worked example, ready to evaluate.
+pub fn worked_example_inputs(
+    c: &Compiled,
+    row: &HashMap<&str, f64>,
+    sets: &[&str],
+) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let params = c.objective.params_with(&sets).unwrap();
+    let cols = c
+        .program
+        .input_names
+        .iter()
+        .map(|n| vec![row[n.as_str()]])
+        .collect();
+    (params, cols)
+}
+
+/// The batch of the `whiten` tests (inputs of `probe("whiten(rewards, mask)")`: two rows of 2
+/// and 3 tokens, the last token of the second masked out), and 1/σ of its valid rewards: the
+/// valid values 1, 3, 5, 7 have mean 4 and unbiased variance 20/3.
+pub fn whiten_batch() -> (Vec<Column>, f64) {
+    let cols = vec![
+        Column::Tokens(vec![vec![-1.0; 2], vec![-1.0; 3]]),
+        Column::Tokens(vec![vec![1.0, 3.0], vec![5.0, 7.0, 0.0]]),
+        Column::Tokens(vec![vec![0.0; 2], vec![0.0; 3]]),
+        Column::Tokens(vec![vec![1.0, 1.0], vec![1.0, 1.0, 0.0]]),
+    ];
+    (cols, 1.0 / (20.0f64 / 3.0 + 1e-8).sqrt())
 }
