@@ -1,4 +1,4 @@
-//! The worked example of OBJECTIVES.md (float64) on the interpreter and the JIT (burn:
+//! The worked example (one row of inputs and each objective's loss on it, float64) on the interpreter and the JIT (burn:
 //! runtime/tests/burn_lowering.rs), and the special cases the papers state: MallowsPO-θ with unit dispersion weight is DPO, MMPO with p* = 1 is
 //! DPO, cDPO with ε = 0 is DPO, robust DPO with ε = 0 is DPO.
 
@@ -46,7 +46,7 @@ fn worked_example_of_objectives_md() {
         let got = loss(name, &row, sets);
         assert!(
             close(got, want, 1e-13, 0.0),
-            "{name} {sets:?}: got {got:.16}, OBJECTIVES.md says {want:.16}"
+            "{name} {sets:?}: got {got:.16}, the worked example says {want:.16}"
         );
     }
 }

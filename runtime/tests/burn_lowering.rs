@@ -136,7 +136,7 @@ fn burn_low_precision_is_close_to_f64() {
 
 #[test]
 fn worked_example_on_burn_matches_the_interpreter() {
-    // OBJECTIVES.md's worked example (compiler/tests/worked_example.rs checks its values).
+    // The worked example (compiler/tests/worked_example.rs pins its values).
     let dev = DeviceSpec::Cpu.device();
     let row = worked_example_row();
     for (name, sets) in [

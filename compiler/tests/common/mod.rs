@@ -346,7 +346,7 @@ pub fn mixed_token_source(body: &str) -> String {
     )
 }
 
-/// The row of OBJECTIVES.md's worked example, by input name.
+/// The row of the worked example (compiler/tests/worked_example.rs), by input name.
 pub fn worked_example_row() -> HashMap<&'static str, f64> {
     HashMap::from([
         ("policy_chosen_logps", -12.0),
