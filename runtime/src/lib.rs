@@ -5,14 +5,18 @@
 //! - [`lower`]: a compiled program as burn tensor ops (the burn lowering);
 //! - [`observe`]: the observables an objective declares, from model statistics;
 //! - [`model`], [`data`], [`device`]: the decoder, tokenizers and datasets, devices;
+//! - [`kernels`]: fused libtorch operations under burn's autodiff (attention, the log-prob head);
+//! - [`plan`]: the memory plan of a run (`poc run --dry-run`);
 //! - [`train`]: the training core (set-up, reference, optimizer, the pair and on-policy loops).
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod data;
 pub mod device;
+pub mod kernels;
 pub mod lower;
 pub mod model;
 pub mod observe;
+pub mod plan;
 pub mod python;
 pub mod train;

@@ -9,9 +9,9 @@
 //! sources ([`needs`]); nothing is computed that no input reads.
 
 use crate::data::{Batch, Pair};
+use crate::kernels;
 use crate::model::Llama;
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use poc_compiler::{Input, Rollout, Side, Source};
 
 /// Which statistics one forward pass over a batch gives ([`stats`]).
@@ -198,7 +198,8 @@ pub fn token_counts(completion: &[Vec<bool>], device: &Device) -> Tensor<1> {
 }
 
 /// The statistics `want` asks for, from one forward pass of `model` over `rows` (none when
-/// nothing is wanted). One `log_softmax` serves log-probs, entropies and per-token log-probs.
+/// nothing is wanted). One pass of the chunked head ([`kernels::token_logps`]) serves log-probs,
+/// entropies and per-token log-probs, over completion positions only.
 /// On an autodiff device everything computed from the model carries gradients.
 pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stats {
     let b = rows.tokens.len();
@@ -237,24 +238,87 @@ pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stat
         out.values = model.values(scored.clone()).map(|v| v * cm.clone());
     }
     if want.logps || want.entropy || want.token_logps {
-        let (logp, tok) = next_token_logps(model, scored, rows.tokens, device);
-        let tok = tok * cm.clone();
-        if want.logps {
-            out.logps = Some(tok.clone().sum_dim(1).reshape([b]));
-        }
-        if want.entropy {
-            let h = (logp.clone().exp() * logp)
-                .sum_dim(2)
-                .reshape([b, t - 1])
-                .neg();
-            let counts = cm.clone().sum_dim(1).reshape([b]);
-            out.entropy = Some((h * cm).sum_dim(1).reshape([b]) / counts.clamp_min(1.0));
-        }
-        if want.token_logps {
-            out.token_logps = Some(tok);
-        }
+        let heads = head_stats(model, scored, rows, &cm, want.token_logps, device);
+        let counts = cm.clone().sum_dim(1).reshape([b]);
+        out.logps = want.logps.then(|| heads.logps.clone());
+        out.entropy = want
+            .entropy
+            .then(|| heads.entropy.clone() / counts.clamp_min(1.0));
+        out.token_logps = heads.per_token;
     }
     out
+}
+
+/// What the log-prob head gives per row: Σ log p and Σ entropy over completion positions, and
+/// (when asked) each position's log-prob.
+struct HeadStats {
+    logps: Tensor<1>,
+    entropy: Tensor<1>,
+    per_token: Option<Tensor<2>>,
+}
+
+/// The chunked head ([`kernels::token_logps`]) over the scored positions of `rows`: the
+/// completion positions alone, or every position when `per_token` values are wanted (masked to
+/// the completion afterwards). `scored` is `[b, t−1, hidden]`, `cm` the completion mask.
+fn head_stats(
+    model: &Llama,
+    scored: Tensor<3>,
+    rows: Rows<'_>,
+    cm: &Tensor<2>,
+    per_token: bool,
+    device: &Device,
+) -> HeadStats {
+    let [b, n, h] = scored.dims();
+    let flat = scored.reshape([b * n, h]);
+    // Token j+1 of each row is scored at position j.
+    let target = |r: usize, j: usize| i64::from(rows.tokens[r].get(j + 1).copied().unwrap_or(0));
+    let head = model.output_head();
+    if per_token {
+        let targets: Vec<i64> = (0..b)
+            .flat_map(|r| (0..n).map(move |j| target(r, j)))
+            .collect();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b * n]), device);
+        let (tok, ent) = kernels::token_logps(flat, head, targets);
+        let tok = tok.reshape([b, n]) * cm.clone();
+        let ent = ent.reshape([b, n]) * cm.clone();
+        return HeadStats {
+            logps: tok.clone().sum_dim(1).reshape([b]),
+            entropy: ent.sum_dim(1).reshape([b]),
+            per_token: Some(tok),
+        };
+    }
+    let picked: Vec<(usize, usize)> = (0..b)
+        .flat_map(|r| (0..n).map(move |j| (r, j)))
+        .filter(|&(r, j)| rows.completion[r].get(j + 1) == Some(&true))
+        .collect();
+    let m = picked.len();
+    if m == 0 {
+        let zeros = Tensor::<1>::zeros([b], device);
+        return HeadStats {
+            logps: zeros.clone(),
+            entropy: zeros,
+            per_token: None,
+        };
+    }
+    let index: Vec<i64> = picked.iter().map(|&(r, j)| (r * n + j) as i64).collect();
+    let targets: Vec<i64> = picked.iter().map(|&(r, j)| target(r, j)).collect();
+    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [m]), device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [m]), device);
+    let (tok, ent) = kernels::token_logps(flat.select(0, index.clone()), head, targets);
+    // Per-row sums over the row's own positions, as if every other position held 0: the same
+    // additions whatever else is in the batch (a row's statistics must not depend on its batch).
+    let per_row = |x: Tensor<1>| {
+        Tensor::<1>::zeros([b * n], device)
+            .select_assign(0, index.clone(), x, IndexingUpdateOp::Add)
+            .reshape([b, n])
+            .sum_dim(1)
+            .reshape([b])
+    };
+    HeadStats {
+        logps: per_row(tok),
+        entropy: per_row(ent),
+        per_token: None,
+    }
 }
 
 /// The reward head at each row's last real token (`mask`; the first column of a row with
@@ -273,26 +337,6 @@ fn rewards_at_last_token(
     let idx =
         Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, 1]), device).expand([b, 1, h]);
     model.rewards(hidden.gather(1, idx)).map(|r| r.reshape([b]))
-}
-
-/// From hidden states `[b, n, hidden]` at positions 0..n of `tokens` (`[b][≥n]`, shorter rows
-/// read as id 0): the log-softmax over the vocabulary `[b, n, vocab]` and the log-probability
-/// of each next token, `tokens[·][j+1]` at position j, `[b, n]`.
-fn next_token_logps(
-    model: &Llama,
-    hidden: Tensor<3>,
-    tokens: &[Vec<u32>],
-    device: &Device,
-) -> (Tensor<3>, Tensor<2>) {
-    let [b, n, _] = hidden.dims();
-    let logp = log_softmax(model.logits(hidden), 2);
-    let targets: Vec<i64> = tokens
-        .iter()
-        .flat_map(|r| (1..=n).map(|j| i64::from(r.get(j).copied().unwrap_or(0))))
-        .collect();
-    let targets = Tensor::<3, Int>::from_data(TensorData::new(targets, [b, n, 1]), device);
-    let tok = logp.clone().gather(2, targets).reshape([b, n]);
-    (logp, tok)
 }
 
 /// An input the runtime cannot provide for these rows.

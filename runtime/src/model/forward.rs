@@ -13,11 +13,13 @@
 //! generation batches its prompts) computes what it would alone.
 //!
 //! **Compute dtype.** The residual stream stays f32; each sublayer computes its matrix products
-//! in the model's [`Compute`] dtype, its norm statistics, attention scores and softmax in f32.
+//! in the model's [`Compute`] dtype, its norm statistics in f32; attention is libtorch's fused
+//! kernel ([`kernels::attention`]), which accumulates its softmax in f32.
 
 use super::config::{LlamaConfig, Rope, inv_frequencies};
 use super::llama::{Block, Compute, Llama, Target};
-use burn::tensor::activation::{silu, softmax};
+use crate::kernels;
+use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// The keys and values of every layer for the tokens a batch has seen, and which of those
@@ -127,8 +129,9 @@ pub(crate) struct Pass<'a> {
     /// RoPE `sin`, as `cos`.
     sin: Tensor<4>,
     /// `[batch, 1, t_new, total]`: whether new token i may attend to column j (cached columns,
-    /// then the new ones).
-    allowed: Tensor<4, Bool>,
+    /// then the new ones); `None` for a right-padded batch without a cache, where causal
+    /// attention is exact for every real token (and padding positions matter to nothing).
+    allowed: Option<Tensor<4, Bool>>,
 }
 
 impl Block {
@@ -167,15 +170,7 @@ impl Block {
             Some(slot) => slot.extend(k, v),
             None => (k, v),
         };
-        let total = k.dims()[2];
-        let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-        // Scores and softmax in f32 (bf16 loses too much in the exponent's argument).
-        let scores = pass.compute.widen(q.matmul(k.swap_dims(2, 3))) / (dh as f64).sqrt();
-        let blocked = pass.allowed.clone().bool_not().expand([b, nh, t, total]);
-        let out = pass
-            .compute
-            .cast(softmax(scores.mask_fill(blocked, -1e9), 3))
-            .matmul(v);
+        let out = kernels::attention(q, k, v, pass.allowed.as_ref(), 1.0 / (dh as f64).sqrt());
         self.proj(
             Target::O,
             out.swap_dims(1, 2).reshape([b, t, nh * dh]),
@@ -255,9 +250,10 @@ impl Llama {
                 for (row, new) in c.mask.iter_mut().zip(&mask) {
                     row.extend_from_slice(new);
                 }
-                attention_mask(&c.mask, t, &device)
+                Some(attention_mask(&c.mask, t, &device))
             }
-            None => attention_mask(&mask, t, &device),
+            None if in_place => None,
+            None => Some(attention_mask(&mask, t, &device)),
         };
         let pass = Pass {
             config: &self.config,
@@ -268,11 +264,13 @@ impl Llama {
             allowed,
         };
         let h = self.config.hidden_size;
+        // The residual stream is f32 whatever the embedding is stored in.
         let mut x = self
             .embed
             .val()
             .select(0, tokens.reshape([b * t]))
-            .reshape([b, t, h]);
+            .reshape([b, t, h])
+            .cast(burn::tensor::DType::F32);
         let mut slots = cache.map(|c| c.layers.iter_mut());
         for layer in &self.layers {
             x = layer.forward(x, &pass, slots.as_mut().and_then(|s| s.next()));
@@ -283,15 +281,22 @@ impl Llama {
 
     /// Next-token logits `[batch, time, vocab]` (f32) from final hidden states.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let head = self.output_head();
+        let [b, t, h] = hidden.dims();
+        let v = head.dims()[1];
+        self.compute
+            .widen(hidden.reshape([b * t, h]).matmul(head))
+            .reshape([b, t, v])
+    }
+
+    /// The output head `[hidden, vocab]` in the compute dtype (the embedding, transposed, when
+    /// tied).
+    pub fn output_head(&self) -> Tensor<2> {
         let head = match &self.lm_head {
             Some(w) => w.val(),
             None => self.embed.val().transpose(),
         };
-        let [b, t, h] = hidden.dims();
-        let v = head.dims()[1];
-        self.compute
-            .widen(hidden.reshape([b * t, h]).matmul(self.compute.cast(head)))
-            .reshape([b, t, v])
+        self.compute.cast(head)
     }
 
     /// The reward head at every position of `hidden` (`[batch, time, hidden]`): `[batch,
@@ -399,15 +404,4 @@ fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let x2 = x.clone().slice([0..b, 0..h, 0..t, d / 2..d]);
     let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
     x * cos.clone() + rotated * sin.clone()
-}
-
-/// `[b, kv, t, d]` → `[b, kv·n, t, d]`, each kv head repeated n times (HF's repeat_kv).
-fn repeat_kv(x: Tensor<4>, n: usize) -> Tensor<4> {
-    if n == 1 {
-        return x;
-    }
-    let [b, kv, t, d] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kv, n, t, d])
-        .reshape([b, kv * n, t, d])
 }
