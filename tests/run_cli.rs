@@ -444,6 +444,10 @@ fn check_peft(objective: &str, extra: &[&str], out: &Path) -> Option<String> {
             "4",
             "--lr",
             "5e-2",
+            // The fixture is bf16, so checkpoints default to bf16, which rounds the merged
+            // weights; the check compares PEFT with the exact merge.
+            "--save-dtype",
+            "f32",
         ])
         .args(extra)
         .args(["--no-progress", "--model"])
@@ -955,6 +959,127 @@ fn sft_forwards_the_chosen_rows_alone_and_trains_on_demonstration_rows() {
     let err = String::from_utf8_lossy(&dpo.stderr);
     assert!(
         err.contains("data line 1: a demonstration row") && err.contains("policy_rejected_logps"),
+        "{err}"
+    );
+}
+
+/// The dtype of checkpoint `dir`'s weights (the first tensor of model.safetensors) and the one
+/// its config.json names.
+fn saved_dtype(dir: &Path) -> (String, String) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let tensor = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| *k != "__metadata__")
+        .unwrap()
+        .1;
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    (
+        tensor["dtype"].as_str().unwrap().to_string(),
+        config["torch_dtype"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Checkpoints are saved in the loaded model's dtype, as transformers saves (the fixture is
+/// bf16), unless `--save-dtype` says otherwise; the presets (no dtype named) save f32.
+#[test]
+fn checkpoints_keep_the_models_dtype_unless_told() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/tests/fixtures/tiny-llama");
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        poc()
+            .args(["run", "dpo", "--max-steps", "1", "--no-progress", "--model"])
+            .arg(&base)
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        saved_dtype(&out.join("checkpoint-1"))
+    };
+    assert_eq!(run("default", &[]), ("BF16".into(), "bfloat16".into()));
+    assert_eq!(
+        run("f32", &["--save-dtype", "f32"]),
+        ("F32".into(), "float32".into())
+    );
+    let out = tmp.path().join("tiny");
+    poc()
+        .args(["run", "dpo", "--max-steps", "1", "--no-progress", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    assert_eq!(saved_dtype(&out.join("checkpoint-1")).0, "F32");
+}
+
+/// `--dry-run` prints the memory plan without loading anything; a run whose plan clearly
+/// exceeds the machine stops before loading, with the plan and the flags that would shrink it.
+#[test]
+fn dry_run_prints_the_memory_plan_and_oversized_runs_stop_first() {
+    let out = poc()
+        .args([
+            "run",
+            "mipo",
+            "--model",
+            "llama3-8b",
+            "--lora",
+            "16",
+            "--dtype",
+            "bf16",
+            "--max-length",
+            "2048",
+            "--batch-size",
+            "4",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for item in [
+        "weights",
+        "reference",
+        "optimizer",
+        "gradients",
+        "activations",
+        "head",
+        "total",
+    ] {
+        assert!(
+            text.contains(&format!("  {item} ")),
+            "no `{item}` line in:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("8.03B parameters") && text.contains("LoRA r=16"),
+        "{text}"
+    );
+    assert!(text.contains("8 rows x 2048 tokens"), "{text}");
+    // The full fine-tune of 8B in f32 on this machine's CPU (a 24 GiB CI runner) cannot fit.
+    let out = poc()
+        .args([
+            "run",
+            "dpo",
+            "--model",
+            "llama3-8b",
+            "--random-init",
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("the run needs about"), "{err}");
+    assert!(
+        err.contains("--lora 16:") && err.contains("--precompute-ref:"),
         "{err}"
     );
 }

@@ -86,7 +86,7 @@ pub fn run(args: &SplitOptions) -> Result<()> {
         ));
     }
     let Resolved { model, tok, .. } =
-        resolve(&dir, false, 0, &device).map_err(|e| Error::user("poc", e))?;
+        resolve(&dir, false, &device).map_err(|e| Error::user("poc", e))?;
     if model.score.is_none() {
         return Err(Error::user(
             COMMAND,

@@ -12,4 +12,5 @@ pub mod resolve;
 pub use config::{LlamaConfig, ModelError};
 pub use forward::KvCache;
 pub use llama::{Adapter, Block, BlockAdapters, Compute, Llama, LoraConfig, Target};
-pub use resolve::{ResolveError, Resolved, resolve};
+pub use load::SaveDtype;
+pub use resolve::{ResolveError, Resolved, config as resolve_config, resolve, resolve_stored};

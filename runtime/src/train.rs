@@ -76,6 +76,8 @@ pub struct TrainOptions {
     pub save_every: usize,
     /// Keep only the newest N `checkpoint-*` directories of `out` (`None`: keep all).
     pub save_total_limit: Option<usize>,
+    /// The dtype of saved model weights (`None`: the loaded model's, from its config).
+    pub save_dtype: Option<crate::model::SaveDtype>,
     /// Objective parameters after `--set`.
     pub params: Vec<f64>,
     /// The run directory.

@@ -2,7 +2,8 @@
 //! a fresh adapter changes nothing; adapters off is the base model; the merged checkpoint
 //! computes what the adapted model computes; PEFT-layout adapters round-trip; only adapters
 //! receive gradients; bf16 compute stays close to f32 with f32 master weights; gradient
-//! checkpointing gives the same gradients as plain autodiff.
+//! checkpointing gives the same gradients as plain autodiff; frozen weights stored in bf16 compute
+//! what cast-on-use computes.
 
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
@@ -264,6 +265,51 @@ fn bf16_compute_is_close_to_f32_and_keeps_f32_master_weights() {
     assert_eq!(g.dtype(), DType::F32);
     assert!(g.abs().sum().into_scalar::<f64>() > 0.0);
     assert_eq!(model.layers[0].wq.val().dtype(), DType::F32);
+}
+
+/// Under bf16 compute, frozen matrices are stored in bf16 (the LoRA base, a frozen reference):
+/// the model computes what it computed casting its f32 weights on use, adapters and norms stay
+/// f32, and gradients still reach the adapters.
+#[test]
+fn bf16_stored_frozen_weights_compute_what_cast_on_use_computes() {
+    let ad = training(&cpu(), false);
+    let mut model = Llama::random(&config(), 7, &ad);
+    model.compute = Compute::Bf16;
+    let want = Want {
+        entropy: true,
+        ..Want::LOGPS
+    };
+    let cast_on_use = stats_of(&model, want, &ad);
+    // A frozen reference: every matrix stored in bf16.
+    let frozen = model.valid().store_frozen();
+    assert_eq!(frozen.layers[0].wq.val().dtype(), DType::BF16);
+    assert_eq!(frozen.embed.val().dtype(), DType::BF16);
+    assert_eq!(frozen.layers[0].attn_norm.val().dtype(), DType::F32);
+    let plain = cpu();
+    let stored = stats_of(&frozen, want, &plain);
+    let close = |a: Tensor<1>, b: Tensor<1>| {
+        let (a, b) = (to_f64(a), to_f64(b));
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "{x} vs {y}");
+        }
+    };
+    close(cast_on_use.logps.clone().unwrap(), stored.logps.unwrap());
+    close(
+        cast_on_use.entropy.clone().unwrap(),
+        stored.entropy.unwrap(),
+    );
+    // The LoRA base: frozen matrices in bf16, adapters in f32, and the adapted model trains.
+    // (B = 0 at initialization, so B's gradient is the nonzero one.)
+    let adapted = model.with_lora(lora(&[Target::Q, Target::Down]), 3);
+    assert_eq!(adapted.layers[1].w_down.val().dtype(), DType::BF16);
+    let a = adapted.layers[0].adapters.q.as_ref().expect("adapter");
+    assert_eq!(a.a.val().dtype(), DType::F32);
+    let logps = stats_of(&adapted, Want::LOGPS, &ad).logps.unwrap();
+    let grads = GradientsParams::from_grads(logps.sum().backward(), &adapted);
+    let g = grads.get::<2>(a.b.id).expect("the adapter gets a gradient");
+    assert_eq!(g.dtype(), DType::F32);
+    assert!(g.abs().sum().into_scalar::<f64>() > 0.0);
+    assert!(grads.get::<2>(adapted.layers[0].wq.id).is_none());
 }
 
 /// The rewards of [`batch`]'s rows under a reward model.

@@ -29,6 +29,7 @@ fn options(out: &Path, steps: usize) -> TrainOptions {
         seed: 3,
         save_every: 2,
         save_total_limit: None,
+        save_dtype: None,
         params: Vec::new(),
         out: out.to_path_buf(),
         base_model: "tiny".into(),

@@ -94,7 +94,7 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
     let rows = parse_rows(&text, &label)?;
     let device = spec.device();
     let poc_runtime::model::Resolved { model, tok, .. } =
-        poc_runtime::model::resolve(&args.model, false, 0, &device)
+        poc_runtime::model::resolve(&args.model, false, &device)
             .map_err(|e| Failure::user("poc", e))?;
     let prompts = tokenize(rows, &tok, &model.config, args.chat, &label)?;
     opts.eos = stop_ids(&args.model, &model.config, &tok)?;

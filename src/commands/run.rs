@@ -58,7 +58,8 @@ pub struct RunArgs {
     /// Clip the global gradient norm (0 disables).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
-    /// Seed of initialization and data order.
+    /// Seed of the data order and of what the run adds to the model (LoRA adapters, a reward
+    /// head). A preset's random weights do not depend on it: `--model tiny` is one model.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Save a checkpoint every N steps (besides the last).
@@ -68,6 +69,12 @@ pub struct RunArgs {
     /// (transformers' `save_total_limit`; an 8B checkpoint is 16 GB). Default: keep all.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub save_total_limit: Option<u64>,
+    /// The dtype of the saved model weights. Default: the loaded model's (`torch_dtype` in its
+    /// config.json, as transformers saves: bf16 for Llama-3 checkpoints, f32 for the presets).
+    /// `f32` keeps the exact trained values (a bf16 save rounds them, so a full fine-tune
+    /// resumed from it does not continue bit for bit). LoRA adapters are always saved in f32.
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub save_dtype: Option<SaveDtypeArg>,
     /// Run directory (default runs/OBJECTIVE).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -120,6 +127,14 @@ pub struct RunArgs {
     /// them (burn's balanced gradient checkpointing): less memory, more compute.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Print the memory plan (weights, reference, optimizer state, gradients, activations, the
+    /// log-prob head; the device's free memory) for these flags and exit without loading
+    /// anything. A real run whose plan clearly exceeds the device stops with the same table.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run even when the memory plan exceeds the device's free memory.
+    #[arg(long)]
+    pub skip_memory_check: bool,
     /// What is trained: a policy (log-probs against a reference) or a reward model (a scalar
     /// head on the decoder, HF's LlamaForSequenceClassification). `auto` decides from the
     /// objective: one that reads reward-model outputs (`input r from reward(chosen)`) trains a
@@ -197,6 +212,15 @@ pub enum ScheduleArg {
     Constant,
 }
 
+/// `--save-dtype`.
+#[derive(Copy, Clone, Debug, clap::ValueEnum)]
+pub enum SaveDtypeArg {
+    /// 32-bit floats (exact).
+    F32,
+    /// bfloat16 (half the size).
+    Bf16,
+}
+
 /// `--dtype`.
 #[derive(Copy, Clone, Debug, clap::ValueEnum)]
 pub enum ComputeArg {
@@ -229,6 +253,10 @@ fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
         seed: args.seed,
         save_every: args.save_every,
         save_total_limit: args.save_total_limit.map(|n| n as usize),
+        save_dtype: args.save_dtype.map(|d| match d {
+            SaveDtypeArg::F32 => poc_runtime::model::SaveDtype::F32,
+            SaveDtypeArg::Bf16 => poc_runtime::model::SaveDtype::Bf16,
+        }),
         out: args.out.clone(),
         params,
         strict: args.strict,
@@ -243,6 +271,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
             ComputeArg::Bf16 => Compute::Bf16,
         }),
         gradient_checkpointing: args.gradient_checkpointing,
+        skip_memory_check: args.skip_memory_check,
         task: match args.task {
             TaskArg::Auto => Task::Auto,
             TaskArg::Policy => Task::Policy,
@@ -306,6 +335,9 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         .params_with(&args.sets)
         .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
     let spec = run_spec(&args, params);
+    if args.dry_run {
+        return dry_run(c, &spec);
+    }
     match train::setup::prepare(c, &spec, &mut tell).map_err(setup_failure)? {
         Prepared::Pairs(run) => train_pairs(&args, *run),
         Prepared::OnPolicy(setup) => {
@@ -319,6 +351,39 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
             train_on_policy(&args, run)
         }
     }
+}
+
+/// `--dry-run`: the memory plan, on stdout.
+fn dry_run(c: &Compiled, spec: &RunSpec) -> Result<(), Failure> {
+    use poc_runtime::plan;
+    train::setup::check_sizes(spec).map_err(setup_failure)?;
+    let shape = train::setup::plan_shape(c, spec).map_err(setup_failure)?;
+    let p = plan::Plan::estimate(&shape);
+    let lora = shape.lora.as_ref().map_or_else(
+        || "full fine-tune".to_string(),
+        |l| format!("LoRA r={}", l.rank),
+    );
+    println!(
+        "memory plan: {} on {} ({:.2}B parameters), {} rows x {} tokens per micro-batch, {:?}, {lora}, reference {:?}{}",
+        c.objective.name,
+        spec.model,
+        shape.config.num_params() as f64 / 1e9,
+        shape.rows,
+        shape.seq_len,
+        shape.compute,
+        shape.reference,
+        if shape.gradient_checkpointing {
+            ", gradient checkpointing"
+        } else {
+            ""
+        },
+    );
+    print!("{}", p.table(train::setup::free_memory(spec)));
+    println!("to shrink it (estimated totals):");
+    for r in plan::remedies(&shape) {
+        println!("  {r}");
+    }
+    Ok(())
 }
 
 /// Trains a pair run, with a progress bar, and sums it up.
@@ -455,8 +520,7 @@ pub fn logps(
     let spec = DeviceSpec::usable(device).map_err(|e| Failure::user("poc", e))?;
     let device = spec.device();
     let poc_runtime::model::Resolved { model: m, tok, .. } =
-        poc_runtime::model::resolve(model, false, 0, &device)
-            .map_err(|e| Failure::user("poc", e))?;
+        poc_runtime::model::resolve(model, false, &device).map_err(|e| Failure::user("poc", e))?;
     let (pairs, bad) = data::load_pairs(data_path, &tok, max_length, false)
         .map_err(|e| Failure::user("poc", e))?;
     for b in &bad {

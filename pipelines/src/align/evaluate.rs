@@ -88,9 +88,8 @@ const SCORE_BATCH: usize = 16;
 impl Evaluator {
     fn new(reference: &Path, heldout: &Path) -> Result<Evaluator> {
         let device = DeviceSpec::Cpu.device();
-        let Resolved { model, tok, .. } =
-            resolve(&reference.display().to_string(), false, 0, &device)
-                .map_err(|e| Error::user("poc", e))?;
+        let Resolved { model, tok, .. } = resolve(&reference.display().to_string(), false, &device)
+            .map_err(|e| Error::user("poc", e))?;
         let (pairs, bad) =
             data::load_pairs(heldout, &tok, 512, false).map_err(|e| Error::user(COMMAND, e))?;
         if !bad.is_empty() {
@@ -161,7 +160,7 @@ impl Evaluator {
         max_new_tokens: usize,
         key: &Value,
     ) -> Result<Value> {
-        let policy = resolve(&path.display().to_string(), false, 0, &self.device)
+        let policy = resolve(&path.display().to_string(), false, &self.device)
             .map_err(|e| Error::user("poc", e))?
             .model;
         let s = self.sample(&policy, prompts, seed, max_new_tokens)?;

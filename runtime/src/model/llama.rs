@@ -200,9 +200,10 @@ pub struct LoraConfig {
     pub targets: Vec<Target>,
 }
 
-/// The float type the forward pass computes in. Parameters stay f32 either way (the master
-/// weights the optimizer updates); under `Bf16` each weight is cast on use, norms, softmax and
-/// log-probs are computed in f32, as mixed-precision training does.
+/// The float type the forward pass computes in. Trained parameters stay f32 either way (the
+/// master weights the optimizer updates) and are cast on use; frozen matrices are stored in this
+/// dtype ([`Llama::store_frozen`]); norms, softmax statistics and log-probs are computed in f32,
+/// as mixed-precision training does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Compute {
     /// Everything in f32.
@@ -280,12 +281,28 @@ impl Llama {
     /// for the same seed. `config` should have passed [`LlamaConfig::validate`] (presets and
     /// [`LlamaConfig::from_file`] do).
     pub fn random(config: &LlamaConfig, seed: u64, device: &Device) -> Llama {
+        Llama::random_stored(config, seed, device, None)
+    }
+
+    /// [`Llama::random`] with every matrix stored in `matrices` (e.g. bf16) as soon as it is
+    /// drawn, so that the whole model never exists in f32: for a base that LoRA freezes (its
+    /// values are the f32 draws rounded, as [`Llama::store_frozen`] would round them).
+    pub fn random_stored(
+        config: &LlamaConfig,
+        seed: u64,
+        device: &Device,
+        matrices: Option<burn::tensor::DType>,
+    ) -> Llama {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut normal = |rows: usize, cols: usize| -> Tensor<2> {
             let data: Vec<f32> = (0..rows * cols)
                 .map(|_| (0.02 * sample_normal(&mut rng)) as f32)
                 .collect();
-            Tensor::from_data(TensorData::new(data, [rows, cols]), device)
+            let t = Tensor::<2>::from_data(TensorData::new(data, [rows, cols]), device);
+            match matrices {
+                Some(d) => t.cast(d),
+                None => t,
+            }
         };
         let ones = |n: usize| Tensor::<1>::ones([n], device);
         let (h, i) = (config.hidden_size, config.intermediate_size);
@@ -361,11 +378,48 @@ impl Llama {
         model
     }
 
-    /// Every parameter frozen but the reward head: what LoRA trains besides its adapters.
+    /// Every parameter frozen but the reward head: what LoRA trains besides its adapters. The
+    /// frozen matrices are stored in the compute dtype ([`Llama::store_frozen`]).
     fn frozen_base(self) -> Llama {
         let mut model = self.no_grad();
         model.score = model.score.map(|s| s.set_require_grad(true));
-        model
+        model.store_frozen()
+    }
+
+    /// Stores every frozen matrix (embedding, projections, output head: what does not train)
+    /// in the compute dtype, as PyTorch users hold a bf16 base: under `Compute::Bf16` the LoRA
+    /// base and a frozen reference take half the memory of f32, and the forward pass computes
+    /// what it computed casting f32 weights on use. Norm weights (vectors) and trained
+    /// parameters keep f32; nothing changes under `Compute::F32`.
+    pub fn store_frozen(mut self) -> Llama {
+        let dtype = match self.compute {
+            Compute::F32 => return self,
+            Compute::Bf16 => burn::tensor::DType::BF16,
+        };
+        let store = |p: Param<Tensor<2>>| {
+            if p.is_require_grad() {
+                p
+            } else {
+                p.map(|t| t.cast(dtype))
+            }
+        };
+        self.embed = store(self.embed);
+        self.lm_head = self.lm_head.map(store);
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|l| Block {
+                wq: store(l.wq),
+                wk: store(l.wk),
+                wv: store(l.wv),
+                wo: store(l.wo),
+                w_gate: store(l.w_gate),
+                w_up: store(l.w_up),
+                w_down: store(l.w_down),
+                ..l
+            })
+            .collect();
+        self
     }
 
     /// The scale α / r of the adapters when they take part in the forward pass.
@@ -377,7 +431,8 @@ impl Llama {
 
     /// Weight `t` of `l` with its adapter merged in: `W + (α/r)·A·B` (just `W` without one).
     pub fn merged_weight(&self, l: &Block, t: Target) -> Tensor<2> {
-        let w = l.weight(t).val();
+        // f32 whatever the base is stored in (a frozen base may be bf16).
+        let w = l.weight(t).val().cast(burn::tensor::DType::F32);
         match (&self.lora, l.adapters.get(t)) {
             (Some(lora), Some(ad)) => {
                 w + ad.a.val().matmul(ad.b.val()) * (lora.alpha / lora.rank.max(1) as f64)

@@ -160,6 +160,16 @@ fn block_name(layer: usize, part: &str) -> String {
 /// of old checkpoints) are ignored; a missing one or one of the wrong shape is an error that
 /// names the tensor and the file.
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
+    load_stored(dir, device, None)
+}
+
+/// [`load`] with every matrix stored in `matrices` (e.g. bf16) as soon as it is on the device,
+/// so that the whole model never exists in f32: for a base that LoRA freezes.
+pub fn load_stored(
+    dir: &Path,
+    device: &Device,
+    matrices: Option<burn::tensor::DType>,
+) -> Result<Llama, ModelError> {
     let config = LlamaConfig::from_file(&dir.join("config.json"))?;
     let mut shards = Shards::open(dir)?;
     let reward_model = shards.files.contains_key("score.weight");
@@ -195,6 +205,10 @@ pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
      -> Result<Param<Tensor<2>>, ModelError> {
         let data = shards.read(name, &[out, inp])?;
         let t = Tensor::<2>::from_data(TensorData::new(data, [out, inp]), device);
+        let t = match matrices {
+            Some(d) => t.cast(d),
+            None => t,
+        };
         Ok(Param::from_tensor(if transpose {
             t.transpose()
         } else {
@@ -462,7 +476,8 @@ pub fn load_value_head(dir: &Path, model: Llama) -> Result<Llama, ModelError> {
 }
 
 /// The dtype tensors are written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SaveDtype {
     /// 32-bit floats: exactly the trained values.
     #[default]
@@ -472,6 +487,17 @@ pub enum SaveDtype {
 }
 
 impl SaveDtype {
+    /// The dtype a model's config names (`torch_dtype`, or transformers 4.56's `dtype`), as
+    /// transformers saves a model in the dtype it was loaded in: bf16 for `bfloat16`, f32 for
+    /// anything else (poc writes no f16) and for a config that names none (the presets).
+    pub fn of_config(config: &super::LlamaConfig) -> SaveDtype {
+        let named = |key: &str| config.extra.get(key).and_then(|v| v.as_str());
+        match named("torch_dtype").or_else(|| named("dtype")) {
+            Some("bfloat16") => SaveDtype::Bf16,
+            _ => SaveDtype::F32,
+        }
+    }
+
     fn bytes_per_value(self) -> usize {
         match self {
             SaveDtype::F32 => 4,

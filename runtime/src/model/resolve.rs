@@ -46,13 +46,50 @@ pub enum ResolveError {
     },
 }
 
+/// The configuration `name` stands for (a directory's `config.json` or a preset's), without
+/// loading any weights: what the memory plan reads.
+pub fn config(name: &str) -> Result<LlamaConfig, ResolveError> {
+    let path = Path::new(name);
+    if path.is_dir() {
+        return Ok(LlamaConfig::from_file(&path.join("config.json"))?);
+    }
+    LlamaConfig::preset(name).ok_or_else(|| ResolveError::Unknown {
+        name: name.to_string(),
+        presets: LlamaConfig::PRESETS.join(", "),
+    })
+}
+
+/// Whether [`resolve`] would find weights for `name` (a directory, the embedded `tiny`, or a
+/// preset with `random_init`), without loading anything: its errors, early.
+pub fn available(name: &str, random_init: bool) -> Result<(), ResolveError> {
+    config(name)?;
+    if Path::new(name).is_dir() || name == "tiny" || random_init {
+        Ok(())
+    } else {
+        Err(ResolveError::NoLocalWeights {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The seed of every random initialization a model name stands for ([`resolve`]).
+pub const INIT_SEED: u64 = 0;
+
 /// Resolves `name` on `device`. `random_init` replaces a directory's or a preset's weights
-/// with random ones drawn from `seed` (the embedded `tiny` is always random).
-pub fn resolve(
+/// with random ones (the embedded `tiny` is always random). Random weights are a function of
+/// the name alone (drawn from [`INIT_SEED`]), so `--model tiny` is the same model for every
+/// command; a run's `--seed` orders its data and seeds what it adds (LoRA adapters, heads).
+pub fn resolve(name: &str, random_init: bool, device: &Device) -> Result<Resolved, ResolveError> {
+    resolve_stored(name, random_init, device, None)
+}
+
+/// [`resolve`] with the model's matrices stored in `matrices` from the start (a LoRA base in
+/// bf16: [`Llama::random_stored`], [`load::load_stored`]).
+pub fn resolve_stored(
     name: &str,
     random_init: bool,
-    seed: u64,
     device: &Device,
+    matrices: Option<burn::tensor::DType>,
 ) -> Result<Resolved, ResolveError> {
     let path = Path::new(name);
     if path.is_dir() {
@@ -61,9 +98,9 @@ pub fn resolve(
         let tok =
             Tok::from_file(&path.join("tokenizer.json"), eos).map_err(ResolveError::Tokenizer)?;
         let model = if random_init {
-            Llama::random(&config, seed, device)
+            Llama::random_stored(&config, INIT_SEED, device, matrices)
         } else {
-            load::load(path, device)?
+            load::load_stored(path, device, matrices)?
         };
         return Ok(Resolved {
             model,
@@ -78,7 +115,7 @@ pub fn resolve(
         });
     };
     if name == "tiny" {
-        let model = Llama::random(&config, seed, device);
+        let model = Llama::random_stored(&config, INIT_SEED, device, matrices);
         return Ok(Resolved {
             model,
             tok: Tok::tiny(),
@@ -90,7 +127,7 @@ pub fn resolve(
             name: name.to_string(),
         });
     }
-    let model = Llama::random(&config, seed, device);
+    let model = Llama::random_stored(&config, INIT_SEED, device, matrices);
     Ok(Resolved {
         model,
         tok: Tok::tiny(),

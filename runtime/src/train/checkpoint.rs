@@ -92,6 +92,7 @@ pub fn load_resume(dir: &Path, policy: Llama) -> Result<(Llama, Resume), TrainEr
 /// renamed into place. Holds the model in HF layout (adapters merged), the tokenizer, the
 /// optimizer state and `trainer_state.json` (step, data position, parameter ids) for
 /// `--resume`; under LoRA also the adapters alone in PEFT's layout, for `--resume` and PEFT.
+#[allow(clippy::too_many_arguments)]
 pub fn save_checkpoint(
     model: &Llama,
     base_model: &str,
@@ -99,10 +100,15 @@ pub fn save_checkpoint(
     tok: &Tok,
     dir: &Path,
     state: &serde_json::Value,
+    dtype: Option<load::SaveDtype>,
 ) -> Result<(), TrainError> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    load::save(model, &tmp)?;
+    let options = load::SaveOptions {
+        dtype: dtype.unwrap_or_else(|| load::SaveDtype::of_config(&model.config)),
+        ..load::SaveOptions::default()
+    };
+    load::save_with(model, &tmp, &options)?;
     load::save_adapters(model, &load::adapter_dir(&tmp), base_model)?;
     load::save_value_head(model, &tmp)?;
     tok.save(&tmp).map_err(TrainError::Tokenizer)?;
@@ -175,6 +181,7 @@ impl<'a> Checkpointer<'a> {
                 self.tok,
                 &dir,
                 &state,
+                self.opts.save_dtype,
             )?;
             if let Some(keep) = self.opts.save_total_limit {
                 prune(&self.opts.out, keep, done)?;

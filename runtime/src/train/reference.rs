@@ -29,13 +29,15 @@ pub fn adapters_off(policy: &Llama) -> Llama {
 
 impl Reference {
     /// The starting model as the reference of a run whose objective reads one (`wanted`): a
-    /// frozen copy of `policy` (no gradients), or under LoRA (`lora`) the policy with its
+    /// frozen copy of `policy` (no gradients; its matrices in the compute dtype), or under LoRA (`lora`) the policy with its
     /// adapters off.
     pub fn starting(policy: &Llama, wanted: bool, lora: bool) -> Reference {
         match (wanted, lora) {
             (false, _) => Reference::None,
             (true, true) => Reference::AdaptersOff,
-            (true, false) => Reference::Model(Box::new(burn::module::Module::valid(policy))),
+            (true, false) => {
+                Reference::Model(Box::new(burn::module::Module::valid(policy).store_frozen()))
+            }
         }
     }
 

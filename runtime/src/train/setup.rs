@@ -19,6 +19,7 @@ use crate::model::{
     Compute, Llama, LoraConfig, ModelError, ResolveError, Resolved, Target, load, resolve,
 };
 use crate::observe::needs;
+use crate::plan;
 use burn::module::Module;
 use burn::tensor::Device;
 use poc_compiler::{Compiled, Rollout, Source};
@@ -72,6 +73,10 @@ pub struct RunSpec {
     pub save_every: usize,
     /// Keep only the newest N checkpoints (`None`: keep all).
     pub save_total_limit: Option<usize>,
+    /// The dtype of saved model weights (`None`: the loaded model's, from its config).
+    pub save_dtype: Option<crate::model::SaveDtype>,
+    /// Run even when the memory plan exceeds the device's free memory.
+    pub skip_memory_check: bool,
     /// Run directory (default `runs/OBJECTIVE`).
     pub out: Option<PathBuf>,
     /// The objective's parameter values (after `--set`).
@@ -181,6 +186,22 @@ pub enum SetupError {
     /// `--lora 0`.
     #[error("--lora: the rank must be at least 1")]
     LoraRank,
+    /// The memory plan clearly exceeds what the device has (checked before loading).
+    #[error(
+        "the run needs about {need} but {device} has {free} free:\n{table}  = hint: what would fit better (estimated totals):\n{remedies}  = hint: `poc run ... --dry-run` prints the plan; --skip-memory-check runs anyway"
+    )]
+    WontFit {
+        /// The estimated total.
+        need: String,
+        /// The device, as named.
+        device: String,
+        /// Its free memory.
+        free: String,
+        /// The plan's table.
+        table: String,
+        /// One line per remedy.
+        remedies: String,
+    },
     /// An unknown projection in `--lora-target-modules`.
     #[error("--lora-target-modules: {0}")]
     LoraTargets(String),
@@ -427,8 +448,13 @@ pub fn write_run_config(out: &Path, config: &serde_json::Value) -> Result<(), Se
 /// The starting model (`spec.model`) on the training device in the run's compute dtype, and
 /// its tokenizer; `embedded` says whether it is the bundled `tiny`.
 pub fn policy(spec: &RunSpec, devices: &Devices) -> Result<Resolved, SetupError> {
-    let mut r = resolve(&spec.model, spec.random_init, spec.seed, &devices.train)?;
-    r.model.compute = compute(spec, devices.spec);
+    let compute = compute(spec, devices.spec);
+    // A LoRA base under bf16 is frozen and stored in bf16: load it so (never all in f32).
+    let frozen =
+        (spec.lora.is_some() && compute == Compute::Bf16).then_some(burn::tensor::DType::BF16);
+    let mut r =
+        crate::model::resolve_stored(&spec.model, spec.random_init, &devices.train, frozen)?;
+    r.model.compute = compute;
     Ok(r)
 }
 
@@ -661,6 +687,7 @@ fn train_options(spec: &RunSpec, lr: f64, out: &Path) -> TrainOptions {
         seed: spec.seed,
         save_every: spec.save_every,
         save_total_limit: spec.save_total_limit,
+        save_dtype: spec.save_dtype,
         params: spec.params.clone(),
         out: out.to_path_buf(),
         base_model: spec.model.clone(),
@@ -693,10 +720,81 @@ pub fn prepare<'a>(
     notice: &mut dyn FnMut(Notice),
 ) -> Result<Prepared<'a>, SetupError> {
     check_sizes(spec)?;
+    if !spec.skip_memory_check {
+        check_memory(c, spec)?;
+    }
     if is_on_policy(c) {
         return on_policy(c, spec, notice).map(|s| Prepared::OnPolicy(Box::new(s)));
     }
     pairs(c, spec, notice).map(|r| Prepared::Pairs(Box::new(r)))
+}
+
+/// The shape of `spec`'s training step for the memory plan, read from the model's config alone
+/// (no weights are loaded).
+pub fn plan_shape(c: &Compiled, spec: &RunSpec) -> Result<plan::Shape, SetupError> {
+    let kind = DeviceSpec::usable(&spec.device)?;
+    let config = crate::model::resolve_config(&spec.model)?;
+    let lora = lora(spec)?;
+    let n = needs(&c.objective.inputs);
+    let reference = match (n.reads_reference() || is_on_policy(c), &lora) {
+        (false, _) => plan::RefPlan::None,
+        (true, _) if spec.precompute_ref => plan::RefPlan::Cached,
+        (true, Some(_)) => plan::RefPlan::AdaptersOff,
+        (true, None) => plan::RefPlan::Frozen,
+    };
+    let rows = if n.rejected {
+        2 * spec.batch_size
+    } else {
+        spec.batch_size
+    };
+    Ok(plan::Shape {
+        config,
+        rows,
+        seq_len: spec.max_length,
+        compute: compute(spec, kind),
+        lora,
+        reference,
+        gradient_checkpointing: spec.gradient_checkpointing,
+    })
+}
+
+/// The free memory of the device `spec` names, when it can be read: CUDA's from the driver, the
+/// CPU's `MemAvailable`.
+pub fn free_memory(spec: &RunSpec) -> Option<u64> {
+    match DeviceSpec::usable(&spec.device).ok()? {
+        DeviceSpec::Cuda(n) => plan::cuda_free_bytes(n),
+        DeviceSpec::Cpu => {
+            let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        }
+    }
+}
+
+/// Stops a run whose memory plan clearly (by a quarter) exceeds the device's free memory,
+/// before anything is loaded, with the plan and the flags that would shrink it.
+fn check_memory(c: &Compiled, spec: &RunSpec) -> Result<(), SetupError> {
+    // A model that cannot be loaded at all says so first.
+    crate::model::resolve::available(&spec.model, spec.random_init)?;
+    let shape = plan_shape(c, spec)?;
+    let plan = plan::Plan::estimate(&shape);
+    let Some(free) = free_memory(spec) else {
+        return Ok(());
+    };
+    if (plan.total() as f64) <= 1.25 * free as f64 {
+        return Ok(());
+    }
+    Err(SetupError::WontFit {
+        need: plan::bytes(plan.total()),
+        device: spec.device.clone(),
+        free: plan::bytes(free),
+        table: plan.table(Some(free)),
+        remedies: plan::remedies(&shape)
+            .iter()
+            .map(|r| format!("    {r}\n"))
+            .collect(),
+    })
 }
 
 /// The pair run: a policy (or reward model) against the starting model as the reference.
@@ -972,7 +1070,7 @@ fn on_policy<'a>(
 /// The frozen reward model at `dir`, on `device`: it must have a score head and the policy's
 /// vocabulary.
 fn reward_model(dir: &Path, policy: &Llama, device: &Device) -> Result<Llama, SetupError> {
-    let rm = resolve(&dir.display().to_string(), false, 0, device)?.model;
+    let rm = resolve(&dir.display().to_string(), false, device)?.model;
     if rm.score.is_none() {
         return Err(SetupError::NotARewardModel(dir.to_path_buf()));
     }
