@@ -1,6 +1,8 @@
 """PyTorch baseline for `poc bench train`: DPO training steps of a Llama (transformers'
-LlamaForCausalLM, random init) with a frozen reference, on CPU, f32 — the same shape, batch
-and data as poc's side. Prints one JSON line: tokens/s (median over timed steps) and peak RSS.
+LlamaForCausalLM, random init, SDPA attention) with a frozen reference, on CPU, f32 — or with
+`--bf16 1` a bf16 model, and with `--lora R` PEFT adapters on every linear layer and the base as
+the reference — the same shape, batch and data as poc's side. Prints one JSON line: tokens/s
+(median over timed steps) and peak RSS.
 
 Usage: python bench/dpo_step.py --hidden 256 --layers 4 --heads 8 --kv-heads 4 --inter 704
                                 --vocab 264 --pairs 8 --seq 128 --steps 8 --warmup 2
@@ -16,7 +18,8 @@ import torch.nn.functional as F
 
 p = argparse.ArgumentParser()
 for name, default in [("hidden", 256), ("layers", 4), ("heads", 8), ("kv-heads", 4), ("inter", 704),
-                      ("vocab", 264), ("pairs", 8), ("seq", 128), ("prompt", 16), ("steps", 8), ("warmup", 2)]:
+                      ("vocab", 264), ("tied", 1), ("pairs", 8), ("seq", 128), ("prompt", 16), ("steps", 8),
+                      ("warmup", 2), ("lora", 0), ("bf16", 0)]:
     p.add_argument("--" + name, type=int, default=default)
 p.add_argument("--beta", type=float, default=0.1)
 p.add_argument("--lr", type=float, default=1e-4)
@@ -27,13 +30,25 @@ from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
                   num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
-                  max_position_embeddings=max(512, a.seq), tie_word_embeddings=True, attn_implementation="sdpa")
+                  max_position_embeddings=max(512, a.seq), tie_word_embeddings=bool(a.tied),
+                  attn_implementation="sdpa")
+if a.bf16:
+    # A bf16 model, built in bf16 (never whole in f32), as `torch_dtype=torch.bfloat16` loads one.
+    torch.set_default_dtype(torch.bfloat16)
 policy = LlamaForCausalLM(cfg).train()
-ref = LlamaForCausalLM(cfg).eval()
-ref.load_state_dict(policy.state_dict())
-for q in ref.parameters():
-    q.requires_grad_(False)
-opt = torch.optim.AdamW(policy.parameters(), lr=a.lr, weight_decay=0.0, eps=1e-8)
+torch.set_default_dtype(torch.float32)
+if a.lora:
+    # PEFT on every linear layer; its adapters in f32 (autocast_adapter_dtype); the reference is
+    # the base with the adapters disabled, as TRL does with a PEFT model.
+    from peft import LoraConfig, get_peft_model
+    policy = get_peft_model(policy, LoraConfig(r=a.lora, lora_alpha=2 * a.lora, target_modules="all-linear"))
+    ref = None
+else:
+    ref = LlamaForCausalLM(cfg).eval().to(next(policy.parameters()).dtype)
+    ref.load_state_dict(policy.state_dict())
+    for q in ref.parameters():
+        q.requires_grad_(False)
+opt = torch.optim.AdamW([q for q in policy.parameters() if q.requires_grad], lr=a.lr, weight_decay=0.0, eps=1e-8)
 
 B, T = a.pairs, a.seq
 ids = torch.randint(0, a.vocab, (2 * B, T))
@@ -53,12 +68,16 @@ for step in range(a.warmup + a.steps):
     t0 = time.perf_counter()
     lp = seq_logps(policy, ids)
     with torch.no_grad():
-        rp = seq_logps(ref, ids)
+        if ref is None:
+            with policy.disable_adapter():
+                rp = seq_logps(policy, ids)
+        else:
+            rp = seq_logps(ref, ids)
     z = a.beta * ((lp[:B] - rp[:B]) - (lp[B:] - rp[B:]))
     loss = -F.logsigmoid(z).mean()
     opt.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_([q for q in policy.parameters() if q.requires_grad], 1.0)
     opt.step()
     if step >= a.warmup:
         times.append(time.perf_counter() - t0)

@@ -176,6 +176,17 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// The memory plan (`poc run --dry-run`) against the measured peak of DPO steps on CPU, and
+    /// the log-prob head's peak memory at vocabulary 128,256 as positions grow (chunked against
+    /// the full log-softmax). Each point runs in its own process.
+    Memory {
+        /// Also the llama3.2-1b shape (LoRA r=16, bf16, 2 pairs x 512 tokens): minutes, ~6 GB.
+        #[arg(long)]
+        large: bool,
+        /// (internal) Measure one point and print it as JSON.
+        #[arg(long, num_args = 1.., hide = true)]
+        point: Option<Vec<String>>,
+    },
 }
 
 /// Runs a parsed command line.
@@ -221,5 +232,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench {
             which: BenchCommand::Train { shape, python },
         } => commands::bench::train(shape, python),
+        Command::Bench {
+            which: BenchCommand::Memory { large, point },
+        } => commands::bench::memory(large, point),
     }
 }

@@ -215,6 +215,15 @@ pub struct TrainShape {
     pub seq: usize,
     /// Timed steps, after [`WARMUP_STEPS`] warm-up steps (at least 1).
     pub steps: usize,
+    /// A preset's shape instead of `hidden` × `layers` (e.g. `llama3.2-1b`, vocabulary 128,256),
+    /// random weights.
+    pub preset: Option<&'static str>,
+    /// LoRA of this rank on every linear layer (the reference is the base, adapters off).
+    pub lora: Option<usize>,
+    /// bf16 compute, the frozen base stored in bf16 (PyTorch: a bf16 model).
+    pub bf16: bool,
+    /// burn's balanced gradient checkpointing (poc only; the baseline keeps its activations).
+    pub checkpointing: bool,
 }
 
 /// Untimed steps before the timed ones (libtorch's first steps allocate and tune).
@@ -236,6 +245,27 @@ impl TrainShape {
     /// MLP width: Llama's 11/4 ratio, rounded up to a multiple of 32.
     pub fn intermediate(&self) -> usize {
         (self.hidden * 11 / 4).div_ceil(32) * 32
+    }
+
+    /// The model: the preset's, or the `tiny` preset scaled to `hidden` × `layers`.
+    pub fn config(&self) -> Result<poc_runtime::model::LlamaConfig> {
+        use poc_runtime::model::LlamaConfig;
+        if let Some(name) = self.preset {
+            return LlamaConfig::preset(name).ok_or_else(|| {
+                Error::User(format!(
+                    "poc: bench train --preset {name}: no such preset (presets: {})",
+                    LlamaConfig::PRESETS.join(", ")
+                ))
+            });
+        }
+        let mut config =
+            LlamaConfig::preset("tiny").ok_or_else(|| Error::Internal("no tiny preset".into()))?;
+        config.hidden_size = self.hidden;
+        config.num_hidden_layers = self.layers;
+        config.num_attention_heads = self.heads();
+        config.num_key_value_heads = Some(self.kv_heads());
+        config.intermediate_size = self.intermediate();
+        Ok(config)
     }
 }
 
@@ -314,40 +344,67 @@ pub fn baseline_script() -> PathBuf {
         .join("bench/dpo_step.py")
 }
 
-/// DPO training steps of a random Llama of `opts.shape` on random token pairs on CPU (f32)
-/// through [`poc_runtime::train::train_pairs`], then the same model, data and batch in
-/// PyTorch eager mode ([`baseline_script`]) when its Python can run it.
-pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
-    use poc_runtime::data::{Pair, Tokenized};
-    use poc_runtime::model::{Llama, LlamaConfig};
-    let shape = opts.shape;
+/// Checks `shape` as `poc bench train` takes it.
+fn check_shape(shape: &TrainShape) -> Result<()> {
     if shape.seq <= PROMPT_TOKENS
         || shape.pairs == 0
         || shape.steps == 0
         || !shape.hidden.is_multiple_of(64)
+        || shape.lora == Some(0)
     {
-        return Err(Error::User("poc: bench train needs --seq > 16, --pairs and --steps >= 1, --hidden a multiple of 64".into()));
+        return Err(Error::User("poc: bench train needs --seq > 16, --pairs and --steps >= 1, --hidden a multiple of 64, --lora >= 1".into()));
     }
-    let mut config =
-        LlamaConfig::preset("tiny").ok_or_else(|| Error::Internal("no tiny preset".into()))?;
-    config.hidden_size = shape.hidden;
-    config.num_hidden_layers = shape.layers;
-    config.num_attention_heads = shape.heads();
-    config.num_key_value_heads = Some(shape.kv_heads());
-    config.intermediate_size = shape.intermediate();
+    Ok(())
+}
+
+/// The policy and reference of `shape` on the CPU, set up as `poc run` sets them up: random
+/// weights, LoRA on every linear layer with the base as the reference (stored in bf16 from the
+/// start under bf16), or a full fine-tune against a frozen copy.
+pub(crate) fn bench_model(
+    shape: &TrainShape,
+) -> Result<(poc_runtime::model::Llama, poc_runtime::train::Reference)> {
+    use poc_runtime::model::{Compute, Llama, LoraConfig, Target};
+    use poc_runtime::train::Reference;
+    check_shape(shape)?;
+    let config = shape.config()?;
     let device = poc_runtime::device::DeviceSpec::Cpu.device();
-    let policy = Llama::random(&config, 0, &device.clone().autodiff());
-    let reference =
-        poc_runtime::train::Reference::Model(Box::new(burn::module::Module::valid(&policy)));
+    let frozen = (shape.lora.is_some() && shape.bf16).then_some(burn::tensor::DType::BF16);
+    let train = poc_runtime::device::training(&device, shape.checkpointing);
+    let mut policy = Llama::random_stored(&config, 0, &train, frozen);
+    policy.compute = if shape.bf16 {
+        Compute::Bf16
+    } else {
+        Compute::F32
+    };
+    Ok(match shape.lora {
+        Some(rank) => {
+            let lora = LoraConfig {
+                rank,
+                alpha: 2.0 * rank as f64,
+                targets: Target::ALL.to_vec(),
+            };
+            (policy.with_lora(lora, 0), Reference::AdaptersOff)
+        }
+        None => {
+            let reference = Reference::starting(&policy, true, false);
+            (policy, reference)
+        }
+    })
+}
+
+/// `shape.pairs` pairs of random token sequences of `shape.seq` tokens (the first
+/// [`PROMPT_TOKENS`] the prompt), seeded.
+fn random_pairs(shape: &TrainShape, vocab: usize) -> Vec<poc_runtime::data::Pair> {
+    use poc_runtime::data::{Pair, Tokenized};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut random_seq = || Tokenized {
         ids: (0..shape.seq)
-            .map(|_| rng.random_range(0..config.vocab_size as u32))
+            .map(|_| rng.random_range(0..vocab as u32))
             .collect(),
         completion_start: PROMPT_TOKENS,
         earlier: Vec::new(),
     };
-    let pairs: Vec<Pair> = (0..shape.pairs)
+    (0..shape.pairs)
         .map(|i| Pair {
             line: i + 1,
             chosen: random_seq(),
@@ -355,13 +412,23 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
             columns: Default::default(),
             demonstration: false,
         })
-        .collect();
+        .collect()
+}
+
+/// `steps` DPO steps of [`bench_model`] on [`random_pairs`] through the training core; the
+/// steps' logs (nothing of the run is kept).
+pub(crate) fn dpo_steps(
+    shape: &TrainShape,
+    steps: usize,
+) -> Result<Vec<poc_runtime::train::StepLog>> {
+    let (policy, reference) = bench_model(shape)?;
+    let pairs = random_pairs(shape, policy.config.vocab_size);
     let dpo = library::compiled("dpo")?;
     let out = std::env::temp_dir().join(format!("poc-bench-train-{}", std::process::id()));
     let train_opts = poc_runtime::train::TrainOptions {
         batch_size: shape.pairs,
         grad_accum: 1,
-        max_steps: Some(WARMUP_STEPS + shape.steps),
+        max_steps: Some(steps),
         epochs: 1,
         lr: 1e-4,
         warmup_ratio: 0.0,
@@ -371,6 +438,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
         seed: 0,
         save_every: usize::MAX,
         save_total_limit: None,
+        save_dtype: None,
         params: dpo.objective.default_params(),
         out: out.clone(),
         base_model: "bench".into(),
@@ -384,13 +452,24 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
         pairs,
         eval: None,
         opts: train_opts,
-        device,
+        device: poc_runtime::device::DeviceSpec::Cpu.device(),
         resume: None,
     };
     let logs = poc_runtime::train::train_pairs(run, &stop, |_, _| {})
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    // Nothing of the run is kept: it exists only to be timed.
+        .map_err(|e| Error::Internal(e.to_string()));
     let _ = std::fs::remove_dir_all(&out);
+    logs
+}
+
+/// DPO training steps of a random Llama of `opts.shape` on random token pairs on CPU (f32, or
+/// bf16 with a bf16 base) through [`poc_runtime::train::train_pairs`], full fine-tune or LoRA,
+/// then the same model, data and batch in PyTorch eager mode with SDPA ([`baseline_script`];
+/// transformers + PEFT under LoRA) when its Python can run it.
+pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
+    let shape = opts.shape;
+    check_shape(&shape)?;
+    let config = shape.config()?;
+    let logs = dpo_steps(&shape, WARMUP_STEPS + shape.steps)?;
     let mut rates: Vec<f64> = logs
         .get(WARMUP_STEPS..)
         .unwrap_or_default()
@@ -412,7 +491,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
     };
     let baseline = pytorch_baseline(
         &shape,
-        config.vocab_size,
+        &config,
         opts.python
             .clone()
             .unwrap_or_else(poc_runtime::python::interpreter),
@@ -427,20 +506,27 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport> {
 
 /// Runs [`baseline_script`] with `python` on `shape`; its stdout is one JSON object
 /// (`tokens_per_sec`, `peak_rss_mb`, `torch`).
-fn pytorch_baseline(shape: &TrainShape, vocab: usize, python: PathBuf) -> Baseline {
+fn pytorch_baseline(
+    shape: &TrainShape,
+    config: &poc_runtime::model::LlamaConfig,
+    python: PathBuf,
+) -> Baseline {
     let script = baseline_script();
-    let args: [(&str, usize); 11] = [
-        ("--hidden", shape.hidden),
-        ("--layers", shape.layers),
-        ("--heads", shape.heads()),
-        ("--kv-heads", shape.kv_heads()),
-        ("--inter", shape.intermediate()),
-        ("--vocab", vocab),
+    let args: [(&str, usize); 14] = [
+        ("--hidden", config.hidden_size),
+        ("--layers", config.num_hidden_layers),
+        ("--heads", config.num_attention_heads),
+        ("--kv-heads", config.kv_heads()),
+        ("--inter", config.intermediate_size),
+        ("--vocab", config.vocab_size),
+        ("--tied", usize::from(config.tie_word_embeddings)),
         ("--pairs", shape.pairs),
         ("--seq", shape.seq),
         ("--steps", shape.steps),
         ("--warmup", WARMUP_STEPS),
         ("--prompt", PROMPT_TOKENS),
+        ("--lora", shape.lora.unwrap_or(0)),
+        ("--bf16", usize::from(shape.bf16)),
     ];
     let mut command = std::process::Command::new(&python);
     command.arg(&script);
@@ -575,6 +661,10 @@ mod tests {
             pairs: 1,
             seq: PROMPT_TOKENS,
             steps: 1,
+            preset: None,
+            lora: None,
+            bf16: false,
+            checkpointing: false,
         };
         let opts = TrainOptions {
             shape,
@@ -590,6 +680,15 @@ mod tests {
             python: None,
         };
         assert!(matches!(train(&odd), Err(Error::User(_))));
+        let unknown = TrainOptions {
+            shape: TrainShape {
+                preset: Some("llama9"),
+                seq: 24,
+                ..shape
+            },
+            python: None,
+        };
+        assert!(matches!(train(&unknown), Err(Error::User(_))));
     }
 
     #[test]
@@ -600,6 +699,10 @@ mod tests {
             pairs: 8,
             seq: 128,
             steps: 8,
+            preset: None,
+            lora: None,
+            bf16: false,
+            checkpointing: false,
         };
         assert_eq!((s.heads(), s.kv_heads(), s.intermediate()), (8, 4, 704));
         let s = TrainShape { hidden: 64, ..s };

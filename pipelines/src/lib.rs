@@ -1,7 +1,7 @@
 //! poc's experiment pipelines, as library functions over plain option structs: the synthetic
 //! preference world's files ([`world`]), MPO's easy/hard split ([`split`]), the MPO pipeline
 //! ([`mpo`]), the alignment benchmark ([`align`]), the throughput benchmarks of evaluation and
-//! training ([`bench`]), figures ([`plot`]), and the one stage runner ([`stage`]) through which
+//! training ([`bench`]), memory against the plan ([`memory`]), figures ([`plot`]), and the one stage runner ([`stage`]) through which
 //! a pipeline runs its stages as child `poc` commands described by typed values.
 //!
 //! This crate knows nothing of command-line parsing: the `poc` binary turns its flags into
@@ -12,6 +12,7 @@ pub mod align;
 pub mod bench;
 pub mod jsonl;
 pub mod library;
+pub mod memory;
 pub mod mpo;
 pub mod plot;
 pub mod prompts;
