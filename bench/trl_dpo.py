@@ -1,8 +1,8 @@
 """TRL's side of scripts/gpu-check.sh: DPOTrainer + PEFT LoRA (r=16, all linear layers) on a
 random-init Llama of a poc preset's shape, bf16 weights, SDPA attention, the same pairs, batch
 and length as poc's run. Prints one JSON object: median tokens/s over the steps after the first
-two, and the peak GPU memory (torch's reserved bytes; nvidia-smi's figure for poc also counts the
-CUDA context, a few hundred MiB).
+two (2 x batch x seq tokens per step), and torch's peak reserved GPU memory (scripts/gpu-check.sh
+replaces it with the device's used memory sampled as for poc, CUDA context included).
 
 Usage: python bench/trl_dpo.py --model llama3-8b --seq 2048 --batch 4 --steps 20 \
                                --data pairs.jsonl --device cuda

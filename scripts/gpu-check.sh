@@ -66,7 +66,7 @@ fi
 
 # --- 2. Parity tests. --------------------------------------------------------------------
 say "device-parity tests on $DEVICE"
-POC_TEST_DEVICE="$DEVICE" cargo test --quiet --test device_parity 2>&1 | tee "$OUT/parity.log" >&2
+POC_TEST_DEVICE="$DEVICE" cargo test --quiet --workspace --test device_parity 2>&1 | tee "$OUT/parity.log" >&2
 
 # --- 3. The DPO run. -----------------------------------------------------------------------
 # Pairs whose prompt, chosen and rejected completions fill SEQ byte-level tokens.
@@ -83,24 +83,33 @@ with open(path, "w") as f:
         f.write(json.dumps({"prompt": prompt, "chosen": text(seq), "rejected": text(seq)}) + "\n")
 EOF
 
-run_poc() { # batch -> exit code
-  local batch=$1
-  "$POC" run dpo --model "$MODEL" --random-init --device "$DEVICE" --lora 16 --dtype bf16 \
-    --max-length "$SEQ" --batch-size "$batch" --max-steps "$STEPS" --data "$DATA" \
-    --out "$OUT/poc-run" --no-progress --eval-fraction 0 >"$OUT/poc-run.log" 2>&1 &
-  local pid=$! peak=0 used
+# Runs a command (stdout to $1, stderr to $2, the peak device memory in MiB to $3), sampling the
+# device's used memory above what it used before the start every second (per-process figures
+# are often hidden inside containers): the process's peak, its CUDA context included.
+measured() {
+  local out=$1 err=$2 peakfile=$3
+  shift 3
+  if [ "$out" = "$err" ]; then "$@" >"$out" 2>&1 & else "$@" >"$out" 2>"$err" & fi
+  local pid=$! peak=0 used idle=0
+  [ "$DEVICE" = cuda ] && idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0)
   while kill -0 "$pid" 2>/dev/null; do
     if [ "$DEVICE" = cuda ]; then
-      used=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits |
-        awk -F', ' -v p="$pid" '$1 == p {print $2}')
-      [ -n "$used" ] && [ "$used" -gt "$peak" ] && peak=$used
+      used=$(( $(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0) - idle ))
+      [ "$used" -gt "$peak" ] && peak=$used
     fi
     sleep 1
   done
   local rc=0
   wait "$pid" || rc=$?
-  echo "$peak" >"$OUT/poc-peak-mib"
+  echo "$peak" >"$peakfile"
   return "$rc"
+}
+
+run_poc() { # batch -> exit code
+  measured "$OUT/poc-run.log" "$OUT/poc-run.log" "$OUT/poc-peak-mib" \
+    "$POC" run dpo --model "$MODEL" --random-init --device "$DEVICE" --lora 16 --dtype bf16 \
+    --max-length "$SEQ" --batch-size "$1" --max-steps "$STEPS" --data "$DATA" \
+    --out "$OUT/poc-run" --no-progress --eval-fraction 0
 }
 
 BATCH=""
@@ -119,9 +128,10 @@ fi
 TRL_JSON="null"
 if "$PY" -c 'import trl, peft' 2>/dev/null; then
   say "TRL DPOTrainer + PEFT on the same shape"
-  if "$PY" bench/trl_dpo.py --model "$MODEL" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \
-      --data "$DATA" --device "$DEVICE" >"$OUT/trl.json" 2>"$OUT/trl.log"; then
-    TRL_JSON=$(cat "$OUT/trl.json")
+  if measured "$OUT/trl.json" "$OUT/trl.log" "$OUT/trl-peak-mib" \
+      "$PY" bench/trl_dpo.py --model "$MODEL" --seq "$SEQ" --batch "$BATCH" --steps "$STEPS" \
+      --data "$DATA" --device "$DEVICE"; then
+    TRL_JSON=$("$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); d["peak_gpu_mib"]=int(open(sys.argv[2]).read()); print(json.dumps(d))' "$OUT/trl.json" "$OUT/trl-peak-mib")
   else
     say "TRL failed: $(tail -n 1 "$OUT/trl.log")"
   fi

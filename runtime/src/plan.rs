@@ -99,20 +99,16 @@ pub fn lora_params(config: &LlamaConfig, lora: &LoraConfig) -> u64 {
 /// calibrated on `poc bench memory`) and, in the compute dtype, the projections' inputs and
 /// outputs (normed input h, q/k/v before and after RoPE 2(q + 2kv), the attention output and the
 /// o-projection's input 2h, the MLP's gate, up, silu and product 4i and the down-projection's
-/// input i). Balanced checkpointing recomputes the memory-bound ones (norms, RoPE, silu,
-/// products), keeping about the matmul outputs.
+/// input i). Burn's balanced checkpointing recomputes some memory-bound ones (norm
+/// intermediates); measured, it keeps about 88% as much (`poc bench memory`), as the matrix
+/// products' inputs and outputs dominate.
 fn activation_bytes_per_token_layer(config: &LlamaConfig, c: Compute, checkpointing: bool) -> u64 {
     let (h, i) = (config.hidden_size as u64, config.intermediate_size as u64);
     let q = (config.num_attention_heads * config.head_dim()) as u64;
     let kv = (config.kv_heads() * config.head_dim()) as u64;
     let w = width(c);
-    if checkpointing {
-        // Kept: the block input and the widened sublayer outputs (f32), q/k/v, the attention
-        // output, the gate and up outputs.
-        3 * 4 * h + w * (q + 2 * kv + h + 2 * i)
-    } else {
-        12 * 4 * h + w * (h + 2 * (q + 2 * kv) + 2 * h + 5 * i)
-    }
+    let f32_vectors = if checkpointing { 8 } else { 12 };
+    f32_vectors * 4 * h + w * (h + 2 * (q + 2 * kv) + 2 * h + 5 * i)
 }
 
 impl Plan {
@@ -414,6 +410,6 @@ mod tests {
         assert_eq!(b, 2 * a);
         let mut s = eight_b(2, true);
         s.gradient_checkpointing = true;
-        assert!(item(&Plan::estimate(&s), "activations") < a / 2);
+        assert!(item(&Plan::estimate(&s), "activations") < a);
     }
 }
