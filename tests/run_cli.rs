@@ -1083,3 +1083,68 @@ fn dry_run_prints_the_memory_plan_and_oversized_runs_stop_first() {
         "{err}"
     );
 }
+
+/// `--model tiny` is one model for every command: the policy's log-probs at the first step of
+/// `poc run` (before any update, whatever `--seed`) are what `poc logps --model tiny` reports.
+#[test]
+fn a_preset_name_is_the_same_model_for_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("pairs.jsonl");
+    let rows: String = (0..4)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"q{i}: \", \"chosen\": \"yes {i}\", \"rejected\": \"no, not {i}\"}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let text = String::from_utf8(
+        poc()
+            .args(["logps", "--model", "tiny", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let chosen: Vec<f64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["chosen_logps"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(chosen.len(), 4);
+    let mean = chosen.iter().sum::<f64>() / 4.0;
+    for seed in ["1", "99"] {
+        let out = tmp.path().join(format!("run{seed}"));
+        poc()
+            .args([
+                "run",
+                "dpo",
+                "--model",
+                "tiny",
+                "--batch-size",
+                "4",
+                "--max-steps",
+                "1",
+                "--no-progress",
+                "--seed",
+                seed,
+                "--data",
+            ])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let logged = metrics(&out)[0]["metrics"]["logps/chosen"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (logged - mean).abs() < 1e-4 * mean.abs(),
+            "seed {seed}: the run's first-step chosen log-prob {logged} vs poc logps' {mean}"
+        );
+    }
+}
