@@ -4,6 +4,9 @@ and length as poc's run. Prints one JSON object: median tokens/s over the steps 
 two (2 x batch x seq tokens per step), and torch's peak reserved GPU memory (scripts/gpu-check.sh
 replaces it with the device's used memory sampled as for poc, CUDA context included).
 
+Needs trl, peft and datasets (tested: trl 0.24.0, peft 0.17.1, datasets 4.4 with transformers
+4.57.1; installing trl alone may upgrade transformers past what peft 0.17 imports).
+
 Usage: python bench/trl_dpo.py --model llama3-8b --seq 2048 --batch 4 --steps 20 \
                                --data pairs.jsonl --device cuda
 """
