@@ -167,8 +167,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
-    /// Tokens/s and peak memory of DPO training steps of a small Llama on CPU, beside the same
-    /// model, data and batch in PyTorch (bench/dpo_step.py with the set-up venv's torch).
+    /// Tokens/s and peak memory of DPO training steps of a small Llama (or a preset's shape,
+    /// with LoRA and bf16) on CPU, beside the same model, data and batch in PyTorch with SDPA
+    /// (bench/dpo_step.py with the set-up venv's torch; PEFT under --lora).
     Train {
         #[command(flatten)]
         shape: commands::bench::TrainShape,
