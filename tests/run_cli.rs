@@ -1148,3 +1148,34 @@ fn a_preset_name_is_the_same_model_for_every_command() {
         );
     }
 }
+
+/// `poc bench memory` measures each point in a child process; a smoke run of the child's side
+/// (no figure is asserted beyond being a measurement: the ratios live in the benchmark's report).
+#[test]
+fn bench_memory_points_print_a_measurement() {
+    for args in [
+        &["train", "-", "64", "1", "1", "24", "0", "f32", "-"][..],
+        &["train", "-", "64", "1", "1", "24", "4", "bf16", "ckpt"][..],
+        &["head", "64", "32", "100", "chunked"][..],
+        &["head", "64", "32", "100", "composed"][..],
+    ] {
+        let out = poc()
+            .args(["bench", "memory", "--point"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(p["estimated"].as_u64().unwrap() > 0, "{args:?}: {p}");
+        assert!(p["measured"].as_u64().is_some(), "{args:?}: {p}");
+    }
+    let out = poc()
+        .args(["bench", "memory", "--point", "nonsense"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

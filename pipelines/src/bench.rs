@@ -74,17 +74,7 @@ pub fn best_of<F: FnMut()>(repeat: usize, mut f: F) -> f64 {
 
 /// Peak resident memory of this process, in MB (Linux `VmHWM`); NaN where it cannot be read.
 pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+    poc_runtime::plan::peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0))
 }
 
 /// A backend's error as the user sees it: a bad device or the JIT refusing a token-level

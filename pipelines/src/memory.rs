@@ -26,15 +26,9 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// Resident bytes now (`VmRSS`).
+/// Resident bytes now (`VmRSS`; 0 where it cannot be read).
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024)
+    plan::rss_bytes().unwrap_or(0)
 }
 
 /// The head's forward and backward over `positions` positions of width `hidden` at vocabulary
