@@ -44,6 +44,16 @@ fn max_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `got` = `want` to `tol` relative to the largest |want| (at least 1).
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
+    let diff = max_diff(got, want, |_| true);
+    assert!(
+        diff <= tol * scale,
+        "{what} differ by {diff} (scale {scale})"
+    );
+}
+
 /// One attention case: shapes, mask (rows of real tokens), dtype, tolerance.
 struct Case {
     b: usize,
@@ -120,12 +130,7 @@ fn check(case: &Case) {
         ("k", &fused.2, &composed.2),
         ("v", &fused.3, &composed.3),
     ] {
-        let scale = c.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
-        let diff = max_diff(a, c, |_| true);
-        assert!(
-            diff <= case.tol * scale,
-            "{what}: d/d{name} differs by {diff} (gradient scale {scale})"
-        );
+        assert_close(a, c, case.tol, &format!("{what}: d/d{name}"));
         assert!(
             a.iter().all(|x| x.is_finite()),
             "{what}: d/d{name} has a non-finite entry"
@@ -227,12 +232,7 @@ fn chunked_head_equals_the_full_log_softmax() {
                 ("d/d hidden", &got.2, &full.2),
                 ("d/d head", &got.3, &full.3),
             ] {
-                let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1.0);
-                let diff = max_diff(a, b, |_| true);
-                assert!(
-                    diff <= tol * scale,
-                    "{dtype:?} chunk {chunk}: {name} differ by {diff} (scale {scale})"
-                );
+                assert_close(a, b, tol, &format!("{dtype:?} chunk {chunk}: {name}"));
             }
         }
         // Entropies are those of real distributions: between 0 and log(vocab).
