@@ -92,7 +92,8 @@ fn world(a: &mut Argv, w: &WorldOptions) {
         .value("--pairs", w.pairs)
         .value("--heldout", w.heldout)
         .value("--sft", w.sft)
-        .value("--eval-prompts", w.eval_prompts);
+        .value("--eval-prompts", w.eval_prompts)
+        .value("--candidates", w.candidates.name());
 }
 
 fn run(a: &mut Argv, r: &RunStage) {
@@ -101,7 +102,9 @@ fn run(a: &mut Argv, r: &RunStage) {
         .value("--model", &r.model)
         .optional_path("--data", r.data.as_ref())
         .optional_path("--eval-data", r.eval_data.as_ref())
+        .value("--eval-every", r.eval_every)
         .optional_path("--reward-model", r.reward_model.as_ref())
+        .optional("--reward", r.world_reward.then_some("world"))
         .optional_path("--prompts", r.prompts.as_ref())
         .path("--out", &r.out)
         .value("--max-steps", r.max_steps)
@@ -174,7 +177,9 @@ mod tests {
             model: a.model.clone(),
             data: a.data.clone(),
             eval_data: a.eval_data.clone(),
+            eval_every: a.eval_every,
             reward_model: a.reward_model.clone(),
+            world_reward: a.reward.as_deref() == Some("world"),
             prompts: a.prompts.clone(),
             out: a.out.clone().unwrap_or_default(),
             max_steps: a.max_steps.unwrap_or_default(),
@@ -223,12 +228,14 @@ mod tests {
             heldout: 48,
             sft: 96,
             eval_prompts: 12,
+            candidates: poc_runtime::data::world::Candidates::NearMiss,
         };
         let bare_run = RunStage::new("bt_reward", PathBuf::from("o/rm"), 8);
         let full_run = RunStage {
             model: "o/reference/checkpoint-12".into(),
             data: Some("o/world/train.jsonl".into()),
             eval_data: Some("o/world/heldout.jsonl".into()),
+            eval_every: 10,
             reward_model: Some("o/rm/checkpoint-8".into()),
             prompts: Some("o/world/prompts.jsonl".into()),
             batch_size: 16,
@@ -242,6 +249,11 @@ mod tests {
             resume: Some("o/ppo/checkpoint-2".into()),
             no_progress: true,
             ..RunStage::new("objectives/ppo.po", PathBuf::from("o/ppo"), 40)
+        };
+        let oracle_run = RunStage {
+            world_reward: true,
+            prompts: Some("o/world/train.jsonl".into()),
+            ..RunStage::new("ppo", PathBuf::from("o/ppo_oracle"), 4)
         };
         let split = SplitOptions {
             threshold: -0.5,
@@ -272,6 +284,7 @@ mod tests {
             Stage::World(WorldOptions::default()),
             Stage::Run(bare_run),
             Stage::Run(full_run),
+            Stage::Run(oracle_run),
             Stage::Split(split),
             Stage::Mpo(mpo_trained),
             Stage::Mpo(mpo_given),

@@ -27,8 +27,12 @@ pub struct RunStage {
     pub data: Option<PathBuf>,
     /// `--eval-data`: held-out rows.
     pub eval_data: Option<PathBuf>,
+    /// `--eval-every` (0: only after the last step).
+    pub eval_every: usize,
     /// `--reward-model`: the reward model of an on-policy objective.
     pub reward_model: Option<PathBuf>,
+    /// `--reward world`: score rollouts with the synthetic world's r*.
+    pub world_reward: bool,
     /// `--prompts`: the prompts of an on-policy objective.
     pub prompts: Option<PathBuf>,
     /// `--out`: the run directory.
@@ -66,7 +70,9 @@ impl RunStage {
             model: "tiny".into(),
             data: None,
             eval_data: None,
+            eval_every: 0,
             reward_model: None,
+            world_reward: false,
             prompts: None,
             out,
             max_steps,
@@ -133,6 +139,8 @@ const TAIL_LINES: usize = 20;
 pub struct Runner {
     program: PathBuf,
     command_line: CommandLine,
+    /// Intra-op threads of each child (`OMP_NUM_THREADS`), when set.
+    threads: Option<usize>,
 }
 
 impl Runner {
@@ -141,7 +149,15 @@ impl Runner {
         Runner {
             program,
             command_line,
+            threads: None,
         }
+    }
+
+    /// The same runner whose children use `n` intra-op threads each (libtorch reads
+    /// `OMP_NUM_THREADS` at start): for running several small stages side by side.
+    pub fn with_threads(mut self, n: usize) -> Runner {
+        self.threads = Some(n.max(1));
+        self
     }
 
     /// A runner of this very executable (a pipeline started from the `poc` binary).
@@ -164,6 +180,10 @@ impl Runner {
     pub fn run(&self, stage: &Stage, output: Output) -> Result<(), StageError> {
         let mut cmd = Command::new(&self.program);
         cmd.args((self.command_line)(stage));
+        if let Some(n) = self.threads {
+            cmd.env("OMP_NUM_THREADS", n.to_string())
+                .env("MKL_NUM_THREADS", n.to_string());
+        }
         match output {
             Output::Stream => {
                 let status = cmd.status().map_err(StageError::Spawn)?;

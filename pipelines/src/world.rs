@@ -2,17 +2,24 @@
 //! per-family statistics (`poc world`).
 
 use crate::{Error, Result};
-use poc_runtime::data::world::{FamilyStats, World, to_jsonl};
+use poc_runtime::data::world::{
+    Candidates, FamilyStats, PreferenceRow, USELESS_SCORE_NOISE, World, WorldConfig, to_jsonl,
+};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The most rows one file may have (a guard against a stray extra digit).
 const MAX_ROWS: usize = 10_000_000;
 
+/// train.jsonl's pairs and labels with nearly useless scores (noise
+/// [`USELESS_SCORE_NOISE`]): MMPO's control.
+pub const USELESS_SCORES_FILE: &str = "train_useless_scores.jsonl";
+
 /// What `poc world` writes: where, from which seed, and how many rows of each file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorldOptions {
-    /// Directory of world.json, sft.jsonl, train.jsonl, heldout.jsonl, prompts.jsonl.
+    /// Directory of world.json, sft.jsonl, sft_heldout.jsonl, train.jsonl,
+    /// train_useless_scores.jsonl, heldout.jsonl, prompts.jsonl.
     pub out: PathBuf,
     /// Seed of every generator; the same seed writes byte-identical files.
     pub seed: u64,
@@ -24,6 +31,9 @@ pub struct WorldOptions {
     pub sft: usize,
     /// Evaluation prompts (prompts.jsonl).
     pub eval_prompts: usize,
+    /// Where the pairs' candidates come from (on-policy draws of the SFT process, or the
+    /// off-policy near-miss stress world).
+    pub candidates: Candidates,
 }
 
 impl Default for WorldOptions {
@@ -35,7 +45,8 @@ impl Default for WorldOptions {
             pairs: 6000,
             heldout: 600,
             sft: 6000,
-            eval_prompts: 240,
+            eval_prompts: 600,
+            candidates: Candidates::OnPolicy,
         }
     }
 }
@@ -55,15 +66,28 @@ pub fn run(args: &WorldOptions) -> Result<String> {
             )));
         }
     }
-    let world = World::new(args.seed);
+    let world = World::with_config(WorldConfig {
+        candidates: args.candidates,
+        ..WorldConfig::new(args.seed)
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    let useless = World::with_config(WorldConfig {
+        score_noise: USELESS_SCORE_NOISE,
+        ..world.config().clone()
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?;
     let sft = world.sft_rows(args.sft);
+    let sft_heldout = world.heldout_sft_rows(args.heldout);
     let train = world.train_pairs(args.pairs);
+    let train_useless = useless.train_pairs(args.pairs);
     let heldout = world.heldout_pairs(args.heldout);
     let prompts = world.eval_prompts(args.eval_prompts);
     let stats = world.family_stats(&sft, &train);
     let counts = [
         ("sft.jsonl", sft.len()),
+        ("sft_heldout.jsonl", sft_heldout.len()),
         ("train.jsonl", train.len()),
+        (USELESS_SCORES_FILE, train_useless.len()),
         ("heldout.jsonl", heldout.len()),
         ("prompts.jsonl", prompts.len()),
     ];
@@ -73,7 +97,15 @@ pub fn run(args: &WorldOptions) -> Result<String> {
     let files = [
         ("world.json", manifest + "\n"),
         ("sft.jsonl", to_jsonl(sft.iter().map(|r| r.to_json()))),
+        (
+            "sft_heldout.jsonl",
+            to_jsonl(sft_heldout.iter().map(|r| r.to_json())),
+        ),
         ("train.jsonl", to_jsonl(train.iter().map(|r| r.to_json()))),
+        (
+            USELESS_SCORES_FILE,
+            to_jsonl(train_useless.iter().map(|r| r.to_json())),
+        ),
         (
             "heldout.jsonl",
             to_jsonl(heldout.iter().map(|r| r.to_json())),
@@ -117,8 +149,9 @@ fn summary(args: &WorldOptions, stats: &[FamilyStats], pairs: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "world (seed {}) written to {}: {} train pairs, {} held-out pairs, {} SFT rows, {} eval prompts",
+        "world v2 (seed {}, {} pairs) written to {}: {} train pairs, {} held-out pairs, {} SFT rows, {} eval prompts",
         args.seed,
+        args.candidates.name(),
         args.out.display(),
         args.pairs,
         args.heldout,
@@ -127,21 +160,33 @@ fn summary(args: &WorldOptions, stats: &[FamilyStats], pairs: usize) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<7} {:<8} {:>5}  {:<10} {:>6} {:>8} {:>9} {:>8} {:>7}",
-        "family", "task", "T", "reference", "flips", "BT pred", "mean|gap|", "|gap|<1", "SFT r*"
+        "{:<7} {:<8} {:>5} {:>5}  {:<10} {:>6} {:>6} {:>8} {:>9} {:>8} {:>7}",
+        "family",
+        "task",
+        "T",
+        "q",
+        "role",
+        "pairs",
+        "flips",
+        "BT pred",
+        "mean|gap|",
+        "target",
+        "SFT r*"
     );
     for f in stats {
         let _ = writeln!(
             s,
-            "{:<7} {:<8} {:>5}  {:<10} {:>6} {:>8} {:>9} {:>8} {:>7}",
+            "{:<7} {:<8} {:>5} {:>5}  {:<10} {:>6} {:>6} {:>8} {:>9} {:>8} {:>7}",
             format!("f{}", f.family),
             f.task.name(),
             f.temperature,
-            if f.aligned { "aligned" } else { "misaligned" },
+            f.q,
+            f.role.name(),
+            f.pairs,
             fixed(f.flip_rate, 3),
             fixed(f.predicted_flip_rate, 3),
             fixed(f.mean_abs_gap, 2),
-            fixed(f.small_gap_fraction, 2),
+            fixed(f.target_pair_fraction, 2),
             fixed(f.mean_sft_reward, 2)
         );
     }
@@ -154,7 +199,7 @@ fn summary(args: &WorldOptions, stats: &[FamilyStats], pairs: usize) -> String {
     let untied: usize = stats.iter().map(|f| f.pairs - f.ties).sum();
     let _ = writeln!(
         s,
-        "all pairs: {} of untied labels flipped, {} with |gap| < 1 (flips = label disagrees with r*; see world.json, docs/WORLD.md)",
+        "all pairs: {} of untied labels flipped, {} with |gap| < 1 (flips: the label disagrees with r*; target: pairs with the exact target on one side; see world.json, docs/WORLD.md)",
         fixed(flips as f64 / untied as f64, 3),
         fixed(small / pairs as f64, 2)
     );
@@ -168,4 +213,78 @@ fn fixed(x: f64, digits: usize) -> String {
     } else {
         "-".into()
     }
+}
+
+/// What `poc world label` reads and writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelOptions {
+    /// JSONL rows `{prompt, completion}` (other fields are ignored).
+    pub data: PathBuf,
+    /// The labelled pairs (TRL preference JSONL with the oracle's columns).
+    pub out: PathBuf,
+    /// The world's seed (labels and scores are drawn from its streams).
+    pub seed: u64,
+    /// Noise of the 1-10 scores.
+    pub score_noise: f64,
+}
+
+/// Labels `{prompt, completion}` rows with the world's oracle: every pair of distinct
+/// completions of a prompt, Bradley-Terry labels on r*, scores, the true probability; returns
+/// a one-line summary.
+pub fn label(args: &LabelOptions) -> Result<String> {
+    let label = args.data.display();
+    let text = std::fs::read_to_string(&args.data)
+        .map_err(|e| Error::User(format!("poc: cannot read `{label}`: {e}")))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |why: &str| Error::User(format!("poc: {label}:{}: {why}", i + 1));
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(&format!("not JSON ({e})")))?;
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| bad(&format!("expected a string field `{name}`")))
+        };
+        rows.push((field("prompt")?, field("completion")?));
+    }
+    if rows.is_empty() {
+        return Err(Error::User(format!("poc: {label}: no rows")));
+    }
+    if !(args.score_noise.is_finite() && args.score_noise >= 0.0) {
+        return Err(Error::User(format!(
+            "poc: `--score-noise {}`: expected a finite number ≥ 0",
+            args.score_noise
+        )));
+    }
+    let world = World::with_config(WorldConfig {
+        score_noise: args.score_noise,
+        ..WorldConfig::new(args.seed)
+    })
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    let pairs: Vec<PreferenceRow> = world
+        .label(&rows)
+        .map_err(|e| Error::User(format!("poc: {label}: {e}")))?;
+    let out_dir = args
+        .out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = args
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::User(format!("poc: `--out {}` names no file", args.out.display())))?;
+    write_all(out_dir, &[(&name, to_jsonl(pairs.iter().map(|r| r.to_json())))])?;
+    let flipped = pairs.iter().filter(|p| p.label_flipped()).count();
+    Ok(format!(
+        "labelled {} pairs from {} rows ({} labels disagree with r*) into {}\n",
+        pairs.len(),
+        rows.len(),
+        flipped,
+        args.out.display()
+    ))
 }

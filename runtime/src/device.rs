@@ -90,3 +90,9 @@ pub fn training(device: &Device, gradient_checkpointing: bool) -> Device {
         ad
     }
 }
+
+/// Sets libtorch's intra-op CPU threads of this process (for small models one thread is faster
+/// than several: their kernels are too short to split).
+pub fn set_cpu_threads(n: usize) {
+    tch::set_num_threads(n.max(1) as i32);
+}

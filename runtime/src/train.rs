@@ -30,7 +30,7 @@ pub mod reference;
 pub mod setup;
 
 pub use checkpoint::{Resume, load_resume, save_checkpoint};
-pub use on_policy::{OnPolicyRun, RolloutOptions, is_on_policy, train_on_policy};
+pub use on_policy::{OnPolicyRun, RolloutOptions, Scorer, is_on_policy, train_on_policy};
 pub use optimizer::{Optimizer, lr_at};
 pub use pairs::{Eval, PairRun, evaluate, train_pairs};
 pub use reference::{RefCache, Reference};

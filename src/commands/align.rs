@@ -1,94 +1,112 @@
-//! `poc bench align`: objectives compared by the synthetic world's true reward
-//! (poc_pipelines::align).
+//! `poc bench align`: reward–KL frontiers of objectives on the synthetic world, judged by its
+//! known true reward (poc_pipelines::align).
 
 use crate::edge::{Failure, load_compiled};
-use poc_pipelines::align::{self, AlignOptions};
+use poc_pipelines::align::{self, AlignOptions, PairSource};
 use poc_pipelines::stage::Runner;
 use std::path::PathBuf;
 
 /// `poc bench align --help`.
 pub const ABOUT: &str = "\
-Train each objective from the same SFT reference with the same budget and several seeds on the
-synthetic preference world (poc world, docs/WORLD.md), sample every trained policy, and report
-per objective, as mean and 95% confidence interval over the seeds (t-distribution):
+Draw each objective's reward–KL frontier on the synthetic preference world (poc world,
+docs/WORLD.md), as the DPO paper's Figure 2 does, judged by the world's known true reward r*,
+and test each seed paper's claim in its own stratum with a control (docs/ALIGN.md).
 
-  true reward   mean r*(x, y) of one sample (temperature 1) per evaluation prompt
-  win rate      fraction of prompts where the policy's sample beats the reference's by r*
-                (ties count 1/2)
-  KL            KL(π || π_ref) estimated as the mean over the policy's samples of
-                log π(y|x) − log π_ref(y|x) (sequence log-probs, the stop token included)
-  accuracy      held-out pairs (heldout.jsonl) whose implicit reward margin
-                Δ = log π/π_ref(chosen) − log π/π_ref(rejected) orders them as r* does
-                (pairs tied in r* are left out; Δ = 0 counts 1/2)
-  ECE           expected calibration error (10 equal-width bins) of p = σ(β·Δ) against the
-                event \"chosen has the higher r*\", β the objective's `beta` (0.1 without one)
-  train s       wall-clock seconds of the entrant's training (all its stages)
+Protocol:
+  1. the world (v2): six families graded by reference alignment q, label dispersion T and a
+     decoupled control, a hard family; pairs are on-policy (4 draws of the SFT process per
+     prompt, every pair of distinct draws, Bradley-Terry labels on r*);
+  2. a converged SFT reference (cached per world seed) and its GATE: on every family its
+     samples must score at least 0.85 of the SFT data's r* and fewer than 2% may leave the
+     alphabet; otherwise the benchmark stops with the per-family table;
+  3. a reward model (bt_reward) for the PPO and MPO yardsticks, gated on ordering 80% of
+     held-out pairs as r* does;
+  4. every entrant trained for one epoch of the pairs with checkpoints at 1/8, 1/4, 1/2, 1:
+       dpo, mallows_theta: beta in {0.03, 0.1, 0.3} (--full-grid adds 1)
+       mipo: beta in {5, 10, 20} (--full-grid adds 2)
+       mmpo: beta in {0.03, 0.1, 0.3} with the calibrated gamma = 1/((9/4) T) per pair, and
+             the same on train_useless_scores.jsonl (its control); --full-grid adds the
+             shipped gamma 2.2 and beta 0.01
+       yardsticks: Best-of-N from the reference (N = 1..16, KL = log N - (N-1)/N), SFT on the
+       chosen answers, PPO with the oracle reward (--reward world; kl_coef 0.05, 0.2), PPO
+       with the reward model, MPO (poc mpo);
+  5. every checkpoint evaluated on held-out prompts: r* of a sample at temperature 1, the
+     sampled KL(pi || pi_ref), greedy r*, the share of samples that leave the alphabet; on
+     held-out pairs: the change of chosen and rejected log-probs, and the implicit reward's
+     calibration against the TRUE probability sigmoid(gap / T);
+  6. the report: per entrant the upper envelope of r* within KL 1, 3 and 10 nats (mean and
+     95% interval over seeds), the same per stratum, the operating points; VALIDITY GATES
+     (DPO at beta 0.1 must gain 0.2 r* within 5 nats, Best-of-4 must beat the reference) —
+     if one fails the results are printed as \"invalid world or budget\", never as findings;
+     then each seed paper's claim and control with its verdict (a difference counts only
+     when it clears its interval); frontier.png and strata.png.
 
-Entrants are pairwise objectives (dpo, my_loss.po, ...), on-policy objectives (ppo: rollouts
-scored by a reward model) and the pipeline `mpo` (poc mpo: split by the reward model's gap, DPO
-on the easy pairs, then PPO on the hard prompts from the DPO model). Every entrant gets the same
-budget of --steps batches of --batch-size training examples: pairs for a pairwise objective,
-prompts (rollout batches, each of 4 PPO epochs) for an on-policy one, and for mpo the first
-half as DPO steps and the rest as PPO rollout batches. On-policy entrants and mpo share one
-reward model (bt_reward, trained once from the reference on world/train.jsonl).
-
-Stages, each skipped when its output is already in --out (so the benchmark resumes):
-  1. OUT/world                     poc world --seed W
-  2. OUT/reference                 SFT of the tiny model on world/sft.jsonl (sft.po)
-  3. OUT/reward_model              poc run bt_reward from the reference (only for ppo, mpo)
-  4. OUT/runs/seedS/OBJ            poc run OBJ --model OUT/reference/checkpoint-N --seed S
-                                   (mpo: poc mpo --reward-model OUT/reward_model/...)
-  5. OUT/eval/seedS/OBJ.json       samples, r*, log-probs, held-out margins
-  6. OUT/results.md, OUT/frontier.png (true reward against KL), OUT/curves.png (training
-     curves of the first seed; mpo's are in its stage directories), and the table on stdout.";
+Every stage is skipped when its output is already in --out, and an interrupted training
+continues from its latest checkpoint, so an interrupted benchmark resumes. --jobs runs that
+many trainings side by side (one intra-op thread each).";
 
 /// Examples under `poc bench align --help`.
 pub const EXAMPLES: &str = "Examples:
-  poc bench align                             dpo ipo mipo mallows_theta mmpo, 3 seeds
+  poc bench align                             the default benchmark (about 40 minutes on 2 cores)
   poc bench align dpo my_loss.po --seeds 5 --out runs/mine
-  poc bench align dpo ppo mpo --lr 2e-5       MPO against DPO-only and PPO-only
-  poc bench align --quick --out /tmp/align    a small budget (a smoke test, about a minute)";
+  poc bench align --pairs-from strict         pairs of the trained reference's own samples
+  poc bench align --pairs-from near-miss      the off-policy stress world
+  poc bench align --quick --out /tmp/align    a smoke test (a few minutes; numbers mean nothing)";
 
 /// Arguments of `poc bench align`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AlignArgs {
-    /// Objectives to compare (paths or shipped names). Default: dpo ipo mipo mallows_theta mmpo.
+    /// Pairwise objectives to compare (paths or shipped names); each gets a beta grid.
+    /// Default: dpo mipo mallows_theta mmpo.
     pub objectives: Vec<String>,
-    /// Training seeds per objective (data order and sampling streams).
+    /// Training seeds per entrant (intervals are over seeds).
     #[arg(long)]
     pub seeds: Option<usize>,
-    /// Training batches of every entrant: optimizer steps of a pairwise objective, rollout
-    /// batches of an on-policy one, and for mpo half DPO steps, half PPO rollout batches.
+    /// Training pairs: one epoch of them is every pairwise entrant's budget.
     #[arg(long)]
-    pub steps: Option<usize>,
-    /// Optimizer steps of the SFT reference (batch 16 rows).
+    pub pairs: Option<usize>,
+    /// Optimizer steps of the SFT reference (batch 16 rows, lr 1e-3).
     #[arg(long)]
     pub sft_steps: Option<usize>,
-    /// Optimizer steps of the reward model that ppo and mpo entrants use (batch --batch-size
-    /// pairs, lr 1e-4).
+    /// Optimizer steps of the reward model (batch --batch-size pairs, lr 1e-4).
     #[arg(long)]
     pub reward_steps: Option<usize>,
+    /// Rollout batches of every PPO entrant (mpo: half DPO steps, half rollout batches).
+    #[arg(long)]
+    pub ppo_steps: Option<usize>,
     /// Seed of the world (and of the reference's training).
     #[arg(long, default_value_t = 1)]
     pub world_seed: u64,
-    /// Evaluation prompts (one sample each per model and seed).
+    /// Evaluation prompts (one sample at temperature 1 and one greedy completion each).
     #[arg(long)]
     pub eval_prompts: Option<usize>,
-    /// The most tokens sampled per prompt (the stop token included), in the evaluation and in
-    /// the rollouts of on-policy entrants and mpo.
+    /// The most tokens sampled per prompt (the stop token included).
     #[arg(long)]
     pub max_new_tokens: Option<usize>,
     /// Examples per training batch: preference pairs, or prompts of a rollout batch.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Learning rate of every entrant's training (the SFT reference uses 1e-3, the reward
-    /// model 1e-4).
-    #[arg(long, default_value_t = 1e-4)]
+    /// Learning rate of every entrant's training.
+    #[arg(long, default_value_t = 5e-5)]
     pub lr: f64,
+    /// Where the training pairs come from: on-policy (draws of the SFT process, what a
+    /// converged reference samples), strict (the trained reference's own samples, labelled by
+    /// `poc world label`'s oracle) or near-miss (the off-policy stress world).
+    #[arg(long, default_value = "on-policy", value_parser = ["on-policy", "strict", "near-miss"])]
+    pub pairs_from: String,
+    /// Four settings per objective instead of three, four PPO kl_coefs, MMPO's shipped gamma.
+    #[arg(long)]
+    pub full_grid: bool,
+    /// Leave out the PPO and MPO yardsticks (and the reward model).
+    #[arg(long)]
+    pub no_ppo: bool,
+    /// Trainings run side by side (each with one intra-op thread).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
     /// Output directory; finished stages found there are not run again.
     #[arg(long, default_value = "runs/align")]
     pub out: PathBuf,
-    /// A tiny budget (a small world, 2 seeds, a few steps): for tests and smoke runs; the
+    /// A tiny budget for tests and smoke runs: the gates are reported, not enforced, and the
     /// numbers mean nothing.
     #[arg(long)]
     pub quick: bool,
@@ -99,14 +117,19 @@ impl From<AlignArgs> for AlignOptions {
         AlignOptions {
             objectives: a.objectives,
             seeds: a.seeds,
-            steps: a.steps,
+            pairs: a.pairs,
             sft_steps: a.sft_steps,
             reward_steps: a.reward_steps,
+            ppo_steps: a.ppo_steps,
             world_seed: a.world_seed,
             eval_prompts: a.eval_prompts,
             max_new_tokens: a.max_new_tokens,
             batch_size: a.batch_size,
             lr: a.lr,
+            pairs_from: PairSource::from_name(&a.pairs_from).unwrap_or(PairSource::OnPolicy),
+            full_grid: a.full_grid,
+            no_ppo: a.no_ppo,
+            jobs: a.jobs,
             out: a.out,
             quick: a.quick,
         }
@@ -119,13 +142,13 @@ pub fn run(args: AlignArgs) -> Result<(), Failure> {
     let load = |arg: &str| load_compiled(arg).map_err(Into::into);
     let summary = align::run(&args.into(), &load, &runner)?;
     print!("{}", summary.table);
-    let [results, frontier, curves] = &summary.files;
+    let [results, frontier, strata] = &summary.files;
     eprintln!(
         "poc bench align: done in {:.0}s; {}, {}, {}",
         summary.seconds,
         results.display(),
         frontier.display(),
-        curves.display()
+        strata.display()
     );
     Ok(())
 }

@@ -159,6 +159,17 @@ pub struct RunArgs {
         help_heading = "On-policy objectives (ppo.po)"
     )]
     pub reward_model: Option<PathBuf>,
+    /// On-policy objectives: score rollouts with an oracle instead of a reward model. `world`:
+    /// the synthetic world's true reward r* of the prompt and completion (poc world; any
+    /// other prompt scores -1), to separate the algorithm from reward-model error.
+    #[arg(
+        long,
+        value_name = "ORACLE",
+        value_parser = ["world"],
+        conflicts_with = "reward_model",
+        help_heading = "On-policy objectives (ppo.po)"
+    )]
+    pub reward: Option<String>,
     /// On-policy objectives: JSONL prompts to sample rollouts from (`prompt`: a string or chat
     /// messages; preference files work too). Default: --data's prompts, or the bundled ones.
     #[arg(
@@ -281,6 +292,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
         eval_fraction: args.eval_fraction,
         eval_every: args.eval_every,
         reward_model: args.reward_model.clone(),
+        world_reward: args.reward.as_deref() == Some("world"),
         prompts: args.prompts.clone(),
         ppo_epochs: args.ppo_epochs,
         max_new_tokens: args.max_new_tokens,

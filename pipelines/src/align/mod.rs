@@ -1,34 +1,47 @@
-//! The alignment benchmark (`poc bench align`): trains objectives from one SFT reference on the
-//! synthetic world (docs/WORLD.md) with the same budget and several seeds, samples every trained
-//! policy, and reports what the world's known true reward r* says about each: mean r*, win rate
-//! against the reference, the sampled KL to the reference, held-out reward accuracy and the
-//! calibration (ECE) of the implicit reward. See docs/ALIGN.md for the protocol and every
-//! convention.
+//! The alignment benchmark (`poc bench align`): reward–KL frontiers of preference objectives on
+//! the synthetic world (docs/WORLD.md), as in the DPO paper's Figure 2, with the validity gates
+//! and controls that make a comparison mean something (docs/ALIGN.md):
+//!
+//! 1. the world (v2: graded strata, on-policy pairs by default);
+//! 2. a converged SFT reference, and its **gate**: per family its samples' r* must reach 0.85 of
+//!    the SFT data's and fewer than 2% of them may leave the alphabet, else the benchmark stops
+//!    with the table;
+//! 3. a reward model for the PPO and MPO yardsticks, gated on accuracy against r*;
+//! 4. every entrant (objective × β or γ or kl_coef × seed) trained for one epoch with
+//!    checkpoints at 1/8, 1/4, 1/2 and 1 of the budget;
+//! 5. every checkpoint evaluated on held-out prompts (r*, sampled KL, greedy r*, non-letter
+//!    rate) and held-out pairs (log-prob changes, calibration against the true probability),
+//!    kept per prompt so the report can cut by stratum; Best-of-N from the reference;
+//! 6. the report: envelopes of r* against KL, their values at 1, 3 and 10 nats with intervals
+//!    over seeds, per stratum; the validity gates (DPO must gain, Best-of-4 must beat the
+//!    reference); each seed paper's claim with its control; plots.
 //!
 //! The world and training stages run as child `poc` commands ([`crate::stage`]: the same code
-//! paths a user runs); evaluation runs in process (sampling and log-probs need both models at
-//! once), and so do the report's table and plots. Each stage is skipped when its output is
-//! already in `--out`, so an interrupted benchmark resumes.
-//!
-//! The parts: [`stats`] (pure statistics), `evaluate` (sampling and scoring), `report`
-//! (table and frontier plot), `progress` (the stage lines), and here the stages in order.
+//! paths a user runs), `--jobs` of them side by side; evaluation runs in process. Each stage
+//! is skipped when its output is already in `--out`, and an interrupted training continues
+//! from its latest checkpoint, so an interrupted benchmark resumes.
 
+mod analysis;
 mod evaluate;
+pub mod frontier;
 mod progress;
 mod report;
 pub mod stats;
 
 use crate::mpo::{MpoOptions, RewardModel};
-use crate::plot::{self, PlotOptions};
-use crate::stage::{Output, RunStage, Runner, Stage, StageError, finished, model_dir};
-use crate::world::WorldOptions;
+use crate::stage::{
+    Output, RunStage, Runner, Stage, StageError, finished, latest_checkpoint, model_dir,
+};
+use crate::world::{USELESS_SCORES_FILE, WorldOptions};
 use crate::{Error, Result, jsonl, library};
-use evaluate::{Evaluator, Metrics, evaluator_for, numbers, read_prompts};
+use analysis::{Analysis, Point, Stored};
+pub use evaluate::is_non_letter;
+use evaluate::{Evaluator, evaluator_for};
 use poc_compiler::Compiled;
+use poc_runtime::data::world::{Candidates, WorldConfig};
 use poc_runtime::model::load::write_atomic;
 use progress::Progress;
 use serde_json::{Value, json};
-use stats::mean;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,34 +49,68 @@ use std::time::Instant;
 const COMMAND: &str = "poc bench align";
 
 /// The objectives compared when none are given.
-pub const DEFAULT_OBJECTIVES: [&str; 5] = ["dpo", "ipo", "mipo", "mallows_theta", "mmpo"];
+pub const DEFAULT_OBJECTIVES: [&str; 4] = ["dpo", "mipo", "mallows_theta", "mmpo"];
 
 /// The `beta` used for the implicit reward's probability when an objective has none.
 pub const DEFAULT_BETA: f64 = 0.1;
 
-/// The entrant name that means the MPO pipeline (`poc mpo`) rather than an objective.
-pub const MPO: &str = "mpo";
+/// Version of the evaluation records (a change re-evaluates stored checkpoints).
+const EVAL_VERSION: u32 = 2;
 
-/// The table row of MPO's model after its DPO stage.
-pub const MPO_DPO_STAGE: &str = "mpo_dpo_stage";
+/// Fractions of the training budget at which checkpoints are evaluated.
+pub const CHECKPOINT_FRACTIONS: [usize; 4] = [1, 2, 4, 8]; // eighths
+
+/// The largest N of Best-of-N.
+pub const BEST_OF_MAX: usize = 16;
 
 /// The file in a run directory where the benchmark keeps the training's wall-clock time.
 const TIME_FILE: &str = "bench_time.json";
+
+/// Where the training pairs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairSource {
+    /// Draws of the SFT process (what a converged reference samples): the default.
+    OnPolicy,
+    /// The trained reference's own samples (4 per training prompt), labelled by the world.
+    Strict,
+    /// World v1's off-policy near-misses: the stress world.
+    NearMiss,
+}
+
+impl PairSource {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PairSource::OnPolicy => "on-policy",
+            PairSource::Strict => "strict",
+            PairSource::NearMiss => "near-miss",
+        }
+    }
+
+    /// The source named `name`.
+    pub fn from_name(name: &str) -> Option<PairSource> {
+        [PairSource::OnPolicy, PairSource::Strict, PairSource::NearMiss]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
 
 /// What to compare, with what budget, where. `None` budget fields take the defaults of the
 /// full benchmark, or of `quick`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlignOptions {
-    /// Objectives to compare (paths or shipped names, or `mpo`); empty: [`DEFAULT_OBJECTIVES`].
+    /// Pairwise objectives to compare (paths or shipped names); empty: [`DEFAULT_OBJECTIVES`].
     pub objectives: Vec<String>,
-    /// Training seeds per objective.
+    /// Training seeds per entrant.
     pub seeds: Option<usize>,
-    /// Training batches of every entrant.
-    pub steps: Option<usize>,
+    /// Training pairs (one epoch of them is the budget of every pairwise entrant).
+    pub pairs: Option<usize>,
     /// Optimizer steps of the SFT reference.
     pub sft_steps: Option<usize>,
-    /// Optimizer steps of the reward model of on-policy entrants and mpo.
+    /// Optimizer steps of the reward model.
     pub reward_steps: Option<usize>,
+    /// Rollout batches of every PPO entrant (MPO: half DPO steps, half rollout batches).
+    pub ppo_steps: Option<usize>,
     /// Seed of the world (and of the reference's training).
     pub world_seed: u64,
     /// Evaluation prompts.
@@ -74,9 +121,17 @@ pub struct AlignOptions {
     pub batch_size: usize,
     /// Learning rate of every entrant's training.
     pub lr: f64,
+    /// Where the training pairs come from.
+    pub pairs_from: PairSource,
+    /// The full β grid (four values per objective) instead of three.
+    pub full_grid: bool,
+    /// Leave out the PPO and MPO yardsticks (the slowest entrants).
+    pub no_ppo: bool,
+    /// Training stages run side by side.
+    pub jobs: usize,
     /// Output directory.
     pub out: PathBuf,
-    /// A tiny budget, for tests and smoke runs.
+    /// A tiny budget, for tests and smoke runs: gates are reported, not enforced.
     pub quick: bool,
 }
 
@@ -87,56 +142,92 @@ pub type Loader<'a> = &'a dyn Fn(&str) -> Result<Compiled>;
 /// What a finished benchmark leaves for the user.
 #[derive(Debug, Clone)]
 pub struct Summary {
-    /// The results table (Markdown), also in OUT/results.md.
+    /// The report (Markdown), also in OUT/results.md.
     pub table: String,
     /// Wall-clock seconds of the whole benchmark.
     pub seconds: f64,
-    /// The files written: results.md, frontier.png, curves.png.
+    /// The files written: results.md, frontier.png, strata.png.
     pub files: [PathBuf; 3],
 }
 
 /// The budget after defaults.
 #[derive(Debug, Clone, PartialEq)]
-struct Budget {
+pub(crate) struct Budget {
     seeds: usize,
-    steps: usize,
+    pairs: usize,
+    sft_rows: usize,
     sft_steps: usize,
     reward_steps: usize,
+    ppo_steps: usize,
     eval_prompts: usize,
+    heldout: usize,
     max_new_tokens: usize,
-    /// Sizes of the world's files: (pairs, heldout, sft).
-    world_rows: Option<(usize, usize, usize)>,
 }
 
 impl Budget {
     fn of(args: &AlignOptions) -> Budget {
-        let (seeds, steps, sft_steps, reward_steps, prompts, tokens, rows) = if args.quick {
-            (2, 4, 12, 8, 12, 12, Some((96, 48, 96)))
+        let b = if args.quick {
+            Budget {
+                seeds: 2,
+                pairs: 64,
+                sft_rows: 96,
+                sft_steps: 16,
+                reward_steps: 8,
+                ppo_steps: 8,
+                eval_prompts: 12,
+                heldout: 24,
+                max_new_tokens: 12,
+            }
         } else {
-            (3, 120, 300, 600, 240, 20, None)
+            Budget {
+                seeds: 3,
+                pairs: 2400,
+                sft_rows: 12_000,
+                sft_steps: 3000,
+                reward_steps: 600,
+                ppo_steps: 160,
+                eval_prompts: 300,
+                heldout: 600,
+                max_new_tokens: 14,
+            }
         };
         Budget {
-            seeds: args.seeds.unwrap_or(seeds),
-            steps: args.steps.unwrap_or(steps),
-            sft_steps: args.sft_steps.unwrap_or(sft_steps),
-            reward_steps: args.reward_steps.unwrap_or(reward_steps),
-            eval_prompts: args.eval_prompts.unwrap_or(prompts),
-            max_new_tokens: args.max_new_tokens.unwrap_or(tokens),
-            world_rows: rows,
+            seeds: args.seeds.unwrap_or(b.seeds),
+            pairs: args.pairs.unwrap_or(b.pairs),
+            sft_steps: args.sft_steps.unwrap_or(b.sft_steps),
+            reward_steps: args.reward_steps.unwrap_or(b.reward_steps),
+            ppo_steps: args.ppo_steps.unwrap_or(b.ppo_steps),
+            eval_prompts: args.eval_prompts.unwrap_or(b.eval_prompts),
+            max_new_tokens: args.max_new_tokens.unwrap_or(b.max_new_tokens),
+            ..b
         }
     }
 
+    /// One epoch of the pairs, rounded up to whole eighths (checkpoints at 1/8 ... 1).
+    fn steps(&self, batch_size: usize) -> usize {
+        let s = self.pairs.div_ceil(batch_size.max(1)).max(8);
+        s.div_ceil(8) * 8
+    }
+
     fn check(&self, args: &AlignOptions) -> Result<()> {
-        if self.seeds == 0
-            || self.steps == 0
-            || self.sft_steps == 0
-            || self.eval_prompts == 0
-            || self.max_new_tokens == 0
-            || args.batch_size == 0
-        {
+        let ones = [
+            ("--seeds", self.seeds),
+            ("--pairs", self.pairs),
+            ("--sft-steps", self.sft_steps),
+            ("--reward-steps", self.reward_steps),
+            ("--ppo-steps", self.ppo_steps),
+            ("--eval-prompts", self.eval_prompts),
+            ("--max-new-tokens", self.max_new_tokens),
+            ("--batch-size", args.batch_size),
+            ("--jobs", args.jobs),
+        ];
+        if let Some((flag, _)) = ones.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::user(COMMAND, format!("{flag} must be at least 1")));
+        }
+        if self.ppo_steps < 2 && !args.no_ppo {
             return Err(Error::user(
                 COMMAND,
-                "--seeds, --steps, --sft-steps, --eval-prompts, --max-new-tokens and --batch-size must be at least 1",
+                "--ppo-steps must be at least 2 (mpo takes half as DPO steps, half as PPO rollout batches)",
             ));
         }
         if !(args.lr.is_finite() && args.lr > 0.0) {
@@ -150,47 +241,54 @@ impl Budget {
 }
 
 /// How an entrant trains.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Kind {
-    /// `poc run OBJ --data world/train.jsonl`.
-    Pairs,
-    /// `poc run OBJ --reward-model RM --prompts world/train.jsonl`.
-    OnPolicy,
-    /// `poc mpo --reward-model RM --data world/train.jsonl`.
+    /// `poc run OBJ --data PAIRS`.
+    Pairs {
+        /// The training file under the world directory.
+        data: String,
+    },
+    /// `poc run ppo --prompts world/train.jsonl` with the oracle (`--reward world`) or the
+    /// reward model.
+    Ppo { oracle: bool },
+    /// `poc mpo --reward-model RM`.
     Mpo,
-    /// MPO's model after its DPO stage: trained by the `Mpo` entrant, evaluated on its own to
-    /// show what each stage adds.
-    MpoDpoStage,
 }
 
-/// One objective (or pipeline) of the comparison.
+/// One training configuration of the comparison (trained once per seed).
+#[derive(Debug, Clone)]
 struct Entrant {
-    /// As given on the command line (passed on to `poc run`).
-    arg: String,
-    /// The objective's declared name (directory names, table rows).
-    name: String,
-    /// β of σ(β·Δ): the `beta` parameter's default, else [`DEFAULT_BETA`].
+    /// The envelope it belongs to (`dpo`, `mmpo (γ calibrated)`, `ppo (oracle r*)`, ...).
+    group: String,
+    /// Its setting within the group (`β=0.1`, `kl_coef=0.05`).
+    setting: String,
+    /// Directory name of its runs.
+    id: String,
+    /// The objective as `poc run` takes it.
+    objective: String,
+    /// `--set` overrides.
+    sets: Vec<String>,
+    /// β of σ(β·Δ), the implicit reward's probability.
     beta: f64,
     kind: Kind,
 }
 
-impl Entrant {
-    /// The directory name of the run that trains this entrant (`runs/seedS/NAME`).
-    fn run_name(&self) -> &str {
-        match self.kind {
-            Kind::MpoDpoStage => MPO,
-            _ => &self.name,
+/// The β grid of a shipped objective: (parameter, small grid, full grid).
+fn grid_of(name: &str) -> Option<(&'static str, &'static [f64], &'static [f64])> {
+    const DPO: (&[f64], &[f64]) = (&[0.03, 0.1, 0.3], &[0.03, 0.1, 0.3, 1.0]);
+    match name {
+        "dpo" | "ipo" | "mallows_theta" | "mallows_dpo" | "sft_dpo" => {
+            Some(("beta", DPO.0, DPO.1))
         }
+        "mipo" => Some(("beta", &[5.0, 10.0, 20.0], &[2.0, 5.0, 10.0, 20.0])),
+        "mmpo" | "mmpo_calibrated" => {
+            Some(("beta", &[0.03, 0.1, 0.3], &[0.01, 0.03, 0.1, 0.3]))
+        }
+        _ => None,
     }
 }
 
-/// MPO's share of a budget of `steps` batches: (DPO steps, PPO rollout batches).
-fn mpo_steps(steps: usize) -> (usize, usize) {
-    let dpo = steps / 2;
-    (dpo, steps - dpo)
-}
-
-/// β of σ(β·Δ): the objective's `beta` default, else [`DEFAULT_BETA`].
+/// The `beta` parameter's default, else [`DEFAULT_BETA`].
 fn beta_of(c: &Compiled) -> f64 {
     c.objective
         .params
@@ -199,67 +297,196 @@ fn beta_of(c: &Compiled) -> f64 {
         .map_or(DEFAULT_BETA, |p| p.default)
 }
 
-/// The entrants of `names` (mpo as two rows: the pipeline and its DPO stage), each checked.
-fn entrants(names: &[String], budget: &Budget, load: Loader) -> Result<Vec<Entrant>> {
-    let mut entrants: Vec<Entrant> = Vec::new();
+/// MMPO with the world's calibrated γ: the per-pair column `calibrated_gamma` in place of the
+/// global parameter (γ = 1 / ((9/4)·T) makes σ(γ·Δscore) the true label probability).
+const MMPO_CALIBRATED: &str = "\
+/// MMPO (Kim et al. 2024, \"Margin Matching Preference Optimization\", arXiv 2410.03145) with the
+/// soft target's scale per pair instead of one global gamma: the synthetic world's column
+/// calibrated_gamma = 1 / ((9/4) T), for which sigmoid(gamma * score gap) equals the true label
+/// probability sigmoid(r* gap / T) when the scores are noise-free (written by poc bench align).
+objective mmpo_calibrated
+
+param beta = 0.01 in (0, inf)
+
+input policy_chosen_logps
+input policy_rejected_logps
+input ref_chosen_logps
+input ref_rejected_logps
+input score_chosen
+input score_rejected
+input calibrated_gamma from column(\"calibrated_gamma\")
+
+let rho_w = policy_chosen_logps - ref_chosen_logps
+let rho_l = policy_rejected_logps - ref_rejected_logps
+let p_star = sigmoid(calibrated_gamma * (score_chosen - score_rejected))
+let h = beta * (rho_w - rho_l)
+
+loss = -p_star * log_sigmoid(h) - (1 - p_star) * log_sigmoid(-h)
+
+metric rewards/margins = beta * (rho_w - rho_l)
+metric rewards/accuracies = rho_w > rho_l
+metric logps/chosen = policy_chosen_logps
+metric logps/rejected = policy_rejected_logps
+metric target/p_star = p_star
+";
+
+/// Every entrant: the objectives' grids, the MMPO variants and control, the yardsticks.
+fn entrants(
+    names: &[String],
+    args: &AlignOptions,
+    mmpo_calibrated: &Path,
+    load: Loader,
+) -> Result<Vec<Entrant>> {
+    let mut out: Vec<Entrant> = Vec::new();
+    let train = "train.jsonl".to_string();
+    let fmt = |v: f64| format!("{v}");
     for arg in names {
-        if arg == MPO {
-            if entrants.iter().any(|e| e.kind == Kind::Mpo) {
-                return Err(Error::user(COMMAND, "`mpo` is given twice"));
-            }
-            if budget.steps < 2 {
-                return Err(Error::user(
-                    COMMAND,
-                    "mpo needs --steps of at least 2 (half DPO, half PPO)",
-                ));
-            }
-            let beta = beta_of(&library::compiled("dpo")?);
-            for (name, kind) in [(MPO, Kind::Mpo), (MPO_DPO_STAGE, Kind::MpoDpoStage)] {
-                entrants.push(Entrant {
-                    arg: arg.clone(),
-                    name: name.into(),
-                    beta,
-                    kind,
-                });
-            }
-            continue;
-        }
         let c = load(arg)?;
         let name = c.objective.name.clone();
-        if ["reference", MPO, MPO_DPO_STAGE].contains(&name.as_str())
-            || entrants.iter().any(|e| e.name == name)
-        {
+        if out.iter().any(|e| e.group == name) || ["reference", "mpo"].contains(&name.as_str()) {
             return Err(Error::user(
                 COMMAND,
-                format!(
-                    "`{arg}`: the objective name `{name}` is used twice (or is `reference`, `{MPO}` or `{MPO_DPO_STAGE}`); each objective needs its own name"
-                ),
+                format!("`{arg}`: the objective name `{name}` is used twice (or is `reference` or `mpo`)"),
             ));
         }
-        let kind = if poc_runtime::train::is_on_policy(&c) {
-            Kind::OnPolicy
+        if poc_runtime::train::is_on_policy(&c) {
+            return Err(Error::user(
+                COMMAND,
+                format!("`{arg}` is on-policy: the benchmark runs ppo itself as a yardstick (with the oracle r* and with a reward model); give pairwise objectives"),
+            ));
+        }
+        let mut variants: Vec<(String, String, String, bool)> =
+            vec![(name.clone(), arg.clone(), train.clone(), false)];
+        if name == "mmpo" {
+            // γ calibrated per family (and its control on useless scores) first; the shipped
+            // global γ = 2.2 in the full grid.
+            let cal = mmpo_calibrated.display().to_string();
+            variants = vec![
+                ("mmpo (γ calibrated)".into(), cal.clone(), train.clone(), false),
+                (
+                    "mmpo (γ calibrated, useless scores)".into(),
+                    cal,
+                    USELESS_SCORES_FILE.into(),
+                    false,
+                ),
+            ];
+            if args.full_grid {
+                variants.push(("mmpo (γ 2.2)".into(), arg.clone(), train.clone(), false));
+            }
+        }
+        for (group, objective, data, _) in variants {
+            // --quick: the middle setting alone.
+            let grid = grid_of(&name).map(|(p, small, full)| {
+                let values = if args.full_grid { full } else { small };
+                (p, if args.quick { &values[1..2] } else { values })
+            });
+            let settings: Vec<(String, Vec<String>, f64)> = match grid {
+                Some((param, values)) => values
+                    .iter()
+                    .map(|&v| (format!("β={}", fmt(v)), vec![format!("{param}={v}")], v))
+                    .collect(),
+                None => {
+                    // Someone's own objective: its `beta` scaled by 1/3, 1, 3, else its defaults.
+                    let b = beta_of(&c);
+                    if c.objective.params.iter().any(|p| p.name == "beta") {
+                        [b / 3.0, b, b * 3.0]
+                            .iter()
+                            .map(|&v| (format!("β={v:.3}"), vec![format!("beta={v}")], v))
+                            .collect()
+                    } else {
+                        vec![("defaults".into(), Vec::new(), b)]
+                    }
+                }
+            };
+            for (setting, sets, beta) in settings {
+                out.push(Entrant {
+                    id: slug(&format!("{group}_{setting}")),
+                    group: group.clone(),
+                    setting,
+                    objective: objective.clone(),
+                    sets,
+                    beta,
+                    kind: Kind::Pairs { data: data.clone() },
+                });
+            }
+        }
+    }
+    // Yardsticks: SFT on the chosen answers (filtered behaviour cloning), PPO with the oracle
+    // reward and with the learned one, MPO.
+    out.push(Entrant {
+        group: "sft on chosen".into(),
+        setting: "lr".into(),
+        id: "sft_chosen".into(),
+        objective: "sft".into(),
+        sets: Vec::new(),
+        beta: DEFAULT_BETA,
+        kind: Kind::Pairs { data: train },
+    });
+    if !args.no_ppo {
+        let kls: &[f64] = if args.full_grid {
+            &[0.02, 0.05, 0.1, 0.2]
+        } else if args.quick {
+            &[0.05]
         } else {
-            Kind::Pairs
+            &[0.05, 0.2]
         };
-        entrants.push(Entrant {
-            arg: arg.clone(),
-            name,
-            beta: beta_of(&c),
-            kind,
+        for &k in kls {
+            out.push(Entrant {
+                group: "ppo (oracle r*)".into(),
+                setting: format!("kl_coef={k}"),
+                id: slug(&format!("ppo_oracle_kl{k}")),
+                objective: "ppo".into(),
+                sets: vec![format!("kl_coef={k}")],
+                beta: DEFAULT_BETA,
+                kind: Kind::Ppo { oracle: true },
+            });
+        }
+        out.push(Entrant {
+            group: "ppo (reward model)".into(),
+            setting: "kl_coef=0.05".into(),
+            id: "ppo_rm_kl0.05".into(),
+            objective: "ppo".into(),
+            sets: vec!["kl_coef=0.05".into()],
+            beta: DEFAULT_BETA,
+            kind: Kind::Ppo { oracle: false },
+        });
+        out.push(Entrant {
+            group: "mpo".into(),
+            setting: "δ=1".into(),
+            id: "mpo".into(),
+            objective: "mpo".into(),
+            sets: Vec::new(),
+            beta: DEFAULT_BETA,
+            kind: Kind::Mpo,
         });
     }
-    Ok(entrants)
+    Ok(out)
 }
 
-/// The entrants that have a training run of their own.
-fn trained(entrants: &[Entrant]) -> impl Iterator<Item = &Entrant> {
-    entrants.iter().filter(|e| e.kind != Kind::MpoDpoStage)
+/// A directory name: letters, digits, `.`, `_`, `-`; everything else `_`.
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '-' => out.push(c),
+            'β' => out.push('b'),
+            'γ' => out.push('g'),
+            _ => {
+                if !out.ends_with('_') {
+                    out.push('_');
+                }
+            }
+        }
+    }
+    out.trim_matches('_').to_string()
 }
 
 /// Where everything lives under `--out`.
 struct Layout {
     out: PathBuf,
     world: PathBuf,
+    /// The reference's run directory.
+    reference_run: PathBuf,
     /// The reference's final checkpoint.
     reference: PathBuf,
     /// The reward model's final checkpoint.
@@ -267,22 +494,31 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(out: &Path, budget: &Budget) -> Layout {
+    fn new(out: &Path, budget: &Budget, args: &AlignOptions) -> Layout {
+        // The world and reference depend on the world seed (and the pair source) alone, so a
+        // second benchmark in the same directory reuses them.
+        let base = out.join(format!("world{}", args.world_seed));
+        let reference_run = base.join("reference");
         Layout {
             out: out.to_path_buf(),
-            world: out.join("world"),
-            reference: out
-                .join("reference")
-                .join(format!("checkpoint-{}", budget.sft_steps)),
-            reward_model: out
-                .join("reward_model")
+            world: base.join(format!("world-{}", args.pairs_from.name())),
+            reference: reference_run.join(format!("checkpoint-{}", budget.sft_steps)),
+            reference_run,
+            reward_model: base
+                .join(format!("reward_model-{}", args.pairs_from.name()))
                 .join(format!("checkpoint-{}", budget.reward_steps)),
         }
     }
 
-    /// The run directory of entrant `name`'s training with `seed`.
-    fn run_dir(&self, seed: usize, name: &str) -> PathBuf {
-        self.out.join("runs").join(format!("seed{seed}")).join(name)
+    /// The world the reference is trained on (its SFT rows do not depend on the pairs).
+    fn sft_world(&self) -> PathBuf {
+        self.world
+            .parent()
+            .map_or_else(|| self.world.clone(), |p| p.join("world-on-policy"))
+    }
+
+    fn run_dir(&self, seed: usize, id: &str) -> PathBuf {
+        self.out.join("runs").join(format!("seed{seed}")).join(id)
     }
 
     fn world_file(&self, name: &str) -> PathBuf {
@@ -290,12 +526,12 @@ impl Layout {
     }
 }
 
-/// A benchmark under way: its options, budget, entrants, files and stage lines.
+/// A benchmark under way.
 struct Bench<'a> {
     args: &'a AlignOptions,
     budget: Budget,
+    steps: usize,
     entrants: Vec<Entrant>,
-    needs_reward_model: bool,
     files: Layout,
     runner: &'a Runner,
     progress: Progress,
@@ -316,61 +552,108 @@ fn child(runner: &Runner, stage: &Stage, what: &str) -> Result<()> {
     }
 }
 
+/// A training job: what to run, where, and how to tell it is done.
+struct Job {
+    label: String,
+    stage: Stage,
+    dir: PathBuf,
+}
+
 impl Bench<'_> {
-    /// Stage 1: The world.
+    /// Stage 1: the world (and, for another pair source, the on-policy world the reference
+    /// learns from).
     fn world(&mut self) -> Result<()> {
-        let (args, budget, files) = (self.args, &self.budget, &self.files);
-        let defaults = WorldOptions::default();
-        let (pairs, heldout, sft) =
-            budget
-                .world_rows
-                .unwrap_or((defaults.pairs, defaults.heldout, defaults.sft));
-        let stage = Stage::World(WorldOptions {
-            out: files.world.clone(),
-            seed: args.world_seed,
-            pairs,
-            heldout,
-            sft,
-            eval_prompts: budget.eval_prompts,
-        });
-        let done = files.world_file("world.json").is_file();
-        self.progress.stage("world", "poc world", done, || {
-            child(self.runner, &stage, "poc world")
-        })
+        let mut dirs = vec![(self.files.sft_world(), Candidates::OnPolicy)];
+        if self.args.pairs_from == PairSource::NearMiss {
+            dirs.push((self.files.world.clone(), Candidates::NearMiss));
+        }
+        for (dir, candidates) in dirs {
+            let stage = Stage::World(WorldOptions {
+                out: dir.clone(),
+                seed: self.args.world_seed,
+                pairs: self.budget.pairs,
+                heldout: self.budget.heldout,
+                sft: self.budget.sft_rows,
+                eval_prompts: self.budget.eval_prompts,
+                candidates,
+            });
+            let done = dir.join("world.json").is_file();
+            let what = format!("poc world --candidates {}", candidates.name());
+            self.progress
+                .stage("world", &what, done, || child(self.runner, &stage, "poc world"))?;
+        }
+        Ok(())
     }
 
-    /// Stage 2: The reference: SFT of the tiny model on the world's SFT rows.
+    /// Stage 2: the reference: SFT of the tiny model on the world's SFT rows, held-out NLL
+    /// logged at every quarter.
     fn reference(&mut self) -> Result<()> {
         let (args, budget, files) = (self.args, &self.budget, &self.files);
-        let sft = files.out.join("sft.po");
+        let sft = files.reference_run.join("sft.po");
+        let sft_world = files.sft_world();
+        let steps = budget.sft_steps;
+        let resume = latest_checkpoint(&files.reference_run, steps).ok().flatten();
         let stage = Stage::Run(RunStage {
-            data: Some(files.world_file("sft.jsonl")),
+            data: Some(sft_world.join("sft.jsonl")),
+            eval_data: Some(sft_world.join("sft_heldout.jsonl")),
+            eval_every: (steps / 4).max(1),
             batch_size: 16,
             seed: args.world_seed,
             lr: Some(1e-3),
+            save_every: (steps / 4).max(1),
+            resume,
             no_progress: true,
-            ..RunStage::new(
-                sft.display().to_string(),
-                files.out.join("reference"),
-                budget.sft_steps,
-            )
+            ..RunStage::new(sft.display().to_string(), files.reference_run.clone(), steps)
         });
         let done = model_dir(files.reference.clone()).is_some();
-        let what = format!("SFT of tiny, {} steps", budget.sft_steps);
+        let what = format!("SFT of tiny, {steps} steps of 16 rows");
         self.progress.stage("reference", &what, done, || {
             let src = library::shipped("sft")
                 .ok_or_else(|| Error::Internal("`sft` is not a shipped objective".into()))?;
+            std::fs::create_dir_all(&files.reference_run)
+                .map_err(|e| Error::user(COMMAND, e))?;
             write_atomic(&sft, src.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
             child(self.runner, &stage, "poc run sft")
         })
     }
 
-    /// Stage 3: The reward model of the on-policy entrants and mpo.
+    /// The strict variant's pairs: the trained reference's own samples (4 per training
+    /// prompt), labelled by the world's oracle.
+    fn strict_pairs(&mut self, evaluator: &mut Option<Evaluator>) -> Result<()> {
+        if self.args.pairs_from != PairSource::Strict {
+            return Ok(());
+        }
+        let out = self.files.world_file("train.jsonl");
+        let done = out.is_file();
+        let (files, budget) = (&self.files, &self.budget);
+        self.progress.stage(
+            "pairs",
+            "4 samples of the reference per training prompt, labelled by r*",
+            done,
+            || {
+                let ev = evaluator_for(
+                    evaluator,
+                    &files.reference,
+                    &files.sft_world().join("prompts.jsonl"),
+                    &files.sft_world().join("heldout.jsonl"),
+                    budget.max_new_tokens,
+                )?;
+                analysis::strict_pairs(ev, &files.sft_world(), &files.world, args_seed(self.args))
+            },
+        )
+    }
+
+    /// Stage 3: the reward model of the PPO and MPO yardsticks.
     fn reward_model(&mut self) -> Result<()> {
-        if !self.needs_reward_model {
+        if self.args.no_ppo {
             return Ok(());
         }
         let (args, budget, files) = (self.args, &self.budget, &self.files);
+        let dir = files
+            .reward_model
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let stage = Stage::Run(RunStage {
             model: files.reference.display().to_string(),
             data: Some(files.world_file("train.jsonl")),
@@ -379,17 +662,10 @@ impl Bench<'_> {
             seed: args.world_seed,
             lr: Some(1e-4),
             no_progress: true,
-            ..RunStage::new(
-                "bt_reward",
-                files.out.join("reward_model"),
-                budget.reward_steps,
-            )
+            ..RunStage::new("bt_reward", dir, budget.reward_steps)
         });
         let done = model_dir(files.reward_model.clone()).is_some();
-        let what = format!(
-            "bt_reward from the reference, {} steps",
-            budget.reward_steps
-        );
+        let what = format!("bt_reward from the reference, {} steps", budget.reward_steps);
         self.progress.stage("reward model", &what, done, || {
             child(self.runner, &stage, "poc run bt_reward")
         })
@@ -398,39 +674,42 @@ impl Bench<'_> {
     /// The stage that trains entrant `e` with `seed` into `dir`.
     fn training_stage(&self, e: &Entrant, seed: usize, dir: &Path) -> Stage {
         let (args, budget, files) = (self.args, &self.budget, &self.files);
-        let train = files.world_file("train.jsonl");
         let reference = files.reference.display().to_string();
-        match e.kind {
-            Kind::Pairs | Kind::OnPolicy => {
-                let run = RunStage {
-                    model: reference,
-                    batch_size: args.batch_size,
-                    seed: seed as u64,
-                    lr: Some(args.lr),
-                    no_progress: true,
-                    ..RunStage::new(e.arg.clone(), dir.to_path_buf(), budget.steps)
-                };
-                Stage::Run(if e.kind == Kind::Pairs {
-                    RunStage {
-                        data: Some(train),
-                        ..run
-                    }
-                } else {
-                    RunStage {
-                        reward_model: Some(files.reward_model.clone()),
-                        prompts: Some(train),
-                        max_new_tokens: budget.max_new_tokens,
-                        ..run
-                    }
-                })
-            }
-            Kind::Mpo | Kind::MpoDpoStage => {
-                let (dpo_steps, ppo_steps) = mpo_steps(budget.steps);
+        let (steps, save_every) = match e.kind {
+            Kind::Ppo { .. } => (budget.ppo_steps, (budget.ppo_steps / 8).max(1)),
+            _ => (self.steps, self.steps / 8),
+        };
+        let resume = latest_checkpoint(dir, steps).ok().flatten();
+        let run = RunStage {
+            model: reference.clone(),
+            batch_size: args.batch_size,
+            seed: seed as u64,
+            lr: Some(args.lr),
+            save_every,
+            sets: e.sets.clone(),
+            max_new_tokens: budget.max_new_tokens,
+            resume,
+            no_progress: true,
+            ..RunStage::new(e.objective.clone(), dir.to_path_buf(), steps)
+        };
+        match &e.kind {
+            Kind::Pairs { data } => Stage::Run(RunStage {
+                data: Some(files.world_file(data)),
+                ..run
+            }),
+            Kind::Ppo { oracle } => Stage::Run(RunStage {
+                prompts: Some(files.world_file("train.jsonl")),
+                world_reward: *oracle,
+                reward_model: (!oracle).then(|| files.reward_model.clone()),
+                ..run
+            }),
+            Kind::Mpo => {
+                let dpo_steps = (self.steps / 2).max(1);
                 Stage::Mpo(MpoOptions {
-                    data: Some(train),
+                    data: Some(files.world_file("train.jsonl")),
                     reward: RewardModel::Given(files.reward_model.clone()),
                     dpo_steps,
-                    ppo_steps,
+                    ppo_steps: (budget.ppo_steps / 2).max(1),
                     batch_size: args.batch_size,
                     max_new_tokens: budget.max_new_tokens,
                     seed: seed as u64,
@@ -442,163 +721,184 @@ impl Bench<'_> {
         }
     }
 
-    /// Stage 4: The training runs, with their wall-clock time.
-    fn train(&mut self) -> Result<()> {
-        for seed in 1..=self.budget.seeds {
-            for e in trained(&self.entrants) {
-                let dir = self.files.run_dir(seed, &e.name);
-                let steps = self.budget.steps;
-                let what = match e.kind {
-                    Kind::Pairs => format!("{} seed {seed}, {steps} steps", e.name),
-                    Kind::OnPolicy => format!("{} seed {seed}, {steps} rollout batches", e.name),
-                    Kind::Mpo | Kind::MpoDpoStage => {
-                        let (d, p) = mpo_steps(steps);
-                        format!("mpo seed {seed}, {d} DPO steps + {p} PPO rollout batches")
-                    }
+    /// The checkpoints of entrant `e`'s run in `dir` that are evaluated: (fraction of the
+    /// budget, step, directory); `None` until its training has finished.
+    fn checkpoints(&self, e: &Entrant, dir: &Path) -> Option<Vec<(f64, usize, PathBuf)>> {
+        match e.kind {
+            Kind::Mpo => {
+                let summary = jsonl::read(&dir.join("mpo.json"))?;
+                let final_model = PathBuf::from(summary.get("final_model")?.as_str()?);
+                Some(vec![(1.0, 0, model_dir(final_model)?)])
+            }
+            _ => {
+                let steps = match e.kind {
+                    Kind::Ppo { .. } => self.budget.ppo_steps,
+                    _ => self.steps,
                 };
-                let done = policy_of(e, &dir, steps).is_some();
-                let stage = self.training_stage(e, seed, &dir);
-                let command = if e.kind == Kind::Mpo { "mpo" } else { "run" };
-                let label = format!("poc {command} {}", e.arg);
-                self.progress.stage("train", &what, done, || {
-                    let t = Instant::now();
-                    child(self.runner, &stage, &label)?;
-                    // A pipeline whose stages were all done before trained nothing now: its
-                    // recorded time stands.
-                    let mpo_ran_nothing = e.kind == Kind::Mpo
-                        && jsonl::read(&dir.join("mpo.json"))
-                            .and_then(|v| v.get("ran").and_then(Value::as_array).map(Vec::is_empty))
-                            .unwrap_or(false);
-                    if mpo_ran_nothing && dir.join(TIME_FILE).is_file() {
-                        return Ok(());
+                finished(dir, steps)?;
+                let every = match e.kind {
+                    Kind::Ppo { .. } => (steps / 8).max(1),
+                    _ => steps / 8,
+                };
+                let mut out = Vec::new();
+                for eighths in CHECKPOINT_FRACTIONS {
+                    let step = if eighths == 8 { steps } else { every * eighths };
+                    if let Some(d) = model_dir(dir.join(format!("checkpoint-{step}"))) {
+                        out.push((eighths as f64 / 8.0, step, d));
                     }
-                    let time = json!({"train_seconds": t.elapsed().as_secs_f64()});
-                    save_json(&dir.join(TIME_FILE), &time)
-                })?;
+                }
+                Some(out)
             }
         }
-        Ok(())
     }
 
-    /// Stage 5: Evaluation: per entrant, one [`Metrics`] per seed; and the reference's mean
-    /// reward per seed.
-    fn evaluate(&mut self) -> Result<(Vec<Vec<Metrics>>, Vec<f64>)> {
-        let budget = &self.budget;
+    /// Stage 4: every entrant's training runs, `--jobs` at a time, with their wall-clock time.
+    fn train(&mut self) -> Result<()> {
+        let mut jobs: Vec<Job> = Vec::new();
+        for seed in 1..=self.budget.seeds {
+            for e in &self.entrants {
+                let dir = self.files.run_dir(seed, &e.id);
+                let label = format!("{} {} seed {seed}", e.group, e.setting);
+                if self.checkpoints(e, &dir).is_some() {
+                    self.progress.skip("train", &label);
+                    continue;
+                }
+                jobs.push(Job {
+                    label,
+                    stage: self.training_stage(e, seed, &dir),
+                    dir,
+                });
+            }
+        }
+        let runner = self.runner;
+        let progress = std::sync::Mutex::new(&mut self.progress);
+        let queue = std::sync::Mutex::new(jobs.into_iter());
+        let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+        std::thread::scope(|scope| {
+            for _ in 0..self.args.jobs {
+                scope.spawn(|| {
+                    loop {
+                        if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                            return;
+                        }
+                        let Some(job) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                            return;
+                        };
+                        if let Ok(mut p) = progress.lock() {
+                            p.begin("train", &job.label);
+                        }
+                        let t = Instant::now();
+                        let result = child(runner, &job.stage, &job.label).and_then(|()| {
+                            let time = json!({"train_seconds": t.elapsed().as_secs_f64()});
+                            save_json(&job.dir.join(TIME_FILE), &time)
+                        });
+                        match result {
+                            Ok(()) => {
+                                if let Ok(mut p) = progress.lock() {
+                                    p.finished(&job.label, t.elapsed().as_secs_f64());
+                                }
+                            }
+                            Err(e) => {
+                                if let Ok(mut f) = failure.lock() {
+                                    f.get_or_insert(e);
+                                }
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        match failure.into_inner() {
+            Ok(Some(e)) => Err(e),
+            Ok(None) => Ok(()),
+            Err(_) => Err(Error::Internal("a training thread panicked".into())),
+        }
+    }
+
+    /// Stage 5: evaluation of the reference, Best-of-N and every checkpoint, cached per key.
+    fn evaluate(&mut self, evaluator: &mut Option<Evaluator>) -> Result<Vec<Point>> {
+        let budget = self.budget.clone();
         let eval_dir = self.files.out.join("eval");
-        let prompts = read_prompts(&self.files.world_file("prompts.jsonl"))?;
-        let heldout = self.files.world_file("heldout.jsonl");
-        let reference = &self.files.reference;
-        let mut evaluator: Option<Evaluator> = None;
-        let mut results: Vec<Vec<Metrics>> = vec![Vec::new(); self.entrants.len()];
-        let mut reference_rewards: Vec<f64> = Vec::new();
+        let prompts_file = self.files.world_file("prompts.jsonl");
+        let heldout_file = self.files.world_file("heldout.jsonl");
+        let reference = self.files.reference.clone();
+        let key = |model: &str, seed: usize| {
+            json!({"model": model, "seed": seed, "prompts": budget.eval_prompts,
+                "max_new_tokens": budget.max_new_tokens, "version": EVAL_VERSION})
+        };
+        let mut points = Vec::new();
         for seed in 1..=budget.seeds {
             let dir = eval_dir.join(format!("seed{seed}"));
-            let key = |model: &Path| {
-                json!({"model": model.display().to_string(), "seed": seed,
-                    "prompts": prompts.len(), "max_new_tokens": budget.max_new_tokens})
-            };
-            let ref_key = key(reference);
-            let ref_eval = match read_eval(&dir.join("reference.json"), &ref_key) {
-                Some(v) => {
-                    self.progress
-                        .skip("sample", &format!("reference seed {seed}"));
-                    v
+            let mut cached = |progress: &mut Progress,
+                              file: PathBuf,
+                              what: String,
+                              key: Value,
+                              work: &dyn Fn(&Evaluator, &Value) -> Result<Value>|
+             -> Result<Value> {
+                if let Some(v) = read_eval(&file, &key) {
+                    progress.skip("evaluate", &what);
+                    return Ok(v);
                 }
-                None => {
-                    self.progress
-                        .begin("sample", &format!("reference seed {seed}"));
-                    let ev = evaluator_for(&mut evaluator, reference, &heldout)?;
-                    let s = ev.sample(&ev.reference, &prompts, seed, budget.max_new_tokens)?;
-                    let v =
-                        json!({"key": ref_key, "rewards": s.rewards, "completions": s.completions});
-                    save_json(&dir.join("reference.json"), &v)?;
-                    self.progress.end();
-                    v
-                }
+                progress.begin("evaluate", &what);
+                let t = Instant::now();
+                let ev = evaluator_for(
+                    evaluator,
+                    &reference,
+                    &prompts_file,
+                    &heldout_file,
+                    budget.max_new_tokens,
+                )?;
+                let v = work(ev, &key)?;
+                save_json(&file, &v)?;
+                progress.finished(&what, t.elapsed().as_secs_f64());
+                Ok(v)
             };
-            let ref_rewards = numbers(&ref_eval, "rewards");
-            reference_rewards.push(mean(&ref_rewards));
-            for (k, e) in self.entrants.iter().enumerate() {
-                let trained = self.files.run_dir(seed, e.run_name());
-                let policy = policy_of(e, &trained, budget.steps).ok_or_else(|| {
-                    Error::Internal(format!("no trained model in `{}`", trained.display()))
+            let v = cached(
+                &mut self.progress,
+                dir.join("reference.json"),
+                format!("reference seed {seed}"),
+                key(&reference.display().to_string(), seed),
+                &|ev, k| ev.evaluate(None, seed as u64, k),
+            )?;
+            points.push(Point::new("reference", "", seed, 0.0, DEFAULT_BETA, v, f64::NAN));
+            let v = cached(
+                &mut self.progress,
+                dir.join("best_of_n.json"),
+                format!("best-of-{BEST_OF_MAX} samples of the reference seed {seed}"),
+                key(&format!("best-of-{BEST_OF_MAX}"), seed),
+                &|ev, k| ev.best_of(seed as u64, BEST_OF_MAX, k),
+            )?;
+            points.extend(Point::best_of_n(&v, seed, BEST_OF_MAX));
+            for e in &self.entrants {
+                let run = self.files.run_dir(seed, &e.id);
+                let checkpoints = self.checkpoints(e, &run).ok_or_else(|| {
+                    Error::Internal(format!("no trained model in `{}`", run.display()))
                 })?;
-                let file = dir.join(format!("{}.json", e.name));
-                let key = key(&policy);
-                let v = match read_eval(&file, &key) {
-                    Some(v) => {
-                        self.progress
-                            .skip("evaluate", &format!("{} seed {seed}", e.name));
-                        v
-                    }
-                    None => {
-                        self.progress
-                            .begin("evaluate", &format!("{} seed {seed}", e.name));
-                        let ev = evaluator_for(&mut evaluator, reference, &heldout)?;
-                        let v =
-                            ev.evaluate(&policy, &prompts, seed, budget.max_new_tokens, &key)?;
-                        save_json(&file, &v)?;
-                        self.progress.end();
-                        v
-                    }
-                };
-                let mut m = Metrics::of(&v, &ref_rewards, e.beta);
-                m.train_seconds = jsonl::read(&trained.join(TIME_FILE))
-                    .filter(|_| e.kind != Kind::MpoDpoStage)
+                let seconds = jsonl::read(&run.join(TIME_FILE))
                     .and_then(|v| v.get("train_seconds").and_then(Value::as_f64))
                     .unwrap_or(f64::NAN);
-                results[k].push(m);
+                for (fraction, step, ck) in checkpoints {
+                    let what = format!("{} {} seed {seed} step {step}", e.group, e.setting);
+                    let file = dir.join(format!("{}-{step}.json", e.id));
+                    let v = cached(
+                        &mut self.progress,
+                        file,
+                        what,
+                        key(&ck.display().to_string(), seed),
+                        &|ev, k| ev.evaluate(Some(&ck), seed as u64, k),
+                    )?;
+                    let t = if fraction == 1.0 { seconds } else { f64::NAN };
+                    points.push(Point::new(&e.group, &e.setting, seed, fraction, e.beta, v, t));
+                }
             }
         }
-        Ok((results, reference_rewards))
+        Ok(points)
     }
+}
 
-    /// Stage 6: The report: results.md, frontier.png, curves.png (the single runs of the first
-    /// seed).
-    fn report(&mut self, results: &[Vec<Metrics>], reference_rewards: &[f64]) -> Result<Summary> {
-        let out = &self.files.out;
-        let files = [
-            out.join("results.md"),
-            out.join("frontier.png"),
-            out.join("curves.png"),
-        ];
-        self.progress
-            .begin("report", "results.md, frontier.png, curves.png");
-        let reward_note = self
-            .needs_reward_model
-            .then(|| report::reward_model_accuracy(&out.join("reward_model").join("metrics.jsonl")))
-            .flatten()
-            .map(|a| format!("; held-out pair accuracy {a:.3} against the world's labels"));
-        let table = report::table(
-            &self.entrants,
-            results,
-            reference_rewards,
-            &self.budget,
-            self.args,
-            reward_note,
-        );
-        write_atomic(&files[0], table.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
-        report::frontier(&files[1], &self.entrants, results, reference_rewards)?;
-        let single_runs: Vec<PathBuf> = self
-            .entrants
-            .iter()
-            .filter(|e| matches!(e.kind, Kind::Pairs | Kind::OnPolicy))
-            .map(|e| self.files.run_dir(1, &e.name))
-            .collect();
-        if !single_runs.is_empty() {
-            let options = PlotOptions {
-                out: Some(files[2].clone()),
-                ..PlotOptions::default()
-            };
-            plot::runs::plot(&single_runs, &options)?;
-        }
-        self.progress.end();
-        Ok(Summary {
-            table,
-            seconds: self.progress.started.elapsed().as_secs_f64(),
-            files,
-        })
-    }
+fn args_seed(args: &AlignOptions) -> u64 {
+    args.world_seed
 }
 
 /// Runs the benchmark as `args` asks: entrants compiled by `load`, child stages through
@@ -611,62 +911,110 @@ pub fn run(args: &AlignOptions, load: Loader, runner: &Runner) -> Result<Summary
     } else {
         args.objectives.clone()
     };
-    let entrants = entrants(&names, &budget, load)?;
-    let needs_reward_model = entrants.iter().any(|e| e.kind != Kind::Pairs);
-    if needs_reward_model && budget.reward_steps == 0 {
-        return Err(Error::user(COMMAND, "--reward-steps must be at least 1"));
-    }
     std::fs::create_dir_all(&args.out).map_err(|e| {
         Error::user(
             COMMAND,
             format!("cannot create `{}`: {e}", args.out.display()),
         )
     })?;
+    let calibrated = args.out.join("objectives").join("mmpo_calibrated.po");
+    if let Some(dir) = calibrated.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::user(COMMAND, e))?;
+    }
+    write_atomic(&calibrated, MMPO_CALIBRATED.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
+    let entrants = entrants(&names, args, &calibrated, load)?;
+    let steps = budget.steps(args.batch_size);
+    let files = Layout::new(&args.out, &budget, args);
+    let evals: usize = entrants
+        .iter()
+        .map(|e| if e.kind == Kind::Mpo { 1 } else { 4 })
+        .sum();
     let total = 2
-        + usize::from(needs_reward_model)
-        + trained(&entrants).count() * budget.seeds
-        + budget.seeds * (1 + entrants.len())
-        + 1;
+        + usize::from(args.pairs_from != PairSource::OnPolicy)
+        + usize::from(!args.no_ppo)
+        + entrants.len() * budget.seeds
+        + budget.seeds * (2 + evals);
+    // The tiny model's kernels are too small for two intra-op threads to pay: one thread per
+    // child, and `--jobs` children side by side, is several times faster on two cores.
+    let runner = &runner.clone().with_threads(1);
+    poc_runtime::device::set_cpu_threads(1);
     let mut bench = Bench {
         args,
-        files: Layout::new(&args.out, &budget),
+        files,
         budget,
+        steps,
         entrants,
-        needs_reward_model,
         runner,
         progress: Progress::new(total),
     };
+    let mut evaluator: Option<Evaluator> = None;
     bench.world()?;
     bench.reference()?;
+    // The reference gate comes before anything is trained on it.
+    let gate = {
+        let files = &bench.files;
+        let ev = evaluator_for(
+            &mut evaluator,
+            &files.reference,
+            &files.world_file("prompts.jsonl"),
+            &files.world_file("heldout.jsonl"),
+            bench.budget.max_new_tokens,
+        )?;
+        analysis::reference_gate(ev, &files.sft_world(), &files.reference_run)?
+    };
+    eprintln!("{}", gate.table());
+    if !gate.passed() && !args.quick {
+        let text = report::gate_failure(&gate, &bench.budget);
+        write_atomic(&args.out.join("results.md"), text.as_bytes())
+            .map_err(|e| Error::user(COMMAND, e))?;
+        return Err(Error::user(COMMAND, text));
+    }
+    bench.strict_pairs(&mut evaluator)?;
+    // The evaluator reads the pairs' world's held-out files: reload it for another world.
+    if args.pairs_from != PairSource::OnPolicy {
+        evaluator = None;
+    }
     bench.reward_model()?;
     bench.train()?;
-    let (results, reference_rewards) = bench.evaluate()?;
-    bench.report(&results, &reference_rewards)
-}
-
-/// The trained policy of entrant `e` in `dir`, once its training has finished.
-fn policy_of(e: &Entrant, dir: &Path, steps: usize) -> Option<PathBuf> {
-    match e.kind {
-        Kind::Pairs | Kind::OnPolicy => finished(dir, steps),
-        // poc mpo names its models in its summary (the final one is the DPO model when nothing
-        // was hard, the DPO model the starting one when nothing was easy).
-        // A pipeline run with another budget (an earlier --steps) does not count.
-        Kind::Mpo | Kind::MpoDpoStage => {
-            let summary = jsonl::read(&dir.join("mpo.json"))?;
-            let (d, p) = mpo_steps(steps);
-            if summary.get("dpo_steps")?.as_u64()? != d as u64
-                || summary.get("ppo_steps")?.as_u64()? != p as u64
-            {
-                return None;
-            }
-            let key = if e.kind == Kind::Mpo {
-                "final_model"
-            } else {
-                "dpo_model"
-            };
-            model_dir(PathBuf::from(summary.get(key)?.as_str()?))
-        }
-    }
+    let points = bench.evaluate(&mut evaluator)?;
+    let reward_gate = if args.no_ppo {
+        None
+    } else {
+        let ev = evaluator_for(
+            &mut evaluator,
+            &bench.files.reference,
+            &bench.files.world_file("prompts.jsonl"),
+            &bench.files.world_file("heldout.jsonl"),
+            bench.budget.max_new_tokens,
+        )?;
+        Some(analysis::reward_model_gate(ev, &bench.files.reward_model)?)
+    };
+    let families = WorldConfig::new(args.world_seed).families;
+    let analysis = Analysis::new(points, &families);
+    bench.progress.begin("report", "results.md, frontier.png, strata.png");
+    let out = &bench.files.out;
+    let files = [
+        out.join("results.md"),
+        out.join("frontier.png"),
+        out.join("strata.png"),
+    ];
+    let stored = Stored {
+        gate: &gate,
+        reward_gate: reward_gate.as_ref(),
+        budget: &bench.budget,
+        steps,
+        args,
+    };
+    let table = report::markdown(&analysis, &stored);
+    write_atomic(&files[0], table.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
+    report::frontier_plot(&files[1], &analysis)?;
+    report::strata_plot(&files[2], &analysis)?;
+    bench.progress.end();
+    Ok(Summary {
+        table,
+        seconds: bench.progress.started.elapsed().as_secs_f64(),
+        files,
+    })
 }
 
 fn save_json(path: &Path, v: &Value) -> Result<()> {
@@ -681,4 +1029,41 @@ fn save_json(path: &Path, v: &Value) -> Result<()> {
 fn read_eval(path: &Path, key: &Value) -> Option<Value> {
     let v = jsonl::read(path)?;
     (v.get("key") == Some(key)).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_directory_names() {
+        assert_eq!(slug("dpo_β=0.1"), "dpo_b_0.1");
+        assert_eq!(slug("mmpo (γ calibrated)_β=0.03"), "mmpo_g_calibrated_b_0.03");
+    }
+
+    #[test]
+    fn one_epoch_in_whole_eighths() {
+        let b = Budget::of(&AlignOptions {
+            objectives: Vec::new(),
+            seeds: None,
+            pairs: Some(2400),
+            sft_steps: None,
+            reward_steps: None,
+            ppo_steps: None,
+            world_seed: 1,
+            eval_prompts: None,
+            max_new_tokens: None,
+            batch_size: 8,
+            lr: 1e-4,
+            pairs_from: PairSource::OnPolicy,
+            full_grid: false,
+            no_ppo: false,
+            jobs: 1,
+            out: PathBuf::from("x"),
+            quick: false,
+        });
+        assert_eq!(b.steps(8), 304);
+        assert_eq!(b.steps(16), 152);
+        assert_eq!(b.steps(10_000), 8);
+    }
 }

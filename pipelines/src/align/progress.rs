@@ -50,6 +50,12 @@ impl Progress {
         self.done += 1;
     }
 
+    /// The stage `what` (begun earlier, perhaps among others) finished after `seconds`.
+    pub fn finished(&mut self, what: &str, seconds: f64) {
+        self.done += 1;
+        eprintln!("    {what}: finished in {seconds:.0}s");
+    }
+
     /// Runs `work` as a stage unless it is `done`, with its stage lines.
     pub fn stage(
         &mut self,

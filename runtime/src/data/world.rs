@@ -1,31 +1,35 @@
 //! A synthetic preference world with a known true reward r*(x, y), small enough for CPU.
 //!
 //! Prompts come from prompt *families*; each family is a string task on a short lowercase word
-//! (`f3 reverse kqzm ->`, whose ideal completion is ` mzqk`). The true reward of any completion
+//! (`f2 reverse kqzm ->`, whose ideal completion is ` mzqk`). The true reward of any completion
 //! is a graded edit-distance score against the task's target (see [`reward`]); it is a pure,
-//! total function of the two texts and does not depend on the seed. Around it the world
-//! exercises what the seed papers are about (docs/WORLD.md):
+//! total function of the two texts and does not depend on the seed. World v2 (docs/WORLD.md)
+//! grades, per family and visibly in every row, the attributes the seed papers are about:
 //!
+//! - **reference alignment q** (MIPO): an SFT answer is the target with probability q, else the
+//!   family's wrong habit (the word echoed), so a converged reference is well aligned on some
+//!   families, poorly on others (the target still in its support), and on a "hard" family
+//!   (q near 0) almost never says the target;
 //! - **dispersion** (MallowsPO): pairs are labelled by a Bradley-Terry draw
-//!   P(y₁ ≻ y₂) = σ((r*(y₁) − r*(y₂)) / T_f) whose temperature T_f depends on the family;
+//!   P(y₁ ≻ y₂) = σ((r*(y₁) − r*(y₂)) / T) whose temperature T goes with the SFT edit rate
+//!   (the reference's entropy), except in a decoupled control family;
 //! - **graded scores** (MMPO): `score_chosen`/`score_rejected` are r* mapped to a 1-10 rating
-//!   plus Gaussian noise, rounded to halves;
-//! - **small gaps** (MPO): candidates are near-misses of the target, so most pairs differ by
-//!   less than one unit of r*;
-//! - **reference alignment** (MIPO): the SFT data answers some families correctly and others
-//!   with a wrong habit (echoing the word), so a reference trained on it is aligned on some
-//!   families and misaligned on others.
+//!   plus Gaussian noise (informative or useless), with the calibrated γ of each family;
+//! - **on-policy pairs**: the candidates of a prompt are draws of the SFT process (what a
+//!   converged reference samples), every pair of distinct draws labelled; v1's off-policy
+//!   near-miss candidates remain as a stress world ([`Candidates::NearMiss`]).
 //!
-//! Everything is deterministic per seed: each file has its own ChaCha8 stream, and a word is
-//! held out (evaluation) or not by a fixed hash, so train and evaluation prompts never share a
-//! word.
+//! Every pair carries its true probability σ(gap/T) (`bt_prob`), so calibration is measured
+//! against the truth. Everything is deterministic per seed: each file has its own ChaCha8
+//! stream (scores too), and a word is held out (evaluation) or not by a fixed hash, so train
+//! and evaluation prompts never share a word.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 /// Version of the world's definition (reward, tasks, generators); recorded in `world.json`.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// r* of a perfect answer (similarity 1 within the length budget).
 pub const REWARD_MAX: f64 = 3.0;
 /// The lowest r*: no similarity and the full length penalty; also r* under a prompt that is
@@ -38,8 +42,10 @@ pub const OVERRUN_SPAN: f64 = 8.0;
 /// Only this many bytes of the trimmed answer are compared with the target (the rest still
 /// counts for the length penalty), so r* is cheap on arbitrarily long completions.
 pub const MAX_SCORED_BYTES: usize = 64;
-/// Shortest and longest word of a prompt.
-pub const WORD_LEN: (usize, usize) = (4, 7);
+/// Shortest and longest word of the default world's prompts.
+pub const WORD_LEN: (usize, usize) = (3, 5);
+/// The longest word a world prompt may have (what [`Prompt::parse`] accepts).
+pub const WORD_LEN_MAX: usize = 12;
 /// One word in `HELDOUT_EVERY` (by hash) is reserved for held-out pairs and evaluation prompts.
 pub const HELDOUT_EVERY: u64 = 8;
 /// Largest edit count of a candidate completion.
@@ -140,7 +146,7 @@ impl Prompt {
         if parts.next()? != "->" || parts.next().is_some() {
             return None;
         }
-        let ok_len = (WORD_LEN.0..=WORD_LEN.1).contains(&word.len());
+        let ok_len = (2..=WORD_LEN_MAX).contains(&word.len());
         if !ok_len || !word.bytes().all(|b| b.is_ascii_lowercase()) {
             return None;
         }
@@ -216,7 +222,34 @@ pub fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// One prompt family: a task, how noisily its pairs are labelled, and how the SFT data treats it.
+/// What a family is for: the stratum it stands for in the benchmark's analyses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The reference mostly answers with the target (high q).
+    Aligned,
+    /// The reference mostly answers with the habit (low q), but the target stays in its support.
+    Misaligned,
+    /// High label temperature with few SFT edits: the reference's entropy does not reveal the
+    /// dispersion (MallowsPO's control).
+    Decoupled,
+    /// The target is almost never in the SFT data (q near zero): preference pairs of the
+    /// reference's own samples rarely contain it (MPO's hard prompts).
+    Hard,
+}
+
+impl Role {
+    /// The role's word in `world.json` and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Aligned => "aligned",
+            Role::Misaligned => "misaligned",
+            Role::Decoupled => "decoupled",
+            Role::Hard => "hard",
+        }
+    }
+}
+
+/// One prompt family: a task, how noisily its pairs are labelled, and how the SFT data answers it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
     /// The task (defines r* for the family's prompts).
@@ -224,12 +257,64 @@ pub struct Family {
     /// Bradley-Terry temperature of the labels: P(y₁ ≻ y₂) = σ(gap / T). Small = near
     /// deterministic, large = near random (high preference dispersion).
     pub temperature: f64,
-    /// Whether the SFT data answers correctly (true) or echoes the word (false).
-    pub aligned: bool,
+    /// Reference alignment: the probability that an SFT answer is the target; otherwise it is
+    /// the family's wrong habit, the word echoed.
+    pub q: f64,
     /// Mean number of random edits added to an SFT answer (Poisson, at most 4): the spread of
     /// the SFT distribution, hence of the reference's entropy on the family.
-    pub sft_edit_rate: f64,
+    pub edit_rate: f64,
+    /// The stratum the family stands for.
+    pub role: Role,
 }
+
+/// The slope of the quality scores in r*: a score rises by 9/4 per unit of r*.
+pub const SCORE_SLOPE: f64 = 9.0 / (REWARD_MAX - REWARD_MIN);
+
+impl Family {
+    /// The γ of MMPO's p* = σ(γ·Δscore) that reproduces the true label probability
+    /// σ(Δr*/T) from noise-free scores: Δscore = (9/4)·Δr*, so γ = 1 / ((9/4)·T).
+    pub fn calibrated_gamma(&self) -> f64 {
+        1.0 / (SCORE_SLOPE * self.temperature)
+    }
+
+    /// `low` or `high` preference dispersion (label temperature below or from 1).
+    pub fn dispersion(&self) -> &'static str {
+        if self.temperature < 1.0 { "low" } else { "high" }
+    }
+}
+
+/// Where the candidates of preference pairs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidates {
+    /// [`WorldConfig::samples_per_prompt`] independent draws of the SFT process per prompt (what
+    /// a converged reference samples) and every pair of distinct draws: on-policy data.
+    OnPolicy,
+    /// World v1's off-policy stress data: each candidate is an SFT answer or, with probability
+    /// 1/2, the target with 0-4 random edits (never sampled from any model); one pair per prompt.
+    NearMiss,
+}
+
+impl Candidates {
+    /// The name on the command line and in `world.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Candidates::OnPolicy => "on-policy",
+            Candidates::NearMiss => "near-miss",
+        }
+    }
+
+    /// The candidates named `name`.
+    pub fn from_name(name: &str) -> Option<Candidates> {
+        [Candidates::OnPolicy, Candidates::NearMiss]
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+}
+
+/// Score noise under which the 1-10 scores carry real information about r*.
+pub const INFORMATIVE_SCORE_NOISE: f64 = 0.5;
+/// Score noise under which the scores are nearly useless (MMPO's control).
+pub const USELESS_SCORE_NOISE: f64 = 3.0;
 
 /// What a world is made of; [`WorldConfig::new`] gives the default world of a seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,42 +323,62 @@ pub struct WorldConfig {
     pub seed: u64,
     /// The families; family `i` is written `f{i}` in prompts.
     pub families: Vec<Family>,
-    /// Standard deviation of the Gaussian noise on the 1-10 quality scores.
+    /// Standard deviation of the Gaussian noise on the 1-10 quality scores. Scores have their
+    /// own random stream: two worlds that differ only here have the same pairs and labels.
     pub score_noise: f64,
-    /// Probability that a pair candidate is drawn from the SFT distribution (what the
-    /// reference would say) rather than from near-misses of the target.
-    pub reference_share: f64,
+    /// Where pair candidates come from.
+    pub candidates: Candidates,
+    /// Draws per prompt of on-policy candidates (all pairs of distinct draws are kept).
+    pub samples_per_prompt: usize,
+    /// Shortest and longest word.
+    pub word_len: (usize, usize),
 }
 
 impl WorldConfig {
-    /// The default world: six families crossing three label temperatures (0.25, 1, 4) with an
-    /// aligned and a misaligned SFT answer; the SFT spread grows with the temperature.
+    /// The default world (v2): six families whose reference alignment q, label temperature T
+    /// and SFT edit rate are graded so that each seed paper's mechanism has a stratum, and a
+    /// control where it should not help:
+    ///
+    /// | family | task | T | q | edits | role |
+    /// |---|---|---:|---:|---:|---|
+    /// | f0 | upper | 0.25 | 0.85 | 0.1 | aligned, low dispersion |
+    /// | f1 | upper | 0.25 | 0.25 | 0.1 | misaligned, low dispersion |
+    /// | f2 | reverse | 2 | 0.85 | 0.8 | aligned, high dispersion |
+    /// | f3 | reverse | 2 | 0.25 | 0.8 | misaligned, high dispersion |
+    /// | f4 | upper | 2 | 0.85 | 0.1 | decoupled: high T, low entropy |
+    /// | f5 | sort | 0.5 | 0.02 | 0.3 | hard: the target is almost never sampled |
+    ///
+    /// Pairs of families differ in one attribute each: f0/f1 and f2/f3 in q alone, f0/f4 in T
+    /// alone (the decoupled control), so a stratum's difference is the attribute's.
     pub fn new(seed: u64) -> WorldConfig {
-        let family = |task, temperature, aligned, sft_edit_rate| Family {
+        let family = |task, temperature, q, edit_rate, role| Family {
             task,
             temperature,
-            aligned,
-            sft_edit_rate,
+            q,
+            edit_rate,
+            role,
         };
         WorldConfig {
             seed,
             families: vec![
-                family(Task::Copy, 0.25, true, 0.1),
-                family(Task::Upper, 0.25, false, 0.1),
-                family(Task::Next, 1.0, true, 0.4),
-                family(Task::Reverse, 1.0, false, 0.4),
-                family(Task::Double, 4.0, true, 0.8),
-                family(Task::Sort, 4.0, false, 0.8),
+                family(Task::Upper, 0.25, 0.85, 0.1, Role::Aligned),
+                family(Task::Upper, 0.25, 0.25, 0.1, Role::Misaligned),
+                family(Task::Reverse, 2.0, 0.85, 0.8, Role::Aligned),
+                family(Task::Reverse, 2.0, 0.25, 0.8, Role::Misaligned),
+                family(Task::Upper, 2.0, 0.85, 0.1, Role::Decoupled),
+                family(Task::Sort, 0.5, 0.02, 0.3, Role::Hard),
             ],
-            score_noise: 1.0,
-            reference_share: 0.5,
+            score_noise: INFORMATIVE_SCORE_NOISE,
+            candidates: Candidates::OnPolicy,
+            samples_per_prompt: 4,
+            word_len: WORD_LEN,
         }
     }
 }
 
-/// A configuration that cannot make a world.
+/// A configuration that cannot make a world, or a row that is not a world row.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("bad world configuration: {0}")]
+#[error("{0}")]
 pub struct WorldError(String);
 
 /// One SFT row: a prompt and the SFT distribution's answer.
@@ -303,7 +408,7 @@ impl SftRow {
     }
 }
 
-/// One labelled preference pair.
+/// One labelled preference pair with the oracle's view of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreferenceRow {
     /// The prompt text.
@@ -322,14 +427,33 @@ pub struct PreferenceRow {
     pub true_reward_chosen: f64,
     /// r*(prompt, rejected).
     pub true_reward_rejected: f64,
-    /// The label disagrees with r*: `true_reward_chosen < true_reward_rejected`.
-    pub label_flipped: bool,
+    /// The family's label temperature T.
+    pub temperature: f64,
+    /// The family's reference alignment q.
+    pub q: f64,
+    /// The family's SFT edit rate.
+    pub edit_rate: f64,
 }
 
 impl PreferenceRow {
     /// r*(chosen) − r*(rejected); negative exactly when the label is flipped.
     pub fn gap(&self) -> f64 {
         self.true_reward_chosen - self.true_reward_rejected
+    }
+
+    /// The label disagrees with r*: `true_reward_chosen < true_reward_rejected`.
+    pub fn label_flipped(&self) -> bool {
+        self.gap() < 0.0
+    }
+
+    /// The true probability that `chosen` is preferred: σ(gap / T).
+    pub fn bt_prob(&self) -> f64 {
+        sigmoid(self.gap() / self.temperature)
+    }
+
+    /// MMPO's calibrated γ for this pair's family: 1 / ((9/4)·T).
+    pub fn calibrated_gamma(&self) -> f64 {
+        1.0 / (SCORE_SLOPE * self.temperature)
     }
 
     /// The TRL JSONL object; every extra column is numeric (`label_flipped` is 0 or 1) so it
@@ -344,7 +468,12 @@ impl PreferenceRow {
             "family": self.family,
             "true_reward_chosen": self.true_reward_chosen,
             "true_reward_rejected": self.true_reward_rejected,
-            "label_flipped": u8::from(self.label_flipped),
+            "label_flipped": u8::from(self.label_flipped()),
+            "bt_prob": self.bt_prob(),
+            "temperature": self.temperature,
+            "q": self.q,
+            "edit_rate": self.edit_rate,
+            "calibrated_gamma": self.calibrated_gamma(),
         })
     }
 }
@@ -376,8 +505,10 @@ pub struct FamilyStats {
     pub task: Task,
     /// Its label temperature.
     pub temperature: f64,
-    /// Whether its SFT answers are correct.
-    pub aligned: bool,
+    /// Its reference alignment q.
+    pub q: f64,
+    /// Its role.
+    pub role: Role,
     /// Number of pairs of the family.
     pub pairs: usize,
     /// Pairs whose two completions have equal r* (labelled by a fair coin, never flipped).
@@ -392,6 +523,8 @@ pub struct FamilyStats {
     pub mean_abs_gap: f64,
     /// Fraction of pairs with |gap| < 1.
     pub small_gap_fraction: f64,
+    /// Fraction of pairs one of whose completions is exactly the target.
+    pub target_pair_fraction: f64,
     /// Mean r* of the family's SFT completions (NaN without SFT rows).
     pub mean_sft_reward: f64,
 }
@@ -410,6 +543,14 @@ enum Stream {
     Train = 2,
     Heldout = 3,
     Prompts = 4,
+    /// Scores of training pairs (their own stream: the score noise changes nothing else).
+    TrainScores = 5,
+    HeldoutScores = 6,
+    /// Labels and scores of [`World::label`].
+    Label = 7,
+    LabelScores = 8,
+    /// SFT rows on held-out words (the reference's held-out NLL).
+    HeldoutSft = 9,
 }
 
 /// Whether `word` is reserved for evaluation: FNV-1a of its bytes, one word in
@@ -439,34 +580,44 @@ impl World {
 
     /// A world from an explicit configuration, checked.
     pub fn with_config(config: WorldConfig) -> Result<World, WorldError> {
+        let bad = |m: String| Err(WorldError(format!("bad world configuration: {m}")));
         if config.families.is_empty() || config.families.len() > 1000 {
-            return Err(WorldError("between 1 and 1000 families".into()));
+            return bad("between 1 and 1000 families".into());
         }
         for (i, f) in config.families.iter().enumerate() {
             if !(f.temperature.is_finite() && f.temperature > 0.0) {
-                return Err(WorldError(format!(
+                return bad(format!(
                     "family {i}: temperature must be positive and finite, not {}",
                     f.temperature
-                )));
+                ));
             }
-            if !(0.0..=MAX_EDITS as f64).contains(&f.sft_edit_rate) {
-                return Err(WorldError(format!(
-                    "family {i}: sft_edit_rate must lie in [0, {MAX_EDITS}], not {}",
-                    f.sft_edit_rate
-                )));
+            if !(0.0..=MAX_EDITS as f64).contains(&f.edit_rate) {
+                return bad(format!(
+                    "family {i}: edit_rate must lie in [0, {MAX_EDITS}], not {}",
+                    f.edit_rate
+                ));
+            }
+            if !(0.0..=1.0).contains(&f.q) {
+                return bad(format!("family {i}: q must lie in [0, 1], not {}", f.q));
             }
         }
         if !(config.score_noise.is_finite() && config.score_noise >= 0.0) {
-            return Err(WorldError(format!(
+            return bad(format!(
                 "score_noise must be finite and ≥ 0, not {}",
                 config.score_noise
-            )));
+            ));
         }
-        if !(0.0..=1.0).contains(&config.reference_share) {
-            return Err(WorldError(format!(
-                "reference_share must lie in [0, 1], not {}",
-                config.reference_share
-            )));
+        if !(2..=16).contains(&config.samples_per_prompt) {
+            return bad(format!(
+                "samples_per_prompt must lie in [2, 16], not {}",
+                config.samples_per_prompt
+            ));
+        }
+        let (lo, hi) = config.word_len;
+        if lo < 2 || lo > hi || hi > WORD_LEN_MAX {
+            return bad(format!(
+                "word lengths {lo}..{hi}: expected 2 ≤ shortest ≤ longest ≤ {WORD_LEN_MAX}"
+            ));
         }
         Ok(World { config })
     }
@@ -484,8 +635,9 @@ impl World {
 
     /// A prompt of `family` whose word lies on `split`'s side.
     fn prompt(&self, rng: &mut ChaCha8Rng, family: usize, split: Split) -> Prompt {
+        let (lo, hi) = self.config.word_len;
         loop {
-            let len = rng.random_range(WORD_LEN.0..=WORD_LEN.1);
+            let len = rng.random_range(lo..=hi);
             let word: String = (0..len)
                 .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
                 .collect();
@@ -499,16 +651,16 @@ impl World {
         }
     }
 
-    /// What the SFT data answers: the target (aligned) or the word echoed (misaligned), with a
-    /// Poisson(`sft_edit_rate`) number of random edits.
+    /// What the SFT process answers: the target with probability q, else the word echoed
+    /// (the habit), then a Poisson(`edit_rate`) number of random edits (at most 4).
     fn sft_answer(&self, rng: &mut ChaCha8Rng, prompt: &Prompt) -> String {
         let family = &self.config.families[prompt.family];
-        let base = if family.aligned {
+        let base = if rng.random::<f64>() < family.q {
             prompt.target()
         } else {
             prompt.word.clone()
         };
-        let edits = poisson(rng, family.sft_edit_rate).min(MAX_EDITS);
+        let edits = poisson(rng, family.edit_rate).min(MAX_EDITS);
         format!(" {}", corrupt(rng, &base, edits))
     }
 
@@ -527,29 +679,30 @@ impl World {
         format!(" {}", corrupt(rng, &prompt.target(), edits))
     }
 
-    fn candidate(&self, rng: &mut ChaCha8Rng, prompt: &Prompt) -> String {
-        if rng.random::<f64>() < self.config.reference_share {
-            self.sft_answer(rng, prompt)
-        } else {
-            World::explore_answer(rng, prompt)
-        }
-    }
-
     /// A 1-10 rating of a completion: r* mapped linearly from [−1, 3] onto [1, 10], plus
     /// N(0, score_noise²), clamped to [1, 10] and rounded to halves.
     fn score(&self, rng: &mut ChaCha8Rng, true_reward: f64) -> f64 {
-        let clean = 1.0 + 9.0 * (true_reward - REWARD_MIN) / (REWARD_MAX - REWARD_MIN);
+        let clean = 1.0 + SCORE_SLOPE * (true_reward - REWARD_MIN);
         let noisy = clean + self.config.score_noise * standard_normal(rng);
         (noisy.clamp(1.0, 10.0) * 2.0).round() / 2.0
     }
 
     /// `n` SFT rows (training words), families in turn.
     pub fn sft_rows(&self, n: usize) -> Vec<SftRow> {
-        let mut rng = self.rng(Stream::Sft);
+        self.sft_rows_of(n, Split::Train, Stream::Sft)
+    }
+
+    /// `n` SFT rows on held-out words, families in turn: held-out NLL of a reference.
+    pub fn heldout_sft_rows(&self, n: usize) -> Vec<SftRow> {
+        self.sft_rows_of(n, Split::Heldout, Stream::HeldoutSft)
+    }
+
+    fn sft_rows_of(&self, n: usize, split: Split, stream: Stream) -> Vec<SftRow> {
+        let mut rng = self.rng(stream);
         let k = self.config.families.len();
         (0..n)
             .map(|i| {
-                let prompt = self.prompt(&mut rng, i % k, Split::Train);
+                let prompt = self.prompt(&mut rng, i % k, split);
                 let completion = self.sft_answer(&mut rng, &prompt);
                 let text = prompt.text();
                 SftRow {
@@ -562,59 +715,150 @@ impl World {
             .collect()
     }
 
-    /// `n` training preference pairs (training words), families in turn.
+    /// `n` training preference pairs (training words), prompts of the families in turn.
     pub fn train_pairs(&self, n: usize) -> Vec<PreferenceRow> {
-        self.pairs(n, Split::Train, Stream::Train)
+        self.pairs(n, Split::Train, Stream::Train, Stream::TrainScores)
     }
 
-    /// `n` held-out preference pairs (held-out words), families in turn.
+    /// `n` held-out preference pairs (held-out words), prompts of the families in turn.
     pub fn heldout_pairs(&self, n: usize) -> Vec<PreferenceRow> {
-        self.pairs(n, Split::Heldout, Stream::Heldout)
+        self.pairs(n, Split::Heldout, Stream::Heldout, Stream::HeldoutScores)
     }
 
-    fn pairs(&self, n: usize, split: Split, stream: Stream) -> Vec<PreferenceRow> {
+    fn pairs(&self, n: usize, split: Split, stream: Stream, scores: Stream) -> Vec<PreferenceRow> {
         let mut rng = self.rng(stream);
         let k = self.config.families.len();
-        (0..n).map(|i| self.pair(&mut rng, i % k, split)).collect()
+        let mut rows = Vec::with_capacity(n);
+        let mut i = 0;
+        while rows.len() < n {
+            let prompt = self.prompt(&mut rng, i % k, split);
+            i += 1;
+            let candidates = match self.config.candidates {
+                Candidates::OnPolicy => (0..self.config.samples_per_prompt)
+                    .map(|_| self.sft_answer(&mut rng, &prompt))
+                    .collect(),
+                Candidates::NearMiss => self.near_miss_candidates(&mut rng, &prompt),
+            };
+            let text = prompt.text();
+            for row in self.label_candidates(&mut rng, &text, &candidates) {
+                if rows.len() < n {
+                    rows.push(row);
+                }
+            }
+        }
+        self.add_scores(&mut rows, scores);
+        rows
     }
 
-    /// Two different candidates, labelled by a Bradley-Terry draw at the family's temperature.
-    fn pair(&self, rng: &mut ChaCha8Rng, family: usize, split: Split) -> PreferenceRow {
-        let prompt = self.prompt(rng, family, split);
-        let text = prompt.text();
-        let first = self.candidate(rng, &prompt);
-        let mut second = self.candidate(rng, &prompt);
+    /// World v1's candidates: two different answers, each an SFT answer or a near-miss.
+    fn near_miss_candidates(&self, rng: &mut ChaCha8Rng, prompt: &Prompt) -> Vec<String> {
+        let draw = |rng: &mut ChaCha8Rng| {
+            if rng.random::<f64>() < 0.5 {
+                self.sft_answer(rng, prompt)
+            } else {
+                World::explore_answer(rng, prompt)
+            }
+        };
+        let first = draw(rng);
+        let mut second = draw(rng);
         let mut tries = 0;
         while second == first {
             second = if tries < 16 {
-                self.candidate(rng, &prompt)
+                draw(rng)
             } else {
                 // Every draw repeated the first (a tiny word, no edits): force a difference.
                 format!(" {}", corrupt(rng, first.trim_start(), 1))
             };
             tries += 1;
         }
-        let (r1, r2) = (reward(&text, &first), reward(&text, &second));
-        let temperature = self.config.families[family].temperature;
-        let first_wins = rng.random::<f64>() < sigmoid((r1 - r2) / temperature);
-        let (chosen, rejected, rc, rr) = if first_wins {
-            (first, second, r1, r2)
-        } else {
-            (second, first, r2, r1)
+        vec![first, second]
+    }
+
+    /// Every pair of distinct `candidates` of one prompt (first-seen order), each labelled by a
+    /// Bradley-Terry draw at the family's temperature; a tie in r* is a fair coin. Scores are
+    /// left at 0 for [`World::add_scores`].
+    fn label_candidates(
+        &self,
+        rng: &mut ChaCha8Rng,
+        prompt: &str,
+        candidates: &[String],
+    ) -> Vec<PreferenceRow> {
+        let Some(family) = Prompt::parse(prompt).and_then(|p| self.config.families.get(p.family))
+        else {
+            return Vec::new();
         };
-        let score_chosen = self.score(rng, rc);
-        let score_rejected = self.score(rng, rr);
-        PreferenceRow {
-            prompt: text,
-            chosen,
-            rejected,
-            family,
-            score_chosen,
-            score_rejected,
-            true_reward_chosen: rc,
-            true_reward_rejected: rr,
-            label_flipped: rc < rr,
+        let mut distinct: Vec<&String> = Vec::new();
+        for c in candidates {
+            if !distinct.contains(&c) {
+                distinct.push(c);
+            }
         }
+        let id = Prompt::parse(prompt).map_or(0, |p| p.family);
+        let mut rows = Vec::new();
+        for a in 0..distinct.len() {
+            for b in a + 1..distinct.len() {
+                let (first, second) = (distinct[a], distinct[b]);
+                let (r1, r2) = (reward(prompt, first), reward(prompt, second));
+                let first_wins = rng.random::<f64>() < sigmoid((r1 - r2) / family.temperature);
+                let (chosen, rejected, rc, rr) = if first_wins {
+                    (first, second, r1, r2)
+                } else {
+                    (second, first, r2, r1)
+                };
+                rows.push(PreferenceRow {
+                    prompt: prompt.to_string(),
+                    chosen: chosen.clone(),
+                    rejected: rejected.clone(),
+                    family: id,
+                    score_chosen: 0.0,
+                    score_rejected: 0.0,
+                    true_reward_chosen: rc,
+                    true_reward_rejected: rr,
+                    temperature: family.temperature,
+                    q: family.q,
+                    edit_rate: family.edit_rate,
+                });
+            }
+        }
+        rows
+    }
+
+    /// Draws both scores of every row from `stream`, in row order.
+    fn add_scores(&self, rows: &mut [PreferenceRow], stream: Stream) {
+        let mut rng = self.rng(stream);
+        for row in rows {
+            row.score_chosen = self.score(&mut rng, row.true_reward_chosen);
+            row.score_rejected = self.score(&mut rng, row.true_reward_rejected);
+        }
+    }
+
+    /// Labels completions of any origin (`poc world label`): the rows are grouped by prompt
+    /// (first-seen order), every pair of distinct completions of a prompt is labelled by
+    /// Bradley-Terry on r*, and scored. `Err` names the first row whose prompt is not a prompt
+    /// of this world.
+    pub fn label(&self, rows: &[(String, String)]) -> Result<Vec<PreferenceRow>, WorldError> {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for (i, (prompt, completion)) in rows.iter().enumerate() {
+            let known = Prompt::parse(prompt).is_some_and(|p| p.family < self.config.families.len());
+            if !known {
+                return Err(WorldError(format!(
+                    "row {}: `{prompt}` is not a prompt of this world (expected `f{{family}} {{task}} {{word}} ->`, family below {})",
+                    i + 1,
+                    self.config.families.len()
+                )));
+            }
+            match groups.iter_mut().find(|(p, _)| p == prompt) {
+                Some((_, cs)) => cs.push(completion.clone()),
+                None => groups.push((prompt.clone(), vec![completion.clone()])),
+            }
+        }
+        let mut rng = self.rng(Stream::Label);
+        let mut out = Vec::new();
+        for (prompt, completions) in &groups {
+            out.extend(self.label_candidates(&mut rng, prompt, completions));
+        }
+        self.add_scores(&mut out, Stream::LabelScores);
+        Ok(out)
     }
 
     /// `n` evaluation prompts (held-out words), families in turn.
@@ -642,11 +886,18 @@ impl World {
             .map(|(id, f)| {
                 let rows: Vec<&PreferenceRow> = pairs.iter().filter(|p| p.family == id).collect();
                 let untied: Vec<&&PreferenceRow> = rows.iter().filter(|p| p.gap() != 0.0).collect();
-                let flips = untied.iter().filter(|p| p.label_flipped).count();
+                let flips = untied.iter().filter(|p| p.label_flipped()).count();
                 let predicted: f64 = untied
                     .iter()
                     .map(|p| 1.0 - sigmoid(p.gap().abs() / f.temperature))
                     .sum();
+                let with_target = rows
+                    .iter()
+                    .filter(|p| {
+                        let t = Prompt::parse(&p.prompt).map(|x| format!(" {}", x.target()));
+                        t.is_some_and(|t| p.chosen == t || p.rejected == t)
+                    })
+                    .count();
                 let sft_rewards: Vec<f64> = sft
                     .iter()
                     .filter(|r| r.family == id)
@@ -656,7 +907,8 @@ impl World {
                     family: id,
                     task: f.task,
                     temperature: f.temperature,
-                    aligned: f.aligned,
+                    q: f.q,
+                    role: f.role,
                     pairs: rows.len(),
                     ties: rows.len() - untied.len(),
                     flips,
@@ -667,14 +919,16 @@ impl World {
                         rows.iter().filter(|p| p.gap().abs() < 1.0).count() as f64,
                         rows.len(),
                     ),
+                    target_pair_fraction: ratio(with_target as f64, rows.len()),
                     mean_sft_reward: ratio(sft_rewards.iter().sum(), sft_rewards.len()),
                 }
             })
             .collect()
     }
 
-    /// `world.json`: the definition of the world (version, seed, reward, families, noise) and
-    /// the statistics of the generated data; `counts` names each file's number of rows.
+    /// `world.json`: the definition of the world (version, seed, reward, families and their
+    /// oracle constants, noise) and the statistics of the generated data; `counts` names each
+    /// file's number of rows.
     pub fn manifest(&self, counts: &[(&str, usize)], stats: &[FamilyStats]) -> Value {
         let c = &self.config;
         let families: Vec<Value> = c
@@ -690,12 +944,15 @@ impl World {
                 let mut v = json!({
                     "id": id,
                     "task": f.task.name(),
+                    "role": f.role.name(),
                     "example_prompt": example.text(),
                     "example_target": format!(" {}", example.target()),
                     "temperature": f.temperature,
-                    "aligned": f.aligned,
-                    "sft_answer": if f.aligned { "target" } else { "echo of the word" },
-                    "sft_edit_rate": f.sft_edit_rate,
+                    "dispersion": f.dispersion(),
+                    "q": f.q,
+                    "sft_answer": format!("the target with probability {}, else the word echoed; then Poisson({}) random edits", f.q, f.edit_rate),
+                    "edit_rate": f.edit_rate,
+                    "calibrated_gamma": f.calibrated_gamma(),
                 });
                 if let (Some(s), Some(obj)) = (stats.get(id), v.as_object_mut()) {
                     obj.insert("stats".into(), stats_json(s));
@@ -709,6 +966,13 @@ impl World {
             .filter(|s| s.pairs > 0)
             .map(|s| s.small_gap_fraction * s.pairs as f64)
             .sum();
+        let candidates = match c.candidates {
+            Candidates::OnPolicy => format!(
+                "on-policy: {} draws of the SFT process per prompt, every pair of distinct draws",
+                c.samples_per_prompt
+            ),
+            Candidates::NearMiss => "near-miss (off-policy stress): each candidate an SFT answer or, with probability 1/2, the target with 0-4 random edits; one pair per prompt".into(),
+        };
         json!({
             "world_version": VERSION,
             "generator": "poc world",
@@ -722,14 +986,19 @@ impl World {
             },
             "prompt_format": "f{family} {task} {word} ->",
             "completion_format": " {answer}",
-            "word_length": [WORD_LEN.0, WORD_LEN.1],
+            "word_length": [c.word_len.0, c.word_len.1],
             "heldout_words": format!("FNV-1a 64 of the word's bytes % {HELDOUT_EVERY} == 0 (held-out pairs and evaluation prompts only)"),
-            "labels": "Bradley-Terry: P(y1 > y2) = sigmoid((r*(y1) - r*(y2)) / temperature of the family)",
+            "candidates": c.candidates.name(),
+            "candidates_rule": candidates,
+            "labels": "Bradley-Terry: P(y1 > y2) = sigmoid((r*(y1) - r*(y2)) / temperature of the family); ties in r* by a fair coin",
+            "bt_prob": "column bt_prob of every pair: the true probability sigmoid(gap / T) that chosen is preferred",
             "scores": {
-                "scale": format!("1 + 9 * (r* - ({REWARD_MIN})) / ({REWARD_MAX} - ({REWARD_MIN})) + N(0, noise^2), clamped to [1, 10], rounded to 0.5"),
+                "scale": format!("1 + (9/4) * (r* - ({REWARD_MIN})) + N(0, noise^2), clamped to [1, 10], rounded to 0.5"),
                 "noise": c.score_noise,
+                "informative_noise": INFORMATIVE_SCORE_NOISE,
+                "useless_noise": USELESS_SCORE_NOISE,
+                "calibrated_gamma": "1 / ((9/4) * T): MMPO's sigmoid(gamma * score gap) then equals the true label probability for noise-free scores",
             },
-            "reference_share": c.reference_share,
             "stats_over": "each family's stats: the pairs of train.jsonl and the rows of sft.jsonl",
             "families": families,
             "files": counts.iter().map(|(name, n)| ((*name).to_string(), json!(n))).collect::<serde_json::Map<String, Value>>(),
@@ -747,6 +1016,7 @@ fn stats_json(s: &FamilyStats) -> Value {
         "predicted_flip_rate": finite_or_null(s.predicted_flip_rate),
         "mean_abs_gap": finite_or_null(s.mean_abs_gap),
         "small_gap_fraction": finite_or_null(s.small_gap_fraction),
+        "target_pair_fraction": finite_or_null(s.target_pair_fraction),
         "mean_sft_reward": finite_or_null(s.mean_sft_reward),
     })
 }
@@ -857,7 +1127,7 @@ mod tests {
             "f+3 reverse kqzm ->",
             "f3 rev kqzm ->",
             "f3 reverse KQZM ->",
-            "f3 reverse ab ->",
+            "f3 reverse a ->",
             "f3  reverse kqzm ->",
         ] {
             assert_eq!(Prompt::parse(bad), None, "{bad:?}");

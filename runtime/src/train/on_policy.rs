@@ -47,8 +47,8 @@ pub struct OnPolicyRun<'a> {
     pub policy: Llama,
     /// What the rollouts' log-probs are compared with.
     pub reference: Reference,
-    /// The frozen reward model, when the objective reads the score.
-    pub reward_model: Option<Llama>,
+    /// What scores the rollouts, when the objective reads the score.
+    pub reward_model: Option<Scorer>,
     /// Tokenized prompts to sample from.
     pub prompts: Vec<Vec<u32>>,
     /// The tokenizer (saved into checkpoints).
@@ -61,6 +61,42 @@ pub struct OnPolicyRun<'a> {
     pub device: Device,
     /// Where a resumed run continues.
     pub resume: Option<Resume>,
+}
+
+/// What scores a rollout (the `score` observable).
+pub enum Scorer {
+    /// A frozen reward model's score head (`--reward-model DIR`).
+    Model(Llama),
+    /// The synthetic world's true reward r* of the decoded prompt and completion
+    /// (`--reward world`, [`crate::data::world::reward`]): an oracle for experiments on world
+    /// prompts, −1 for any other prompt.
+    World,
+}
+
+impl Scorer {
+    /// The score of every rollout of `r` (`prompts[i]`, `completions[i]` are row i's tokens).
+    fn scores(
+        &self,
+        r: &Batch,
+        prompts: &[Vec<u32>],
+        completions: &[Vec<u32>],
+        tok: &Tok,
+        device: &Device,
+    ) -> Option<Tensor<1>> {
+        match self {
+            Scorer::Model(rm) => forward::rollout_scores(rm, r, device),
+            Scorer::World => {
+                let scores: Vec<f32> = prompts
+                    .iter()
+                    .zip(completions)
+                    .map(|(p, c)| {
+                        crate::data::world::reward(&tok.decode(p), &tok.decode(c)) as f32
+                    })
+                    .collect();
+                Some(Tensor::from_floats(scores.as_slice(), device))
+            }
+        }
+    }
 }
 
 /// Whether `compiled` reads rollout observables (and so trains on-policy).
@@ -128,14 +164,18 @@ pub fn train_on_policy(
         // 1. Rollouts from the current policy (no gradients).
         let frozen = policy.valid();
         let batch_prompts: Vec<Vec<u32>> = chosen.iter().map(|&i| prompts[i].clone()).collect();
-        let (r, sampled) = sample(&frozen, &batch_prompts, &rollout, &opts, step)?;
+        let (r, completions) = sample(&frozen, &batch_prompts, &rollout, &opts, step)?;
+        let sampled: usize = completions.iter().map(Vec::len).sum();
         let b = r.tokens.len();
+        let score = reward_model
+            .as_ref()
+            .and_then(|s| s.scores(&r, &batch_prompts, &completions, &tok, &device));
         // 2. The constants of the update: old policy, reference, reward model.
         let fixed = Fixed::compute(
             inputs,
             &frozen,
             &reference,
-            reward_model.as_ref(),
+            score,
             &r,
             (&device, &ad),
         )?;
@@ -213,15 +253,14 @@ impl PromptOrder {
 }
 
 /// One completion per prompt from `policy` (seeded by the step alone), as one right-padded
-/// batch of prompt + completion (the completion masked as such), and the number of sampled
-/// tokens.
+/// batch of prompt + completion (the completion masked as such), and the sampled tokens.
 fn sample(
     policy: &Llama,
     prompts: &[Vec<u32>],
     rollout: &RolloutOptions,
     opts: &TrainOptions,
     step: usize,
-) -> Result<(Batch, usize), TrainError> {
+) -> Result<(Batch, Vec<Vec<u32>>), TrainError> {
     let sampling = GenerateOptions {
         max_new_tokens: rollout.max_new_tokens,
         temperature: rollout.temperature,
@@ -235,7 +274,7 @@ fn sample(
         generate(policy, prompts, &sampling).map_err(|e| TrainError::Sampling(e.to_string()))?;
     let seqs: Vec<Tokenized> = prompts
         .iter()
-        .zip(completions)
+        .zip(&completions)
         .map(|(p, c)| {
             let mut ids = p.clone();
             ids.extend(c);
@@ -246,9 +285,8 @@ fn sample(
             }
         })
         .collect();
-    let sampled = seqs.iter().map(|s| s.ids.len() - s.completion_start).sum();
     let refs: Vec<&Tokenized> = seqs.iter().collect();
-    Ok((padded(&refs, rollout.pad, Vec::new()), sampled))
+    Ok((padded(&refs, rollout.pad, Vec::new()), completions))
 }
 
 /// The inputs that stay fixed during a batch's updates, on the training device; `None` marks
@@ -262,13 +300,12 @@ impl Fixed {
         inputs: &[Input],
         frozen: &Llama,
         reference: &Reference,
-        reward_model: Option<&Llama>,
+        score: Option<Tensor<1>>,
         r: &Batch,
         (device, ad): (&Device, &Device),
     ) -> Result<Fixed, TrainError> {
         let old = forward::rollout_tokens(frozen, r, true, device);
         let reference = reference.rollout_stats(frozen, r, device);
-        let score = reward_model.and_then(|rm| forward::rollout_scores(rm, r, device));
         let mut fixed = Vec::with_capacity(inputs.len());
         for inp in inputs {
             let missing = |what: &str| {
@@ -299,7 +336,7 @@ impl Fixed {
                 Source::Rollout(Rollout::Score) => Some(TensorColumn::Scalar(constant(
                     score
                         .clone()
-                        .ok_or_else(|| missing("a reward model (--reward-model)"))?,
+                        .ok_or_else(|| missing("a reward (--reward-model or --reward world)"))?,
                     ad,
                 ))),
                 Source::Rollout(Rollout::Mask) => tokens(old.mask.clone()),

@@ -9,7 +9,7 @@
 //! [`prepare`] composes them. It prints nothing: what a user should hear about arrives as a
 //! [`Notice`] for the caller to word.
 
-use super::on_policy::{OnPolicyRun, RolloutOptions, is_on_policy};
+use super::on_policy::{OnPolicyRun, RolloutOptions, Scorer, is_on_policy};
 use super::pairs::{Eval, PairRun};
 use super::reference::adapters_off;
 use super::{RefCache, Reference, Resume, Schedule, TrainError, TrainOptions, load_resume};
@@ -109,6 +109,8 @@ pub struct RunSpec {
     pub eval_every: usize,
     /// On-policy: the reward model scoring the rollouts.
     pub reward_model: Option<PathBuf>,
+    /// On-policy: score rollouts with the synthetic world's true reward r* instead.
+    pub world_reward: bool,
     /// On-policy: the prompts to sample from (default: `data`'s, or bundled ones).
     pub prompts: Option<PathBuf>,
     /// On-policy: optimization epochs per rollout batch.
@@ -293,7 +295,7 @@ pub enum SetupError {
     },
     /// The objective reads a score but no `--reward-model` was given.
     #[error(
-        "`{0}` reads the reward model's score: pass --reward-model DIR (train one with `poc run bt_reward --out DIR`)"
+        "`{0}` reads the reward model's score: pass --reward-model DIR (train one with `poc run bt_reward --out DIR`), or --reward world on the synthetic world's prompts"
     )]
     NoRewardModel(String),
     /// Both ways of holding out pairs.
@@ -910,7 +912,7 @@ pub struct OnPolicySetup<'a> {
     spec: &'a RunSpec,
     policy: Llama,
     reference: Reference,
-    reward_model: Option<Llama>,
+    reward_model: Option<Scorer>,
     tok: Tok,
     embedded: bool,
     device: Device,
@@ -965,6 +967,7 @@ impl<'a> OnPolicySetup<'a> {
                 "params": named_params(c, spec),
                 "model": spec.model,
                 "reward_model": spec.reward_model.as_ref().map(|p| p.display().to_string()),
+                "world_reward": spec.world_reward,
                 "lora": self.policy.lora,
                 "prompts": self.prompt_file.display().to_string(),
                 "device": spec.device,
@@ -1042,10 +1045,11 @@ fn on_policy<'a>(
             policy = policy.with_value_head();
         }
     }
-    let reward_model = match (&spec.reward_model, reads(Rollout::Score)) {
-        (Some(dir), true) => Some(reward_model(dir, &policy, &devices.plain)?),
-        (None, true) => return Err(SetupError::NoRewardModel(c.objective.name.clone())),
-        (_, false) => None,
+    let reward_model = match (&spec.reward_model, spec.world_reward, reads(Rollout::Score)) {
+        (_, true, true) => Some(Scorer::World),
+        (Some(dir), false, true) => Some(Scorer::Model(reward_model(dir, &policy, &devices.plain)?)),
+        (None, false, true) => return Err(SetupError::NoRewardModel(c.objective.name.clone())),
+        (_, _, false) => None,
     };
     let out = run_dir(c, spec)?;
     let prompt_file = match (&spec.prompts, &spec.data) {
