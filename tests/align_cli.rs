@@ -1,8 +1,8 @@
-//! `poc bench align` through the real binary: a quick end-to-end run of a pairwise objective
-//! (dpo), an on-policy one (ppo) and the MPO pipeline writes the table (stdout and results.md),
-//! frontier.png and curves.png; a second run finds every stage done and skips it; bad flags and
-//! objectives are user errors. The metrics themselves are unit-tested on known
-//! answers in pipelines/src/align/.
+//! `poc bench align` through the real binary: a quick run of the whole protocol (world,
+//! reference and its gate, reward model, entrants with checkpoints, Best-of-N, evaluation,
+//! report and plots) writes the report and resumes without redoing anything; an unconverged
+//! reference stops the benchmark with its per-family table; bad flags and objectives are user
+//! errors. The statistics are unit-tested on known answers in pipelines/src/align/.
 
 use assert_cmd::Command;
 use std::path::Path;
@@ -25,110 +25,114 @@ fn assert_png(path: &Path) {
     assert!(width >= 400 && height >= 300, "{width}x{height}");
 }
 
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
 #[test]
 fn quick_benchmark_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("align");
-    let first = poc()
-        .args(["bench", "align", "dpo", "ppo", "mpo", "--quick", "--out"])
-        .arg(&out)
-        .assert()
-        .success();
+    let args = ["bench", "align", "dpo", "mmpo", "--quick", "--out"];
+    let first = poc().args(args).arg(&out).assert().success();
     let stdout = String::from_utf8(first.get_output().stdout.clone()).unwrap();
     let stderr = String::from_utf8(first.get_output().stderr.clone()).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), stdout);
+    for section in [
+        "## The reference and its gate",
+        "| f5 sort (hard, q 0.02) |",
+        "## Validity gates",
+        "DPO at β=0.1 gains at least 0.2 r*",
+        "Best-of-4 beats the reference",
+        "Reward model (PPO and MPO rows only)",
+        "## Frontier: r* within a KL budget",
+        "## Per stratum",
+        "## Operating points",
+        "--quick: a smoke test",
+    ] {
+        assert!(stdout.contains(section), "missing {section:?} in\n{stdout}");
+    }
+    // Claims are evaluated only on a valid world and budget, and the report says which.
+    let invalid = stdout.contains("**Invalid world or budget**");
+    assert_ne!(invalid, stdout.contains("## The seed papers' claims"), "{stdout}");
     for row in [
         "| reference (SFT) |",
-        "| dpo | 0.1 |",
-        "| ppo |",
-        "| mpo | 0.1 |",
-        "| mpo_dpo_stage | 0.1 |",
+        "| best-of-N | N=1, N=2, N=4, N=8, N=16 |",
+        "| dpo | β=0.1 |",
+        "| mmpo (γ calibrated) | β=0.1 |",
+        "| mmpo (γ calibrated, useless scores) | β=0.1 |",
+        "| sft on chosen |",
+        "| ppo (oracle r*) | kl_coef=0.05 |",
+        "| ppo (reward model) | kl_coef=0.05 |",
+        "| mpo |",
     ] {
         assert!(stdout.contains(row), "missing {row:?} in\n{stdout}");
     }
-    assert!(stdout.contains("win rate vs ref") && stdout.contains("ECE"));
-    assert!(
-        stdout.contains("Equal budget: 4 batches of 8 examples"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("bt_reward, 8 steps"), "{stdout}");
-    // Two seeds: every entrant's cells (train time included) carry an interval; MPO's DPO
-    // stage is not a run of its own and has no train time.
-    for (name, intervals) in [("dpo", 6), ("ppo", 6), ("mpo", 6), ("mpo_dpo_stage", 5)] {
-        let row = stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("| {name} |")))
-            .unwrap();
-        assert_eq!(row.matches('±').count(), intervals, "{row}");
-    }
-    assert_eq!(
-        std::fs::read_to_string(out.join("results.md")).unwrap(),
-        stdout
-    );
+    // Two seeds: every envelope cell of a trained entrant carries an interval.
+    let dpo = stdout.lines().find(|l| l.starts_with("| dpo | β=0.1 |")).unwrap();
+    assert!(dpo.matches('±').count() >= 4, "{dpo}");
     assert_png(&out.join("frontier.png"));
-    assert_png(&out.join("curves.png"));
-    for stage in [
-        "world:",
-        "reference:",
-        "reward model: bt_reward from the reference, 8 steps",
-        "train: dpo seed 2, 4 steps",
-        "train: ppo seed 2, 4 rollout batches",
-        "train: mpo seed 2, 2 DPO steps + 2 PPO rollout batches",
-        "evaluate: mpo seed 2",
-    ] {
-        assert!(stderr.contains(stage), "no stage {stage:?} in\n{stderr}");
-    }
+    assert_png(&out.join("strata.png"));
     assert!(!stderr.contains("skipped"), "{stderr}");
-    for f in [
-        "world/world.json",
-        "reward_model/checkpoint-8/config.json",
-        "runs/seed1/dpo/metrics.jsonl",
-        "runs/seed2/ppo/checkpoint-4/config.json",
-        "runs/seed2/mpo/split/hard.jsonl",
-        "runs/seed2/mpo/bench_time.json",
-        "eval/seed1/reference.json",
-        "eval/seed2/dpo.json",
-        "eval/seed2/mpo.json",
-    ] {
-        assert!(out.join(f).is_file(), "{f}");
+    // Checkpoints at 1/8, 1/4, 1/2 and 1 of the budget are each evaluated.
+    let run = out.join("runs/seed2/dpo_b_0.1");
+    let steps = json(&run.join("run_config.json"))["train"]["max_steps"].as_u64().unwrap() as usize;
+    for k in [steps / 8, steps / 4, steps / 2, steps] {
+        assert!(run.join(format!("checkpoint-{k}/config.json")).is_file(), "{k}");
+        let eval = json(&out.join(format!("eval/seed2/dpo_b_0.1-{k}.json")));
+        let prompts = eval["rewards"].as_array().unwrap().len();
+        assert_eq!(eval["kl"].as_array().unwrap().len(), prompts);
+        assert_eq!(eval["greedy_rewards"].as_array().unwrap().len(), prompts);
+        assert_eq!(
+            eval["d_chosen"].as_array().unwrap().len(),
+            eval["pair_bt_prob"].as_array().unwrap().len()
+        );
     }
-    // The on-policy entrants score with the benchmark's one reward model, and mpo's evaluated
-    // model is the one its pipeline summary names.
-    let config = |f: &str| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(out.join(f)).unwrap()).unwrap()
-    };
-    let rm = out.join("reward_model/checkpoint-8").display().to_string();
-    assert_eq!(config("runs/seed1/ppo/run_config.json")["reward_model"], rm);
-    let summary = config("runs/seed1/mpo/mpo.json");
-    assert_eq!(summary["reward_model"], rm);
-    assert_eq!(
-        config("eval/seed1/mpo.json")["key"]["model"],
-        summary["final_model"]
-    );
-    assert_eq!(
-        config("eval/seed1/mpo_dpo_stage.json")["key"]["model"],
-        summary["dpo_model"]
-    );
+    // The reference is evaluated against itself: KL exactly 0 on every sample.
+    let reference = json(&out.join("eval/seed1/reference.json"));
+    assert!(reference["kl"].as_array().unwrap().iter().all(|k| k.as_f64() == Some(0.0)));
+    // The yardsticks are what they claim: PPO scored by the oracle and by the reward model, the
+    // MMPO control on the useless scores, MMPO with the calibrated γ.
+    let oracle = json(&out.join("runs/seed1/ppo_oracle_kl0.05/run_config.json"));
+    assert_eq!(oracle["world_reward"], true, "{oracle}");
+    let rm = json(&out.join("runs/seed1/ppo_rm_kl0.05/run_config.json"));
+    assert_eq!(rm["world_reward"], false);
+    assert!(rm["reward_model"].as_str().unwrap().contains("reward_model-on-policy"));
+    let useless = json(&out.join("runs/seed1/mmpo_g_calibrated_useless_scores_b_0.1/run_config.json"));
+    assert!(useless["data"].as_str().unwrap().ends_with("train_useless_scores.jsonl"), "{useless}");
+    let calibrated = std::fs::read_to_string(out.join("objectives/mmpo_calibrated.po")).unwrap();
+    assert!(calibrated.contains("from column(\"calibrated_gamma\")"));
 
-    // Everything is there: the second run trains and samples nothing and prints the same table.
-    let checkpoint = out.join("runs/seed1/dpo/metrics.jsonl");
-    let before = std::fs::metadata(&checkpoint).unwrap().modified().unwrap();
-    let second = poc()
-        .args(["bench", "align", "dpo", "ppo", "mpo", "--quick", "--out"])
+    // Everything is there: the second run trains and samples nothing and prints the same report.
+    let metrics = run.join("metrics.jsonl");
+    let before = std::fs::metadata(&metrics).unwrap().modified().unwrap();
+    let second = poc().args(args).arg(&out).assert().success();
+    let stderr = String::from_utf8(second.get_output().stderr.clone()).unwrap();
+    assert!(!stderr.contains(" ..."), "something ran again:\n{stderr}");
+    assert!(stderr.contains("(done before, skipped)"), "{stderr}");
+    assert_eq!(String::from_utf8(second.get_output().stdout.clone()).unwrap(), stdout);
+    assert_eq!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), before);
+}
+
+#[test]
+fn an_unconverged_reference_stops_the_benchmark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("align");
+    let a = poc()
+        .args(["bench", "align", "dpo", "--no-ppo", "--sft-steps", "2", "--eval-prompts", "12"])
+        .args(["--pairs", "16", "--seeds", "1", "--out"])
         .arg(&out)
         .assert()
-        .success();
-    let stderr = String::from_utf8(second.get_output().stderr.clone()).unwrap();
-    let skipped = stderr.matches("(done before, skipped)").count();
-    // world, reference, reward model, 2 x 3 runs, 2 x (reference + 4) evaluations.
-    assert_eq!(skipped, 3 + 6 + 10, "{stderr}");
-    assert_eq!(
-        String::from_utf8(second.get_output().stdout.clone()).unwrap(),
-        stdout
-    );
-    assert_eq!(
-        std::fs::metadata(&checkpoint).unwrap().modified().unwrap(),
-        before
-    );
+        .code(1);
+    let stderr = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(stderr.contains("did not pass its gate after 2 steps"), "{stderr}");
+    assert!(stderr.contains("| f2 reverse (aligned, q 0.85) |") && stderr.contains("FAIL"));
+    assert!(stderr.contains("--sft-steps"), "the hint names the remedy: {stderr}");
+    // Nothing was trained on it, and the report says why.
+    assert!(!out.join("runs").exists());
+    let report = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(report.contains("did not pass its gate"));
 }
 
 #[test]
@@ -145,12 +149,70 @@ fn bad_input_is_a_user_error() {
         "no such file or shipped objective",
     );
     fails(&["bench", "align", "dpo", "dpo", "--quick"], "used twice");
-    fails(&["bench", "align", "mpo", "mpo", "--quick"], "given twice");
+    fails(&["bench", "align", "ppo", "--quick"], "is on-policy");
     fails(
-        &["bench", "align", "mpo", "--quick", "--steps", "1"],
-        "mpo needs --steps of at least 2",
+        &["bench", "align", "--quick", "--ppo-steps", "1"],
+        "--ppo-steps must be at least 2",
     );
     fails(&["bench", "align", "--seeds", "0"], "at least 1");
+    fails(&["bench", "align", "--jobs", "0"], "at least 1");
     fails(&["bench", "align", "--lr=0"], "positive");
     assert!(!out.exists());
+    poc()
+        .args(["bench", "align", "--pairs-from", "elsewhere"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn strict_and_near_miss_pairs_share_the_reference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("align");
+    let run = |from: &str| {
+        let a = poc()
+            .args(["bench", "align", "dpo", "--no-ppo", "--quick", "--seeds", "1"])
+            .args(["--pairs-from", from, "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        (
+            String::from_utf8(a.get_output().stdout.clone()).unwrap(),
+            String::from_utf8(a.get_output().stderr.clone()).unwrap(),
+        )
+    };
+    let (report, _) = run("strict");
+    assert!(report.contains("seed 1, strict pairs"), "{report}");
+    // The strict pairs are the reference's own samples of training prompts, labelled by the
+    // world's oracle (r* on both sides, the true probability, scores).
+    let pairs = std::fs::read_to_string(out.join("world1/world-strict/train.jsonl")).unwrap();
+    assert!(!pairs.is_empty());
+    for line in pairs.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (prompt, chosen) = (v["prompt"].as_str().unwrap(), v["chosen"].as_str().unwrap());
+        assert_eq!(
+            v["true_reward_chosen"].as_f64().unwrap(),
+            poc_runtime::data::world::reward(prompt, chosen)
+        );
+        assert_ne!(v["chosen"], v["rejected"]);
+        assert!(v["bt_prob"].as_f64().unwrap() > 0.0 && v["score_chosen"].is_number());
+    }
+    let train_prompts: std::collections::HashSet<String> =
+        std::fs::read_to_string(out.join("world1/world-on-policy/train.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prompt"].to_string())
+            .collect();
+    assert!(pairs.lines().all(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        train_prompts.contains(&v["prompt"].to_string())
+    }));
+    // The off-policy stress world: its own pairs, the same reference (not trained again).
+    let (report, stderr) = run("near-miss");
+    assert!(report.contains("seed 1, near-miss pairs"), "{report}");
+    assert!(stderr.contains("reference: SFT of tiny, 16 steps of 16 rows (done before, skipped)"), "{stderr}");
+    let world: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("world1/world-near-miss/world.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(world["candidates"], "near-miss");
 }

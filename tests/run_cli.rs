@@ -803,6 +803,54 @@ fn ppo_trains_on_policy_against_a_reward_model() {
 }
 
 #[test]
+fn ppo_with_the_world_oracle_scores_rollouts_by_the_true_reward() {
+    let tmp = tempfile::tempdir().unwrap();
+    let prompts = tmp.path().join("prompts.jsonl");
+    let rows: String = ["f0 upper kqz ->", "f2 reverse abcd ->", "f5 sort zyx ->", "f1 upper mno ->"]
+        .iter()
+        .map(|p| format!("{}\n", serde_json::json!({ "prompt": p })))
+        .collect();
+    std::fs::write(&prompts, rows).unwrap();
+    let ppo = |out: &Path, prompts: Option<&Path>| {
+        let mut cmd = poc();
+        cmd.args(["run", "ppo", "--reward", "world", "--max-steps", "2", "--batch-size", "4"])
+            .args(["--max-new-tokens", "6", "--ppo-epochs", "1", "--no-progress", "--out"])
+            .arg(out);
+        if let Some(p) = prompts {
+            cmd.arg("--prompts").arg(p);
+        }
+        cmd.output().unwrap()
+    };
+    let run = tmp.path().join("oracle");
+    let a = ppo(&run, Some(&prompts));
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["world_reward"], true);
+    assert!(config["reward_model"].is_null());
+    for row in metrics(&run) {
+        let s = row["metrics"]["objective/scores"].as_f64().unwrap();
+        // r* of a completion of a world prompt lies in [-1, 3]; random bytes from the untrained
+        // model score near 0, not the -1 of a prompt the world does not know.
+        assert!((-1.0..=3.0).contains(&s) && s > -1.0, "{s}");
+    }
+    // Prompts that are not the world's score exactly -1, every one of them.
+    let other = tmp.path().join("other");
+    let b = ppo(&other, None);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    for row in metrics(&other) {
+        assert_eq!(row["metrics"]["objective/scores"].as_f64(), Some(-1.0), "{row}");
+    }
+    // One source of the score only.
+    let both = poc()
+        .args(["run", "ppo", "--reward", "world", "--reward-model", "x", "--max-steps", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
 fn ppo_with_lora_trains_adapters_against_the_base_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let rm = reward_model(&tmp.path().join("rm"), 2);

@@ -19,11 +19,13 @@ wants ` mzqk`. The true reward of ANY completion is a graded edit-distance score
 
   family  task     T     q     edits  role
   f0      upper    0.25  0.85  0.1    aligned, low dispersion
-  f1      next     0.25  0.25  0.1    misaligned, low dispersion
+  f1      upper    0.25  0.25  0.1    misaligned, low dispersion
   f2      reverse  2     0.85  0.8    aligned, high dispersion
-  f3      double   2     0.25  0.8    misaligned, high dispersion
+  f3      reverse  2     0.25  0.8    misaligned, high dispersion
   f4      upper    2     0.85  0.1    decoupled: noisy labels, a confident reference
-  f5      sort     0.5   0.02  0.3    hard: the target is almost never sampled
+  f5      sort     0.5   0.02  0.3    hard: the target is rarely sampled
+
+f0/f1 and f2/f3 differ in q alone, f0/f4 in T alone.
 
   - q (reference alignment, MIPO): an SFT answer is the target with probability q, else the
     word echoed; then Poisson(edits) random edits. A converged reference says the same.

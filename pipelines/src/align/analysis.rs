@@ -507,11 +507,17 @@ fn sft_rewards(path: &Path, families: usize) -> Result<Vec<f64>> {
 
 /// The reference gate of the reference `ev` holds, against the SFT data in `sft_world`; cached
 /// in the reference's run directory.
-pub fn reference_gate(ev: &Evaluator, sft_world: &Path, reference_run: &Path) -> Result<Gate> {
+pub fn reference_gate(
+    ev: &Evaluator,
+    reference: &Path,
+    sft_world: &Path,
+    reference_run: &Path,
+) -> Result<Gate> {
     let families = WorldConfig::new(1).families;
     let sft = sft_rewards(&sft_world.join("sft.jsonl"), families.len())?;
     let cache = reference_run.join("gate.json");
-    let key = json!({"prompts": ev.prompts().len(), "passes": GATE_PASSES});
+    let key = json!({"model": reference.display().to_string(), "prompts": ev.prompts().len(),
+        "passes": GATE_PASSES, "max_new_tokens": ev.max_new_tokens()});
     let samples = match jsonl::read(&cache).filter(|v| v.get("key") == Some(&key)) {
         Some(v) => v,
         None => {

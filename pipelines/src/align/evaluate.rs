@@ -109,6 +109,10 @@ pub(super) fn evaluator_for<'a>(
         .ok_or_else(|| Error::Internal("the evaluator vanished".into()))
 }
 
+/// A reward model's (chosen, rejected) scores of the held-out pairs, their true gaps and their
+/// true probabilities.
+pub(super) type RewardScores = (Vec<(f64, f64)>, Vec<f64>, Vec<f64>);
+
 /// Pairs per forward when scoring.
 const SCORE_BATCH: usize = 16;
 
@@ -151,6 +155,11 @@ impl Evaluator {
             ref_heldout,
             max_new_tokens,
         })
+    }
+
+    /// The most tokens sampled per prompt.
+    pub(super) fn max_new_tokens(&self) -> usize {
+        self.max_new_tokens
     }
 
     /// The evaluation prompts.
@@ -298,7 +307,7 @@ impl Evaluator {
 
     /// The reward model at `dir`'s scores of (chosen, rejected) of every held-out pair, with
     /// the pairs' true gaps and true probabilities.
-    pub(super) fn reward_scores(&self, dir: &Path) -> Result<(Vec<(f64, f64)>, Vec<f64>, Vec<f64>)> {
+    pub(super) fn reward_scores(&self, dir: &Path) -> Result<RewardScores> {
         let rm = resolve(&dir.display().to_string(), false, &self.device)
             .map_err(|e| Error::user("poc", e))?
             .model;

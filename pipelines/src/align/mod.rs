@@ -183,7 +183,7 @@ impl Budget {
                 seeds: 3,
                 pairs: 2400,
                 sft_rows: 12_000,
-                sft_steps: 3000,
+                sft_steps: 5000,
                 reward_steps: 600,
                 ppo_steps: 160,
                 eval_prompts: 300,
@@ -375,10 +375,11 @@ fn entrants(
             }
         }
         for (group, objective, data, _) in variants {
-            // --quick: the middle setting alone.
+            // --quick, and the MMPO control outside the full grid: the middle setting alone.
+            let control = data == USELESS_SCORES_FILE && !args.full_grid;
             let grid = grid_of(&name).map(|(p, small, full)| {
                 let values = if args.full_grid { full } else { small };
-                (p, if args.quick { &values[1..2] } else { values })
+                (p, if args.quick || control { &values[1..2] } else { values })
             });
             let settings: Vec<(String, Vec<String>, f64)> = match grid {
                 Some((param, values)) => values
@@ -816,60 +817,35 @@ impl Bench<'_> {
         }
     }
 
-    /// Stage 5: evaluation of the reference, Best-of-N and every checkpoint, cached per key.
+    /// Stage 5: evaluation of the reference, Best-of-N and every checkpoint, cached per key;
+    /// `--jobs` evaluations side by side (the evaluator is shared, read-only).
     fn evaluate(&mut self, evaluator: &mut Option<Evaluator>) -> Result<Vec<Point>> {
         let budget = self.budget.clone();
         let eval_dir = self.files.out.join("eval");
-        let prompts_file = self.files.world_file("prompts.jsonl");
-        let heldout_file = self.files.world_file("heldout.jsonl");
         let reference = self.files.reference.clone();
         let key = |model: &str, seed: usize| {
             json!({"model": model, "seed": seed, "prompts": budget.eval_prompts,
                 "max_new_tokens": budget.max_new_tokens, "version": EVAL_VERSION})
         };
-        let mut points = Vec::new();
+        let mut tasks: Vec<EvalTask> = Vec::new();
         for seed in 1..=budget.seeds {
             let dir = eval_dir.join(format!("seed{seed}"));
-            let mut cached = |progress: &mut Progress,
-                              file: PathBuf,
-                              what: String,
-                              key: Value,
-                              work: &dyn Fn(&Evaluator, &Value) -> Result<Value>|
-             -> Result<Value> {
-                if let Some(v) = read_eval(&file, &key) {
-                    progress.skip("evaluate", &what);
-                    return Ok(v);
-                }
-                progress.begin("evaluate", &what);
-                let t = Instant::now();
-                let ev = evaluator_for(
-                    evaluator,
-                    &reference,
-                    &prompts_file,
-                    &heldout_file,
-                    budget.max_new_tokens,
-                )?;
-                let v = work(ev, &key)?;
-                save_json(&file, &v)?;
-                progress.finished(&what, t.elapsed().as_secs_f64());
-                Ok(v)
-            };
-            let v = cached(
-                &mut self.progress,
-                dir.join("reference.json"),
-                format!("reference seed {seed}"),
-                key(&reference.display().to_string(), seed),
-                &|ev, k| ev.evaluate(None, seed as u64, k),
-            )?;
-            points.push(Point::new("reference", "", seed, 0.0, DEFAULT_BETA, v, f64::NAN));
-            let v = cached(
-                &mut self.progress,
-                dir.join("best_of_n.json"),
-                format!("best-of-{BEST_OF_MAX} samples of the reference seed {seed}"),
-                key(&format!("best-of-{BEST_OF_MAX}"), seed),
-                &|ev, k| ev.best_of(seed as u64, BEST_OF_MAX, k),
-            )?;
-            points.extend(Point::best_of_n(&v, seed, BEST_OF_MAX));
+            tasks.push(EvalTask {
+                file: dir.join("reference.json"),
+                what: format!("reference seed {seed}"),
+                key: key(&reference.display().to_string(), seed),
+                seed,
+                work: Work::Reference,
+                point: (REFERENCE_GROUP.into(), String::new(), 0.0, DEFAULT_BETA, f64::NAN),
+            });
+            tasks.push(EvalTask {
+                file: dir.join("best_of_n.json"),
+                what: format!("best-of-{BEST_OF_MAX} samples of the reference seed {seed}"),
+                key: key(&format!("best-of-{BEST_OF_MAX}"), seed),
+                seed,
+                work: Work::BestOf,
+                point: (String::new(), String::new(), 0.0, f64::NAN, f64::NAN),
+            });
             for e in &self.entrants {
                 let run = self.files.run_dir(seed, &e.id);
                 let checkpoints = self.checkpoints(e, &run).ok_or_else(|| {
@@ -879,22 +855,121 @@ impl Bench<'_> {
                     .and_then(|v| v.get("train_seconds").and_then(Value::as_f64))
                     .unwrap_or(f64::NAN);
                 for (fraction, step, ck) in checkpoints {
-                    let what = format!("{} {} seed {seed} step {step}", e.group, e.setting);
-                    let file = dir.join(format!("{}-{step}.json", e.id));
-                    let v = cached(
-                        &mut self.progress,
-                        file,
-                        what,
-                        key(&ck.display().to_string(), seed),
-                        &|ev, k| ev.evaluate(Some(&ck), seed as u64, k),
-                    )?;
                     let t = if fraction == 1.0 { seconds } else { f64::NAN };
-                    points.push(Point::new(&e.group, &e.setting, seed, fraction, e.beta, v, t));
+                    tasks.push(EvalTask {
+                        file: dir.join(format!("{}-{step}.json", e.id)),
+                        what: format!("{} {} seed {seed} step {step}", e.group, e.setting),
+                        key: key(&ck.display().to_string(), seed),
+                        seed,
+                        point: (e.group.clone(), e.setting.clone(), fraction, e.beta, t),
+                        work: Work::Checkpoint(ck),
+                    });
+                }
+            }
+        }
+        let mut values: Vec<Option<Value>> = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let v = read_eval(&t.file, &t.key);
+            if v.is_some() {
+                self.progress.skip("evaluate", &t.what);
+            }
+            values.push(v);
+        }
+        let pending: Vec<usize> = (0..tasks.len()).filter(|&i| values[i].is_none()).collect();
+        if !pending.is_empty() {
+            let ev = evaluator_for(
+                evaluator,
+                &reference,
+                &self.files.world_file("prompts.jsonl"),
+                &self.files.world_file("heldout.jsonl"),
+                budget.max_new_tokens,
+            )?;
+            let progress = std::sync::Mutex::new(&mut self.progress);
+            let queue = std::sync::Mutex::new(pending.into_iter());
+            let results = std::sync::Mutex::new(&mut values);
+            let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+            std::thread::scope(|scope| {
+                for _ in 0..self.args.jobs {
+                    scope.spawn(|| {
+                        loop {
+                            if failure.lock().map(|f| f.is_some()).unwrap_or(true) {
+                                return;
+                            }
+                            let Some(i) = queue.lock().ok().and_then(|mut q| q.next()) else {
+                                return;
+                            };
+                            let t = &tasks[i];
+                            if let Ok(mut p) = progress.lock() {
+                                p.begin("evaluate", &t.what);
+                            }
+                            let started = Instant::now();
+                            let seed = t.seed as u64;
+                            let v = match &t.work {
+                                Work::Reference => ev.evaluate(None, seed, &t.key),
+                                Work::BestOf => ev.best_of(seed, BEST_OF_MAX, &t.key),
+                                Work::Checkpoint(ck) => ev.evaluate(Some(ck), seed, &t.key),
+                            }
+                            .and_then(|v| save_json(&t.file, &v).map(|()| v));
+                            match v {
+                                Ok(v) => {
+                                    if let Ok(mut r) = results.lock() {
+                                        r[i] = Some(v);
+                                    }
+                                    if let Ok(mut p) = progress.lock() {
+                                        p.finished(&t.what, started.elapsed().as_secs_f64());
+                                    }
+                                }
+                                Err(e) => {
+                                    if let Ok(mut f) = failure.lock() {
+                                        f.get_or_insert(e);
+                                    }
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            match failure.into_inner() {
+                Ok(Some(e)) => return Err(e),
+                Ok(None) => {}
+                Err(_) => return Err(Error::Internal("an evaluation thread panicked".into())),
+            }
+        }
+        let mut points = Vec::new();
+        for (t, v) in tasks.iter().zip(values) {
+            let v = v.ok_or_else(|| Error::Internal(format!("`{}` was not evaluated", t.what)))?;
+            match t.work {
+                Work::BestOf => points.extend(Point::best_of_n(&v, t.seed, BEST_OF_MAX)),
+                _ => {
+                    let (group, setting, fraction, beta, seconds) = &t.point;
+                    points.push(Point::new(group, setting, t.seed, *fraction, *beta, v, *seconds));
                 }
             }
         }
         Ok(points)
     }
+}
+
+/// The group name of the reference's points.
+const REFERENCE_GROUP: &str = analysis::REFERENCE;
+
+/// What one evaluation computes.
+enum Work {
+    Reference,
+    BestOf,
+    Checkpoint(PathBuf),
+}
+
+/// One evaluation: where it is stored, under which key, and the point it becomes
+/// (group, setting, fraction of the budget, β, training seconds).
+struct EvalTask {
+    file: PathBuf,
+    what: String,
+    key: Value,
+    seed: usize,
+    work: Work,
+    point: (String, String, f64, f64, f64),
 }
 
 fn args_seed(args: &AlignOptions) -> u64 {
@@ -911,18 +986,15 @@ pub fn run(args: &AlignOptions, load: Loader, runner: &Runner) -> Result<Summary
     } else {
         args.objectives.clone()
     };
-    std::fs::create_dir_all(&args.out).map_err(|e| {
-        Error::user(
-            COMMAND,
-            format!("cannot create `{}`: {e}", args.out.display()),
-        )
-    })?;
     let calibrated = args.out.join("objectives").join("mmpo_calibrated.po");
+    // Every entrant is checked before anything is written.
+    let entrants = entrants(&names, args, &calibrated, load)?;
     if let Some(dir) = calibrated.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::user(COMMAND, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::user(COMMAND, format!("cannot create `{}`: {e}", dir.display()))
+        })?;
     }
     write_atomic(&calibrated, MMPO_CALIBRATED.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
-    let entrants = entrants(&names, args, &calibrated, load)?;
     let steps = budget.steps(args.batch_size);
     let files = Layout::new(&args.out, &budget, args);
     let evals: usize = entrants
@@ -956,11 +1028,11 @@ pub fn run(args: &AlignOptions, load: Loader, runner: &Runner) -> Result<Summary
         let ev = evaluator_for(
             &mut evaluator,
             &files.reference,
-            &files.world_file("prompts.jsonl"),
-            &files.world_file("heldout.jsonl"),
+            &files.sft_world().join("prompts.jsonl"),
+            &files.sft_world().join("heldout.jsonl"),
             bench.budget.max_new_tokens,
         )?;
-        analysis::reference_gate(ev, &files.sft_world(), &files.reference_run)?
+        analysis::reference_gate(ev, &files.reference, &files.sft_world(), &files.reference_run)?
     };
     eprintln!("{}", gate.table());
     if !gate.passed() && !args.quick {

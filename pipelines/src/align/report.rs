@@ -424,13 +424,13 @@ fn claims(out: &mut String, a: &Analysis) {
         push("MMPO", "better calibrated against the true preference probability", format!("ECE vs truth at the operating point (KL ≤ {k}), MMPO − DPO"), verdict(&x, &y, false));
         let x = a.at_operating(mmpo, k, &all, |c| c.tie_accuracy);
         let y = a.at_operating(dpo, k, &all, |c| c.tie_accuracy);
-        push("MMPO", "better on near-ties", format!("near-tie accuracy against r* at the operating point, MMPO − DPO"), verdict(&x, &y, true));
+        push("MMPO", "better on near-ties", "near-tie accuracy against r* at the operating point, MMPO − DPO".to_string(), verdict(&x, &y, true));
         let (x, y) = vs_dpo(mmpo, &all);
         push("MMPO", "a better frontier overall", format!("envelope at KL ≤ {k}, MMPO − DPO"), verdict(&x, &y, true));
         let useless = "mmpo (γ calibrated, useless scores)";
         if a.has(useless) {
             let x = a.at_operating(useless, k, &all, |c| c.ece);
-            push("MMPO (control)", "no edge when the scores are useless (noise 3)", format!("ECE vs truth at the operating point, MMPO on useless scores − DPO"), {
+            push("MMPO (control)", "no edge when the scores are useless (noise 3)", "ECE vs truth at the operating point, MMPO on useless scores − DPO".to_string(), {
                 let (m, w) = verdict(&x, &y_ece(a, dpo, k), false);
                 (m, if w == "holds" { "contradicted (an edge without information)" } else if w == "contradicted" || w.starts_with("inconclusive (within") { "holds (no edge)" } else { w })
             });
@@ -438,7 +438,7 @@ fn claims(out: &mut String, a: &Analysis) {
     }
     if let Some(hard) = stratum("hard") {
         if a.has(dpo) {
-            push("MPO", "DPO on the reference's own pairs cannot move the hard family", format!("DPO's envelope gain on the hard family at KL ≤ 10"), {
+            push("MPO", "DPO on the reference's own pairs cannot move the hard family", "DPO's envelope gain on the hard family at KL ≤ 10".to_string(), {
                 let (m, w) = verdict(&a.gain(dpo, &hard, 10.0), &zeros, true);
                 (m, if w == "holds" { "contradicted (DPO moved it)" } else { "holds (no gain beyond the interval)" })
             });
@@ -501,6 +501,9 @@ fn mean_points(a: &Analysis, group: &str, s: &Stratum) -> Vec<(f64, f64)> {
 /// The largest KL drawn: points beyond are clipped to the edge of the plot.
 const KL_AXIS_MAX: f64 = 30.0;
 
+/// A named, coloured set of (KL, r*) points.
+type Series = (String, RGBColor, Vec<(f64, f64)>);
+
 /// One panel: every group's seed-mean points and envelope on stratum `s`.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
@@ -509,7 +512,7 @@ fn panel<DB: DrawingBackend>(
     title: &str,
     legend: bool,
 ) -> Result<()> {
-    let mut series: Vec<(String, RGBColor, Vec<(f64, f64)>)> = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
     let reference = mean_points(a, REFERENCE, s);
     series.push(("reference".into(), RGBColor(0, 0, 0), reference));
     for (k, g) in a.groups.iter().enumerate() {

@@ -279,7 +279,11 @@ impl Family {
 
     /// `low` or `high` preference dispersion (label temperature below or from 1).
     pub fn dispersion(&self) -> &'static str {
-        if self.temperature < 1.0 { "low" } else { "high" }
+        if self.temperature < 1.0 {
+            "low"
+        } else {
+            "high"
+        }
     }
 }
 
@@ -607,6 +611,14 @@ impl World {
                 config.score_noise
             ));
         }
+        // On-policy pairs need two different SFT answers; a world none of whose families can
+        // give them would make `train_pairs` loop forever.
+        let answers_differ =
+            |f: &Family| f.edit_rate > 0.0 || (f.q > 0.0 && f.q < 1.0 && f.task != Task::Copy);
+        if config.candidates == Candidates::OnPolicy && !config.families.iter().any(answers_differ)
+        {
+            return bad("on-policy candidates need a family whose SFT answers can be different (edit_rate > 0, or 0 < q < 1 and a task other than copy)".into());
+        }
         if !(2..=16).contains(&config.samples_per_prompt) {
             return bad(format!(
                 "samples_per_prompt must lie in [2, 16], not {}",
@@ -839,10 +851,12 @@ impl World {
     pub fn label(&self, rows: &[(String, String)]) -> Result<Vec<PreferenceRow>, WorldError> {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for (i, (prompt, completion)) in rows.iter().enumerate() {
-            let known = Prompt::parse(prompt).is_some_and(|p| p.family < self.config.families.len());
+            let known = Prompt::parse(prompt).is_some_and(|p| {
+                self.config.families.get(p.family).is_some_and(|f| f.task == p.task)
+            });
             if !known {
                 return Err(WorldError(format!(
-                    "row {}: `{prompt}` is not a prompt of this world (expected `f{{family}} {{task}} {{word}} ->`, family below {})",
+                    "row {}: `{prompt}` is not a prompt of this world (expected `f{{family}} {{task}} {{word}} ->` with a family below {} and its own task)",
                     i + 1,
                     self.config.families.len()
                 )));

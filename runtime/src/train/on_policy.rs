@@ -66,7 +66,7 @@ pub struct OnPolicyRun<'a> {
 /// What scores a rollout (the `score` observable).
 pub enum Scorer {
     /// A frozen reward model's score head (`--reward-model DIR`).
-    Model(Llama),
+    Model(Box<Llama>),
     /// The synthetic world's true reward r* of the decoded prompt and completion
     /// (`--reward world`, [`crate::data::world::reward`]): an oracle for experiments on world
     /// prompts, −1 for any other prompt.
