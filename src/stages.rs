@@ -146,6 +146,9 @@ fn mpo(a: &mut Argv, m: &MpoOptions) {
         RewardModel::Given(dir) => {
             a.path("--reward-model", dir);
         }
+        RewardModel::World => {
+            a.value("--reward", "world");
+        }
     }
     a.value("--dpo-steps", m.dpo_steps)
         .value("--ppo-steps", m.ppo_steps)
@@ -274,6 +277,10 @@ mod tests {
             sets: vec!["dpo.beta=0.2".into(), "ppo.kl_coef=0.1".into()],
             ..MpoOptions::new("./sft", "runs/mpo".into())
         };
+        let mpo_oracle = MpoOptions {
+            reward: RewardModel::World,
+            ..MpoOptions::new("tiny", "o/runs/seed1/mpo_oracle".into())
+        };
         let mpo_given = MpoOptions {
             reward: RewardModel::Given("runs/rm/checkpoint-100".into()),
             threshold: 0.25,
@@ -287,6 +294,7 @@ mod tests {
             Stage::Run(oracle_run),
             Stage::Split(split),
             Stage::Mpo(mpo_trained),
+            Stage::Mpo(mpo_oracle),
             Stage::Mpo(mpo_given),
         ] {
             assert_eq!(round_trip(&stage), stage);

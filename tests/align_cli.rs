@@ -38,7 +38,10 @@ fn quick_benchmark_reports_and_resumes() {
     let first = poc().args(args).arg(&out).assert().success();
     let stdout = String::from_utf8(first.get_output().stdout.clone()).unwrap();
     let stderr = String::from_utf8(first.get_output().stderr.clone()).unwrap();
-    assert_eq!(std::fs::read_to_string(out.join("results.md")).unwrap(), stdout);
+    assert_eq!(
+        std::fs::read_to_string(out.join("results.md")).unwrap(),
+        stdout
+    );
     for section in [
         "## The reference and its gate",
         "| f5 sort (hard, q 0.02) |",
@@ -55,7 +58,11 @@ fn quick_benchmark_reports_and_resumes() {
     }
     // Claims are evaluated only on a valid world and budget, and the report says which.
     let invalid = stdout.contains("**Invalid world or budget**");
-    assert_ne!(invalid, stdout.contains("## The seed papers' claims"), "{stdout}");
+    assert_ne!(
+        invalid,
+        stdout.contains("## The seed papers' claims"),
+        "{stdout}"
+    );
     for row in [
         "| reference (SFT) |",
         "| best-of-N | N=1, N=2, N=4, N=8, N=16 |",
@@ -70,16 +77,24 @@ fn quick_benchmark_reports_and_resumes() {
         assert!(stdout.contains(row), "missing {row:?} in\n{stdout}");
     }
     // Two seeds: every envelope cell of a trained entrant carries an interval.
-    let dpo = stdout.lines().find(|l| l.starts_with("| dpo | β=0.1 |")).unwrap();
+    let dpo = stdout
+        .lines()
+        .find(|l| l.starts_with("| dpo | β=0.1 |"))
+        .unwrap();
     assert!(dpo.matches('±').count() >= 4, "{dpo}");
     assert_png(&out.join("frontier.png"));
     assert_png(&out.join("strata.png"));
     assert!(!stderr.contains("skipped"), "{stderr}");
     // Checkpoints at 1/8, 1/4, 1/2 and 1 of the budget are each evaluated.
     let run = out.join("runs/seed2/dpo_b_0.1");
-    let steps = json(&run.join("run_config.json"))["train"]["max_steps"].as_u64().unwrap() as usize;
+    let steps = json(&run.join("run_config.json"))["train"]["max_steps"]
+        .as_u64()
+        .unwrap() as usize;
     for k in [steps / 8, steps / 4, steps / 2, steps] {
-        assert!(run.join(format!("checkpoint-{k}/config.json")).is_file(), "{k}");
+        assert!(
+            run.join(format!("checkpoint-{k}/config.json")).is_file(),
+            "{k}"
+        );
         let eval = json(&out.join(format!("eval/seed2/dpo_b_0.1-{k}.json")));
         let prompts = eval["rewards"].as_array().unwrap().len();
         assert_eq!(eval["kl"].as_array().unwrap().len(), prompts);
@@ -91,16 +106,34 @@ fn quick_benchmark_reports_and_resumes() {
     }
     // The reference is evaluated against itself: KL exactly 0 on every sample.
     let reference = json(&out.join("eval/seed1/reference.json"));
-    assert!(reference["kl"].as_array().unwrap().iter().all(|k| k.as_f64() == Some(0.0)));
+    assert!(
+        reference["kl"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k.as_f64() == Some(0.0))
+    );
     // The yardsticks are what they claim: PPO scored by the oracle and by the reward model, the
     // MMPO control on the useless scores, MMPO with the calibrated γ.
     let oracle = json(&out.join("runs/seed1/ppo_oracle_kl0.05/run_config.json"));
     assert_eq!(oracle["world_reward"], true, "{oracle}");
     let rm = json(&out.join("runs/seed1/ppo_rm_kl0.05/run_config.json"));
     assert_eq!(rm["world_reward"], false);
-    assert!(rm["reward_model"].as_str().unwrap().contains("reward_model-on-policy"));
-    let useless = json(&out.join("runs/seed1/mmpo_g_calibrated_useless_scores_b_0.1/run_config.json"));
-    assert!(useless["data"].as_str().unwrap().ends_with("train_useless_scores.jsonl"), "{useless}");
+    assert!(
+        rm["reward_model"]
+            .as_str()
+            .unwrap()
+            .contains("reward_model-on-policy")
+    );
+    let useless =
+        json(&out.join("runs/seed1/mmpo_g_calibrated_useless_scores_b_0.1/run_config.json"));
+    assert!(
+        useless["data"]
+            .as_str()
+            .unwrap()
+            .ends_with("train_useless_scores.jsonl"),
+        "{useless}"
+    );
     let calibrated = std::fs::read_to_string(out.join("objectives/mmpo_calibrated.po")).unwrap();
     assert!(calibrated.contains("from column(\"calibrated_gamma\")"));
 
@@ -111,8 +144,14 @@ fn quick_benchmark_reports_and_resumes() {
     let stderr = String::from_utf8(second.get_output().stderr.clone()).unwrap();
     assert!(!stderr.contains(" ..."), "something ran again:\n{stderr}");
     assert!(stderr.contains("(done before, skipped)"), "{stderr}");
-    assert_eq!(String::from_utf8(second.get_output().stdout.clone()).unwrap(), stdout);
-    assert_eq!(std::fs::metadata(&metrics).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        String::from_utf8(second.get_output().stdout.clone()).unwrap(),
+        stdout
+    );
+    assert_eq!(
+        std::fs::metadata(&metrics).unwrap().modified().unwrap(),
+        before
+    );
 }
 
 #[test]
@@ -120,15 +159,30 @@ fn an_unconverged_reference_stops_the_benchmark() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("align");
     let a = poc()
-        .args(["bench", "align", "dpo", "--no-ppo", "--sft-steps", "2", "--eval-prompts", "12"])
+        .args([
+            "bench",
+            "align",
+            "dpo",
+            "--no-ppo",
+            "--sft-steps",
+            "2",
+            "--eval-prompts",
+            "12",
+        ])
         .args(["--pairs", "16", "--seeds", "1", "--out"])
         .arg(&out)
         .assert()
         .code(1);
     let stderr = String::from_utf8(a.get_output().stderr.clone()).unwrap();
-    assert!(stderr.contains("did not pass its gate after 2 steps"), "{stderr}");
+    assert!(
+        stderr.contains("did not pass its gate after 2 steps"),
+        "{stderr}"
+    );
     assert!(stderr.contains("| f2 reverse (aligned, q 0.85) |") && stderr.contains("FAIL"));
-    assert!(stderr.contains("--sft-steps"), "the hint names the remedy: {stderr}");
+    assert!(
+        stderr.contains("--sft-steps"),
+        "the hint names the remedy: {stderr}"
+    );
     // Nothing was trained on it, and the report says why.
     assert!(!out.join("runs").exists());
     let report = std::fs::read_to_string(out.join("results.md")).unwrap();
@@ -170,7 +224,9 @@ fn strict_and_near_miss_pairs_share_the_reference() {
     let out = tmp.path().join("align");
     let run = |from: &str| {
         let a = poc()
-            .args(["bench", "align", "dpo", "--no-ppo", "--quick", "--seeds", "1"])
+            .args([
+                "bench", "align", "dpo", "--no-ppo", "--quick", "--seeds", "1",
+            ])
             .args(["--pairs-from", from, "--out"])
             .arg(&out)
             .assert()
@@ -209,7 +265,10 @@ fn strict_and_near_miss_pairs_share_the_reference() {
     // The off-policy stress world: its own pairs, the same reference (not trained again).
     let (report, stderr) = run("near-miss");
     assert!(report.contains("seed 1, near-miss pairs"), "{report}");
-    assert!(stderr.contains("reference: SFT of tiny, 16 steps of 16 rows (done before, skipped)"), "{stderr}");
+    assert!(
+        stderr.contains("reference: SFT of tiny, 16 steps of 16 rows (done before, skipped)"),
+        "{stderr}"
+    );
     let world: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(out.join("world1/world-near-miss/world.json")).unwrap(),
     )

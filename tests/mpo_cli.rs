@@ -192,6 +192,78 @@ fn the_pipeline_runs_end_to_end_and_resumes() {
 }
 
 #[test]
+fn the_oracle_splits_by_the_true_gap_and_scores_ppo_with_r_star() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("mpo");
+    poc()
+        .args([
+            "mpo",
+            "--reward",
+            "world",
+            "--dpo-steps",
+            "2",
+            "--ppo-steps",
+            "2",
+        ])
+        .args(["--batch-size", "4", "--max-new-tokens", "6", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("mpo.json")).unwrap()).unwrap();
+    assert!(
+        summary["reward_model"]
+            .as_str()
+            .unwrap()
+            .contains("true reward"),
+        "{summary}"
+    );
+    assert!(
+        !out.join("reward_model").exists(),
+        "no reward model is trained"
+    );
+    // Every easy pair has a true gap above δ = 1, every hard one at most 1.
+    for (file, easy) in [("split/easy.jsonl", true), ("split/hard.jsonl", false)] {
+        let text = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(!text.is_empty(), "{file}");
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let gap = v["true_reward_chosen"].as_f64().unwrap()
+                - v["true_reward_rejected"].as_f64().unwrap();
+            assert_eq!(gap > 1.0, easy, "{file}: {line}");
+        }
+    }
+    let ppo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ppo/run_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(ppo["world_reward"], true);
+    assert!(ppo["reward_model"].is_null());
+    // Pairs without the world's columns cannot be split by the oracle.
+    let plain = tmp.path().join("plain.jsonl");
+    std::fs::write(
+        &plain,
+        "{\"prompt\": \"a\", \"chosen\": \" b\", \"rejected\": \" c\"}\n",
+    )
+    .unwrap();
+    let a = poc()
+        .args(["mpo", "--reward", "world", "--data"])
+        .arg(&plain)
+        .arg("--out")
+        .arg(tmp.path().join("plain"))
+        .assert()
+        .code(1);
+    let err = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+    assert!(
+        err.contains("plain.jsonl:1") && err.contains("true_reward_chosen"),
+        "{err}"
+    );
+    poc()
+        .args(["mpo", "--reward", "world", "--reward-model", "x"])
+        .assert()
+        .code(2);
+}
+
+#[test]
 fn mpo_flag_errors_are_clear() {
     for (args, needle) in [
         (

@@ -806,16 +806,37 @@ fn ppo_trains_on_policy_against_a_reward_model() {
 fn ppo_with_the_world_oracle_scores_rollouts_by_the_true_reward() {
     let tmp = tempfile::tempdir().unwrap();
     let prompts = tmp.path().join("prompts.jsonl");
-    let rows: String = ["f0 upper kqz ->", "f2 reverse abcd ->", "f5 sort zyx ->", "f1 upper mno ->"]
-        .iter()
-        .map(|p| format!("{}\n", serde_json::json!({ "prompt": p })))
-        .collect();
+    let rows: String = [
+        "f0 upper kqz ->",
+        "f2 reverse abcd ->",
+        "f5 sort zyx ->",
+        "f1 upper mno ->",
+    ]
+    .iter()
+    .map(|p| format!("{}\n", serde_json::json!({ "prompt": p })))
+    .collect();
     std::fs::write(&prompts, rows).unwrap();
     let ppo = |out: &Path, prompts: Option<&Path>| {
         let mut cmd = poc();
-        cmd.args(["run", "ppo", "--reward", "world", "--max-steps", "2", "--batch-size", "4"])
-            .args(["--max-new-tokens", "6", "--ppo-epochs", "1", "--no-progress", "--out"])
-            .arg(out);
+        cmd.args([
+            "run",
+            "ppo",
+            "--reward",
+            "world",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "4",
+        ])
+        .args([
+            "--max-new-tokens",
+            "6",
+            "--ppo-epochs",
+            "1",
+            "--no-progress",
+            "--out",
+        ])
+        .arg(out);
         if let Some(p) = prompts {
             cmd.arg("--prompts").arg(p);
         }
@@ -840,11 +861,24 @@ fn ppo_with_the_world_oracle_scores_rollouts_by_the_true_reward() {
     let b = ppo(&other, None);
     assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
     for row in metrics(&other) {
-        assert_eq!(row["metrics"]["objective/scores"].as_f64(), Some(-1.0), "{row}");
+        assert_eq!(
+            row["metrics"]["objective/scores"].as_f64(),
+            Some(-1.0),
+            "{row}"
+        );
     }
     // One source of the score only.
     let both = poc()
-        .args(["run", "ppo", "--reward", "world", "--reward-model", "x", "--max-steps", "1"])
+        .args([
+            "run",
+            "ppo",
+            "--reward",
+            "world",
+            "--reward-model",
+            "x",
+            "--max-steps",
+            "1",
+        ])
         .output()
         .unwrap();
     assert_eq!(both.status.code(), Some(2));

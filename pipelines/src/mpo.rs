@@ -35,6 +35,10 @@ pub enum RewardModel {
     },
     /// A trained reward model's directory: stage 1 is skipped.
     Given(PathBuf),
+    /// The synthetic world's true reward r* (`--reward world`): the split reads the pairs'
+    /// `true_reward_chosen`/`true_reward_rejected` columns and PPO scores rollouts with r*: the
+    /// oracle that separates MPO's algorithm from reward-model error.
+    World,
 }
 
 /// What `poc mpo` trains, from what, where to.
@@ -132,6 +136,53 @@ fn resume_from(stage: &str, dir: &Path, steps: usize) -> Option<PathBuf> {
     }
 }
 
+/// What `mpo.json` names as the reward model under `--reward world`.
+const WORLD_REWARD: &str = "world (true reward r*)";
+
+/// MPO's split by the oracle: a pair is easy when its true gap
+/// `true_reward_chosen − true_reward_rejected` exceeds `threshold` (the synthetic world's
+/// columns), hard otherwise; the rows are copied as they are.
+fn oracle_split(data: &Path, dir: &Path, threshold: f64) -> Result<()> {
+    let text = std::fs::read_to_string(data)
+        .map_err(|e| Error::user(COMMAND, format!("cannot read `{}`: {e}", data.display())))?;
+    let (mut easy, mut hard) = (String::new(), String::new());
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            Error::user(
+                COMMAND,
+                format!("{}:{}: not JSON ({e})", data.display(), i + 1),
+            )
+        })?;
+        let col = |name: &str| v.get(name).and_then(serde_json::Value::as_f64);
+        let (Some(c), Some(r)) = (col("true_reward_chosen"), col("true_reward_rejected")) else {
+            return Err(Error::user(
+                COMMAND,
+                format!(
+                    "{}:{}: --reward world splits by the true gap and needs the columns true_reward_chosen and true_reward_rejected (pairs written by `poc world`)",
+                    data.display(),
+                    i + 1
+                ),
+            ));
+        };
+        let side = if c - r > threshold {
+            &mut easy
+        } else {
+            &mut hard
+        };
+        side.push_str(line);
+        side.push('\n');
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::user(COMMAND, e))?;
+    for (name, rows) in [("easy.jsonl", easy), ("hard.jsonl", hard)] {
+        poc_runtime::model::load::write_atomic(&dir.join(name), rows.as_bytes())
+            .map_err(|e| Error::user(COMMAND, e))?;
+    }
+    Ok(())
+}
+
 fn count_lines(path: &Path) -> usize {
     std::fs::read_to_string(path)
         .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())
@@ -152,7 +203,7 @@ fn check(args: &MpoOptions) -> Result<()> {
     }
     let reward_steps = match args.reward {
         RewardModel::Train { steps, .. } => steps,
-        RewardModel::Given(_) => 1,
+        RewardModel::Given(_) | RewardModel::World => 1,
     };
     if reward_steps == 0 || args.dpo_steps == 0 || args.ppo_steps == 0 {
         return Err(Error::user(
@@ -184,7 +235,7 @@ fn check(args: &MpoOptions) -> Result<()> {
     }
     let reward_lr = match args.reward {
         RewardModel::Train { lr, .. } => lr,
-        RewardModel::Given(_) => None,
+        RewardModel::Given(_) | RewardModel::World => None,
     };
     for (flag, lr) in [("--lr", args.lr), ("--reward-lr", reward_lr)] {
         if let Some(lr) = lr
@@ -324,6 +375,10 @@ pub fn run(args: &MpoOptions, runner: &Runner) -> Result<()> {
 
     // 1. Reward model.
     let rm = match &args.reward {
+        RewardModel::World => {
+            eprintln!("poc mpo: [reward model] none: the world's true reward r* (--reward world)");
+            PathBuf::from(WORLD_REWARD)
+        }
         RewardModel::Given(given) => {
             eprintln!("poc mpo: [reward model] given: {}", given.display());
             given.clone()
@@ -342,6 +397,9 @@ pub fn run(args: &MpoOptions, runner: &Runner) -> Result<()> {
     let (easy, hard) = (split.join("easy.jsonl"), split.join("hard.jsonl"));
     if easy.is_file() && hard.is_file() {
         eprintln!("poc mpo: [split] done: {}", split.display());
+    } else if args.reward == RewardModel::World {
+        oracle_split(&data, &split, args.threshold)?;
+        eprintln!("poc mpo: [split] by the true gap: {}", split.display());
     } else {
         let stage = SplitOptions {
             threshold: args.threshold,
@@ -380,8 +438,10 @@ pub fn run(args: &MpoOptions, runner: &Runner) -> Result<()> {
         let lr = args
             .lr
             .or((args.model == "tiny").then_some(poc_runtime::train::setup::TINY_ON_POLICY_LR));
+        let oracle = args.reward == RewardModel::World;
         let ck = p.trained("ppo", &dir, args.ppo_steps, |p| RunStage {
-            reward_model: Some(rm.clone()),
+            reward_model: (!oracle).then(|| rm.clone()),
+            world_reward: oracle,
             prompts: Some(hard.clone()),
             max_new_tokens: args.max_new_tokens,
             ..p.training("ppo", "ppo", &dpo, &dir, args.ppo_steps, lr)

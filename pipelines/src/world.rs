@@ -278,7 +278,10 @@ pub fn label(args: &LabelOptions) -> Result<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| Error::User(format!("poc: `--out {}` names no file", args.out.display())))?;
-    write_all(out_dir, &[(&name, to_jsonl(pairs.iter().map(|r| r.to_json())))])?;
+    write_all(
+        out_dir,
+        &[(&name, to_jsonl(pairs.iter().map(|r| r.to_json())))],
+    )?;
     let flipped = pairs.iter().filter(|p| p.label_flipped()).count();
     Ok(format!(
         "labelled {} pairs from {} rows ({} labels disagree with r*) into {}\n",

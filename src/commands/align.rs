@@ -29,7 +29,8 @@ Protocol:
              shipped gamma 2.2 and beta 0.01
        yardsticks: Best-of-N from the reference (N = 1..16, KL = log N - (N-1)/N), SFT on the
        chosen answers, PPO with the oracle reward (--reward world; kl_coef 0.05, 0.2), PPO
-       with the reward model, MPO (poc mpo);
+       with the reward model, MPO (poc mpo) with the reward model's split and with the
+       oracle's (poc mpo --reward world);
   5. every checkpoint evaluated on held-out prompts: r* of a sample at temperature 1, the
      sampled KL(pi || pi_ref), greedy r*, the share of samples that leave the alphabet; on
      held-out pairs: the change of chosen and rejected log-probs, and the implicit reward's
@@ -87,7 +88,7 @@ pub struct AlignArgs {
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Learning rate of every entrant's training.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
     /// Where the training pairs come from: on-policy (draws of the SFT process, what a
     /// converged reference samples), strict (the trained reference's own samples, labelled by

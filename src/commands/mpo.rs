@@ -70,6 +70,12 @@ pub struct MpoArgs {
     /// LlamaForSequenceClassification directory) instead of training one: stage 1 is skipped.
     #[arg(long, value_name = "DIR")]
     pub reward_model: Option<PathBuf>,
+    /// `world`: no reward model: split by the synthetic world's true gap (its
+    /// true_reward_chosen/rejected columns) and score PPO's rollouts with its true reward r*,
+    /// an oracle that separates MPO's algorithm from reward-model error.
+    #[arg(long, value_name = "ORACLE", value_parser = ["world"],
+        conflicts_with_all = ["reward_model", "reward_steps", "reward_lr"])]
+    pub reward: Option<String>,
     /// No progress bars in the training stages (they show only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -81,9 +87,10 @@ pub struct MpoArgs {
 
 impl From<MpoArgs> for MpoOptions {
     fn from(a: MpoArgs) -> Self {
-        let reward = match a.reward_model {
-            Some(dir) => RewardModel::Given(dir),
-            None => RewardModel::Train {
+        let reward = match (a.reward_model, a.reward) {
+            (_, Some(_)) => RewardModel::World,
+            (Some(dir), None) => RewardModel::Given(dir),
+            (None, None) => RewardModel::Train {
                 steps: a.reward_steps,
                 lr: a.reward_lr,
             },

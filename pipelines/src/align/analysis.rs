@@ -175,7 +175,11 @@ impl Point {
             })
             .collect();
         let pair_mean = |xs: &[f64]| {
-            let v: Vec<f64> = pairs.iter().map(|&i| xs[i]).filter(|x| x.is_finite()).collect();
+            let v: Vec<f64> = pairs
+                .iter()
+                .map(|&i| xs[i])
+                .filter(|x| x.is_finite())
+                .collect();
             if v.is_empty() { f64::NAN } else { mean(&v) }
         };
         Cut {
@@ -186,7 +190,11 @@ impl Point {
             d_chosen: pair_mean(&self.d_chosen),
             d_rejected: pair_mean(&self.d_rejected),
             ece: ece_against_truth(&probs, &truth, 10),
-            tie_accuracy: if ties.is_empty() { f64::NAN } else { mean(&ties) },
+            tie_accuracy: if ties.is_empty() {
+                f64::NAN
+            } else {
+                mean(&ties)
+            },
         }
     }
 }
@@ -217,7 +225,9 @@ pub fn strata(families: &[Family]) -> Vec<Stratum> {
         },
         Stratum {
             name: "low dispersion".into(),
-            families: ids(&|f| f.role != Role::Decoupled && f.role != Role::Hard && f.temperature < 1.0),
+            families: ids(&|f| {
+                f.role != Role::Decoupled && f.role != Role::Hard && f.temperature < 1.0
+            }),
         },
         Stratum {
             name: "high dispersion".into(),
@@ -377,10 +387,7 @@ impl Analysis {
                     .into_iter()
                     .filter(|p| p.setting == setting)
                     .collect();
-                let best = pts
-                    .iter()
-                    .map(|p| p.cut(s).reward)
-                    .fold(f64::NAN, f64::max);
+                let best = pts.iter().map(|p| p.cut(s).reward).fold(f64::NAN, f64::max);
                 let last = pts
                     .iter()
                     .find(|p| p.fraction == 1.0)
@@ -534,7 +541,8 @@ pub fn reference_gate(
                 );
                 family.extend(ev.prompts().iter().map(|p| p.family as f64));
             }
-            let v = json!({"key": key, "rewards": rewards, "non_letter": non_letter, "family": family});
+            let v =
+                json!({"key": key, "rewards": rewards, "non_letter": non_letter, "family": family});
             save_json(&cache, &v)?;
             v
         }
@@ -625,11 +633,19 @@ pub fn reward_model_gate(ev: &Evaluator, dir: &Path) -> Result<RewardGate> {
             right += agree(*g > 0.0);
         }
     }
-    let ceiling: Vec<f64> = bt.iter().filter(|p| p.is_finite()).map(|p| p.max(1.0 - p)).collect();
+    let ceiling: Vec<f64> = bt
+        .iter()
+        .filter(|p| p.is_finite())
+        .map(|p| p.max(1.0 - p))
+        .collect();
     Ok(RewardGate {
         accuracy: right / untied.max(1) as f64,
         label_accuracy: label_right / scores.len().max(1) as f64,
-        label_ceiling: if ceiling.is_empty() { f64::NAN } else { mean(&ceiling) },
+        label_ceiling: if ceiling.is_empty() {
+            f64::NAN
+        } else {
+            mean(&ceiling)
+        },
     })
 }
 
@@ -659,7 +675,10 @@ pub fn strict_pairs(ev: &Evaluator, sft_world: &Path, world: &Path, seed: u64) -
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     std::fs::create_dir_all(world).map_err(|e| Error::user(COMMAND, e))?;
     for (file, noise) in [
-        ("train.jsonl", poc_runtime::data::world::INFORMATIVE_SCORE_NOISE),
+        (
+            "train.jsonl",
+            poc_runtime::data::world::INFORMATIVE_SCORE_NOISE,
+        ),
         (USELESS_SCORES_FILE, USELESS_SCORE_NOISE),
     ] {
         let w = World::with_config(WorldConfig {
@@ -750,10 +769,14 @@ mod tests {
 
     #[test]
     fn best_of_n_points_read_the_first_draws() {
-        let v = json!({"family": [0, 1], "draws": [[1.0, 0.0], [2.0, -1.0], [0.5, 3.0], [0.0, 0.0]]});
+        let v =
+            json!({"family": [0, 1], "draws": [[1.0, 0.0], [2.0, -1.0], [0.5, 3.0], [0.0, 0.0]]});
         let pts = Point::best_of_n(&v, 1, 16);
         let rewards: Vec<Vec<f64>> = pts.iter().map(|p| p.rewards.clone()).collect();
-        assert_eq!(rewards, vec![vec![1.0, 0.0], vec![2.0, 0.0], vec![2.0, 3.0]]);
+        assert_eq!(
+            rewards,
+            vec![vec![1.0, 0.0], vec![2.0, 0.0], vec![2.0, 3.0]]
+        );
         assert_eq!(pts[1].kl[0], best_of_n_kl(2));
         assert_eq!(pts[2].setting, "N=4");
     }
@@ -764,7 +787,15 @@ mod tests {
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             &names[..7],
-            ["all", "high q", "low q", "low dispersion", "high dispersion", "decoupled", "hard"]
+            [
+                "all",
+                "high q",
+                "low q",
+                "low dispersion",
+                "high dispersion",
+                "decoupled",
+                "hard"
+            ]
         );
         let by = |n: &str| s.iter().find(|s| s.name == n).unwrap().families.clone();
         assert_eq!(by("high q"), vec![0, 2, 4]);
@@ -784,9 +815,33 @@ mod tests {
             non_letter: nl,
             samples: 100,
         };
-        assert!(Gate { rows: vec![row(1.8, 0.0), row(1.7, 0.01)], nll: vec![] }.passed());
-        assert!(!Gate { rows: vec![row(1.8, 0.0), row(1.69, 0.0)], nll: vec![] }.passed());
-        assert!(!Gate { rows: vec![row(2.0, 0.02)], nll: vec![] }.passed());
-        assert!(!Gate { rows: vec![], nll: vec![] }.passed());
+        assert!(
+            Gate {
+                rows: vec![row(1.8, 0.0), row(1.7, 0.01)],
+                nll: vec![]
+            }
+            .passed()
+        );
+        assert!(
+            !Gate {
+                rows: vec![row(1.8, 0.0), row(1.69, 0.0)],
+                nll: vec![]
+            }
+            .passed()
+        );
+        assert!(
+            !Gate {
+                rows: vec![row(2.0, 0.02)],
+                nll: vec![]
+            }
+            .passed()
+        );
+        assert!(
+            !Gate {
+                rows: vec![],
+                nll: vec![]
+            }
+            .passed()
+        );
     }
 }

@@ -49,7 +49,10 @@ pub(super) fn read_prompts(path: &Path) -> Result<Vec<EvalPrompt>> {
         let (Some(prompt), Some(family)) = (prompt, family) else {
             return Err(Error::user(
                 COMMAND,
-                format!("{label}:{}: expected {{\"prompt\": \"...\", \"family\": N}}", i + 1),
+                format!(
+                    "{label}:{}: expected {{\"prompt\": \"...\", \"family\": N}}",
+                    i + 1
+                ),
             ));
         };
         prompts.push(EvalPrompt {
@@ -66,10 +69,7 @@ pub(super) fn read_prompts(path: &Path) -> Result<Vec<EvalPrompt>> {
 /// Whether a sample has left the world's alphabet: its trimmed text holds a byte that is not
 /// an ASCII letter (the signature of mass leaking to never-trained tokens).
 pub fn is_non_letter(completion: &str) -> bool {
-    completion
-        .trim()
-        .bytes()
-        .any(|b| !b.is_ascii_alphabetic())
+    completion.trim().bytes().any(|b| !b.is_ascii_alphabetic())
 }
 
 /// What one model's samples say, per prompt.
@@ -137,7 +137,10 @@ impl Evaluator {
         let prompts = read_prompts(prompts)?;
         let prompt_ids = prompts
             .iter()
-            .map(|p| tok.encode(&p.prompt, true).map_err(|e| Error::user(COMMAND, e)))
+            .map(|p| {
+                tok.encode(&p.prompt, true)
+                    .map_err(|e| Error::user(COMMAND, e))
+            })
             .collect::<Result<Vec<_>>>()?;
         let (pairs, bad) =
             data::load_pairs(heldout, &tok, 512, false).map_err(|e| Error::user(COMMAND, e))?;
@@ -248,7 +251,12 @@ impl Evaluator {
             .zip(column(&self.heldout, "true_reward_rejected"))
             .map(|(c, r)| c - r)
             .collect();
-        let kl: Vec<f64> = s.logps.iter().zip(&s.ref_logps).map(|(p, r)| p - r).collect();
+        let kl: Vec<f64> = s
+            .logps
+            .iter()
+            .zip(&s.ref_logps)
+            .map(|(p, r)| p - r)
+            .collect();
         let non_letter: Vec<u8> = s
             .completions
             .iter()
@@ -287,7 +295,11 @@ impl Evaluator {
     pub(super) fn sample_texts(&self, prompts: &[String], seed: u64) -> Result<Vec<String>> {
         let ids = prompts
             .iter()
-            .map(|p| self.tok.encode(p, true).map_err(|e| Error::user(COMMAND, e)))
+            .map(|p| {
+                self.tok
+                    .encode(p, true)
+                    .map_err(|e| Error::user(COMMAND, e))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut eos = self.reference.config.eos_ids();
         eos.push(self.tok.eos);

@@ -170,7 +170,11 @@ mod tests {
                     let hi = ((k - i + 1) as f64 / k as f64).powi(n as i32);
                     let lo = ((k - i) as f64 / k as f64).powi(n as i32);
                     let p = hi - lo;
-                    if p > 0.0 { p * (p * k as f64).ln() } else { 0.0 }
+                    if p > 0.0 {
+                        p * (p * k as f64).ln()
+                    } else {
+                        0.0
+                    }
                 })
                 .sum();
             assert!(kl <= best_of_n_kl(n) + 1e-12, "N = {n}: {kl}");
@@ -219,7 +223,10 @@ mod tests {
         assert!((m - 1.0).abs() < 1e-12 && h > 0.0 && h < 1.0);
         assert_eq!(v, Verdict::Higher);
         assert_eq!(compare(&[1.0, 0.0], &[0.0, 1.0]).2, Verdict::Within);
-        assert_eq!(compare(&[0.0, 0.1, 0.0], &[1.0, 1.0, 1.1]).2, Verdict::Lower);
+        assert_eq!(
+            compare(&[0.0, 0.1, 0.0], &[1.0, 1.0, 1.1]).2,
+            Verdict::Lower
+        );
         assert_eq!(compare(&[1.0], &[0.0]).2, Verdict::Unknown);
     }
 }

@@ -89,9 +89,13 @@ impl PairSource {
 
     /// The source named `name`.
     pub fn from_name(name: &str) -> Option<PairSource> {
-        [PairSource::OnPolicy, PairSource::Strict, PairSource::NearMiss]
-            .into_iter()
-            .find(|p| p.name() == name)
+        [
+            PairSource::OnPolicy,
+            PairSource::Strict,
+            PairSource::NearMiss,
+        ]
+        .into_iter()
+        .find(|p| p.name() == name)
     }
 }
 
@@ -185,7 +189,7 @@ impl Budget {
                 sft_rows: 12_000,
                 sft_steps: 5000,
                 reward_steps: 600,
-                ppo_steps: 160,
+                ppo_steps: 96,
                 eval_prompts: 300,
                 heldout: 600,
                 max_new_tokens: 14,
@@ -251,8 +255,8 @@ enum Kind {
     /// `poc run ppo --prompts world/train.jsonl` with the oracle (`--reward world`) or the
     /// reward model.
     Ppo { oracle: bool },
-    /// `poc mpo --reward-model RM`.
-    Mpo,
+    /// `poc mpo --reward-model RM`, or with the oracle split and reward (`--reward world`).
+    Mpo { oracle: bool },
 }
 
 /// One training configuration of the comparison (trained once per seed).
@@ -277,13 +281,9 @@ struct Entrant {
 fn grid_of(name: &str) -> Option<(&'static str, &'static [f64], &'static [f64])> {
     const DPO: (&[f64], &[f64]) = (&[0.03, 0.1, 0.3], &[0.03, 0.1, 0.3, 1.0]);
     match name {
-        "dpo" | "ipo" | "mallows_theta" | "mallows_dpo" | "sft_dpo" => {
-            Some(("beta", DPO.0, DPO.1))
-        }
+        "dpo" | "ipo" | "mallows_theta" | "mallows_dpo" | "sft_dpo" => Some(("beta", DPO.0, DPO.1)),
         "mipo" => Some(("beta", &[5.0, 10.0, 20.0], &[2.0, 5.0, 10.0, 20.0])),
-        "mmpo" | "mmpo_calibrated" => {
-            Some(("beta", &[0.03, 0.1, 0.3], &[0.01, 0.03, 0.1, 0.3]))
-        }
+        "mmpo" | "mmpo_calibrated" => Some(("beta", &[0.03, 0.1, 0.3], &[0.01, 0.03, 0.1, 0.3])),
         _ => None,
     }
 }
@@ -346,13 +346,17 @@ fn entrants(
         if out.iter().any(|e| e.group == name) || ["reference", "mpo"].contains(&name.as_str()) {
             return Err(Error::user(
                 COMMAND,
-                format!("`{arg}`: the objective name `{name}` is used twice (or is `reference` or `mpo`)"),
+                format!(
+                    "`{arg}`: the objective name `{name}` is used twice (or is `reference` or `mpo`)"
+                ),
             ));
         }
         if poc_runtime::train::is_on_policy(&c) {
             return Err(Error::user(
                 COMMAND,
-                format!("`{arg}` is on-policy: the benchmark runs ppo itself as a yardstick (with the oracle r* and with a reward model); give pairwise objectives"),
+                format!(
+                    "`{arg}` is on-policy: the benchmark runs ppo itself as a yardstick (with the oracle r* and with a reward model); give pairwise objectives"
+                ),
             ));
         }
         let mut variants: Vec<(String, String, String, bool)> =
@@ -362,7 +366,12 @@ fn entrants(
             // global γ = 2.2 in the full grid.
             let cal = mmpo_calibrated.display().to_string();
             variants = vec![
-                ("mmpo (γ calibrated)".into(), cal.clone(), train.clone(), false),
+                (
+                    "mmpo (γ calibrated)".into(),
+                    cal.clone(),
+                    train.clone(),
+                    false,
+                ),
                 (
                     "mmpo (γ calibrated, useless scores)".into(),
                     cal,
@@ -379,7 +388,14 @@ fn entrants(
             let control = data == USELESS_SCORES_FILE && !args.full_grid;
             let grid = grid_of(&name).map(|(p, small, full)| {
                 let values = if args.full_grid { full } else { small };
-                (p, if args.quick || control { &values[1..2] } else { values })
+                (
+                    p,
+                    if args.quick || control {
+                        &values[1..2]
+                    } else {
+                        values
+                    },
+                )
             });
             let settings: Vec<(String, Vec<String>, f64)> = match grid {
                 Some((param, values)) => values
@@ -451,15 +467,20 @@ fn entrants(
             beta: DEFAULT_BETA,
             kind: Kind::Ppo { oracle: false },
         });
-        out.push(Entrant {
-            group: "mpo".into(),
-            setting: "δ=1".into(),
-            id: "mpo".into(),
-            objective: "mpo".into(),
-            sets: Vec::new(),
-            beta: DEFAULT_BETA,
-            kind: Kind::Mpo,
-        });
+        for (group, id, oracle) in [
+            ("mpo", "mpo", false),
+            ("mpo (oracle split)", "mpo_oracle", true),
+        ] {
+            out.push(Entrant {
+                group: group.into(),
+                setting: "δ=1".into(),
+                id: id.into(),
+                objective: "mpo".into(),
+                sets: Vec::new(),
+                beta: DEFAULT_BETA,
+                kind: Kind::Mpo { oracle },
+            });
+        }
     }
     Ok(out)
 }
@@ -580,8 +601,9 @@ impl Bench<'_> {
             });
             let done = dir.join("world.json").is_file();
             let what = format!("poc world --candidates {}", candidates.name());
-            self.progress
-                .stage("world", &what, done, || child(self.runner, &stage, "poc world"))?;
+            self.progress.stage("world", &what, done, || {
+                child(self.runner, &stage, "poc world")
+            })?;
         }
         Ok(())
     }
@@ -593,7 +615,9 @@ impl Bench<'_> {
         let sft = files.reference_run.join("sft.po");
         let sft_world = files.sft_world();
         let steps = budget.sft_steps;
-        let resume = latest_checkpoint(&files.reference_run, steps).ok().flatten();
+        let resume = latest_checkpoint(&files.reference_run, steps)
+            .ok()
+            .flatten();
         let stage = Stage::Run(RunStage {
             data: Some(sft_world.join("sft.jsonl")),
             eval_data: Some(sft_world.join("sft_heldout.jsonl")),
@@ -604,15 +628,18 @@ impl Bench<'_> {
             save_every: (steps / 4).max(1),
             resume,
             no_progress: true,
-            ..RunStage::new(sft.display().to_string(), files.reference_run.clone(), steps)
+            ..RunStage::new(
+                sft.display().to_string(),
+                files.reference_run.clone(),
+                steps,
+            )
         });
         let done = model_dir(files.reference.clone()).is_some();
         let what = format!("SFT of tiny, {steps} steps of 16 rows");
         self.progress.stage("reference", &what, done, || {
             let src = library::shipped("sft")
                 .ok_or_else(|| Error::Internal("`sft` is not a shipped objective".into()))?;
-            std::fs::create_dir_all(&files.reference_run)
-                .map_err(|e| Error::user(COMMAND, e))?;
+            std::fs::create_dir_all(&files.reference_run).map_err(|e| Error::user(COMMAND, e))?;
             write_atomic(&sft, src.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
             child(self.runner, &stage, "poc run sft")
         })
@@ -666,7 +693,10 @@ impl Bench<'_> {
             ..RunStage::new("bt_reward", dir, budget.reward_steps)
         });
         let done = model_dir(files.reward_model.clone()).is_some();
-        let what = format!("bt_reward from the reference, {} steps", budget.reward_steps);
+        let what = format!(
+            "bt_reward from the reference, {} steps",
+            budget.reward_steps
+        );
         self.progress.stage("reward model", &what, done, || {
             child(self.runner, &stage, "poc run bt_reward")
         })
@@ -704,11 +734,15 @@ impl Bench<'_> {
                 reward_model: (!oracle).then(|| files.reward_model.clone()),
                 ..run
             }),
-            Kind::Mpo => {
+            Kind::Mpo { oracle } => {
                 let dpo_steps = (self.steps / 2).max(1);
                 Stage::Mpo(MpoOptions {
                     data: Some(files.world_file("train.jsonl")),
-                    reward: RewardModel::Given(files.reward_model.clone()),
+                    reward: if *oracle {
+                        RewardModel::World
+                    } else {
+                        RewardModel::Given(files.reward_model.clone())
+                    },
                     dpo_steps,
                     ppo_steps: (budget.ppo_steps / 2).max(1),
                     batch_size: args.batch_size,
@@ -726,7 +760,7 @@ impl Bench<'_> {
     /// budget, step, directory); `None` until its training has finished.
     fn checkpoints(&self, e: &Entrant, dir: &Path) -> Option<Vec<(f64, usize, PathBuf)>> {
         match e.kind {
-            Kind::Mpo => {
+            Kind::Mpo { .. } => {
                 let summary = jsonl::read(&dir.join("mpo.json"))?;
                 let final_model = PathBuf::from(summary.get("final_model")?.as_str()?);
                 Some(vec![(1.0, 0, model_dir(final_model)?)])
@@ -836,7 +870,13 @@ impl Bench<'_> {
                 key: key(&reference.display().to_string(), seed),
                 seed,
                 work: Work::Reference,
-                point: (REFERENCE_GROUP.into(), String::new(), 0.0, DEFAULT_BETA, f64::NAN),
+                point: (
+                    REFERENCE_GROUP.into(),
+                    String::new(),
+                    0.0,
+                    DEFAULT_BETA,
+                    f64::NAN,
+                ),
             });
             tasks.push(EvalTask {
                 file: dir.join("best_of_n.json"),
@@ -943,7 +983,9 @@ impl Bench<'_> {
                 Work::BestOf => points.extend(Point::best_of_n(&v, t.seed, BEST_OF_MAX)),
                 _ => {
                     let (group, setting, fraction, beta, seconds) = &t.point;
-                    points.push(Point::new(group, setting, t.seed, *fraction, *beta, v, *seconds));
+                    points.push(Point::new(
+                        group, setting, t.seed, *fraction, *beta, v, *seconds,
+                    ));
                 }
             }
         }
@@ -990,16 +1032,21 @@ pub fn run(args: &AlignOptions, load: Loader, runner: &Runner) -> Result<Summary
     // Every entrant is checked before anything is written.
     let entrants = entrants(&names, args, &calibrated, load)?;
     if let Some(dir) = calibrated.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::user(COMMAND, format!("cannot create `{}`: {e}", dir.display()))
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::user(COMMAND, format!("cannot create `{}`: {e}", dir.display())))?;
     }
     write_atomic(&calibrated, MMPO_CALIBRATED.as_bytes()).map_err(|e| Error::user(COMMAND, e))?;
     let steps = budget.steps(args.batch_size);
     let files = Layout::new(&args.out, &budget, args);
     let evals: usize = entrants
         .iter()
-        .map(|e| if e.kind == Kind::Mpo { 1 } else { 4 })
+        .map(|e| {
+            if matches!(e.kind, Kind::Mpo { .. }) {
+                1
+            } else {
+                4
+            }
+        })
         .sum();
     let total = 2
         + usize::from(args.pairs_from != PairSource::OnPolicy)
@@ -1032,7 +1079,12 @@ pub fn run(args: &AlignOptions, load: Loader, runner: &Runner) -> Result<Summary
             &files.sft_world().join("heldout.jsonl"),
             bench.budget.max_new_tokens,
         )?;
-        analysis::reference_gate(ev, &files.reference, &files.sft_world(), &files.reference_run)?
+        analysis::reference_gate(
+            ev,
+            &files.reference,
+            &files.sft_world(),
+            &files.reference_run,
+        )?
     };
     eprintln!("{}", gate.table());
     if !gate.passed() && !args.quick {
@@ -1063,7 +1115,9 @@ pub fn run(args: &AlignOptions, load: Loader, runner: &Runner) -> Result<Summary
     };
     let families = WorldConfig::new(args.world_seed).families;
     let analysis = Analysis::new(points, &families);
-    bench.progress.begin("report", "results.md, frontier.png, strata.png");
+    bench
+        .progress
+        .begin("report", "results.md, frontier.png, strata.png");
     let out = &bench.files.out;
     let files = [
         out.join("results.md"),
@@ -1110,7 +1164,10 @@ mod tests {
     #[test]
     fn slugs_are_directory_names() {
         assert_eq!(slug("dpo_β=0.1"), "dpo_b_0.1");
-        assert_eq!(slug("mmpo (γ calibrated)_β=0.03"), "mmpo_g_calibrated_b_0.03");
+        assert_eq!(
+            slug("mmpo (γ calibrated)_β=0.03"),
+            "mmpo_g_calibrated_b_0.03"
+        );
     }
 
     #[test]

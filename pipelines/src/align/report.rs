@@ -142,7 +142,10 @@ pub(super) fn markdown(a: &Analysis, s: &Stored) -> String {
     let mut out = String::new();
     let b = s.budget;
     let args = s.args;
-    let _ = writeln!(out, "# poc bench align: reward–KL frontiers on the synthetic world\n");
+    let _ = writeln!(
+        out,
+        "# poc bench align: reward–KL frontiers on the synthetic world\n"
+    );
     let _ = writeln!(
         out,
         "World v2, seed {}, {} pairs; reference: SFT of tiny for {} steps of 16 rows; every pairwise entrant: one epoch of {} pairs = {} steps of {} at lr {} with checkpoints at 1/8, 1/4, 1/2, 1; PPO: {} rollout batches of {}; {} seed(s); evaluation: {} held-out prompts × 1 sample at temperature 1 and 1 greedy completion (≤ {} tokens), {} held-out pairs.{}\n",
@@ -178,7 +181,7 @@ pub(super) fn markdown(a: &Analysis, s: &Stored) -> String {
     strata_table(&mut out, a);
     operating_table(&mut out, a);
     if valid && s.gate.passed() {
-        claims(&mut out, a);
+        claims(&mut out, a, s.reward_gate.is_none_or(|g| g.passed()));
     }
     let _ = writeln!(
         out,
@@ -216,8 +219,14 @@ fn frontier_table(out: &mut String, a: &Analysis) {
             .map(|&k| cell(&a.envelope(g, all, k), 3))
             .collect();
         let best = a.operating(g, f64::INFINITY);
-        let best_r: Vec<f64> = best.iter().map(|p| p.map_or(f64::NAN, |p| p.cut(all).reward)).collect();
-        let best_kl: Vec<f64> = best.iter().map(|p| p.map_or(f64::NAN, |p| p.cut(all).kl)).collect();
+        let best_r: Vec<f64> = best
+            .iter()
+            .map(|p| p.map_or(f64::NAN, |p| p.cut(all).reward))
+            .collect();
+        let best_kl: Vec<f64> = best
+            .iter()
+            .map(|p| p.map_or(f64::NAN, |p| p.cut(all).kl))
+            .collect();
         let best_nl: Vec<f64> = best
             .iter()
             .map(|p| p.map_or(f64::NAN, |p| p.cut(all).non_letter))
@@ -231,7 +240,10 @@ fn frontier_table(out: &mut String, a: &Analysis) {
         let secs = if seconds.is_empty() {
             String::new()
         } else {
-            format!("{:.0}", seconds.iter().sum::<f64>() / a.seeds.len().max(1) as f64)
+            format!(
+                "{:.0}",
+                seconds.iter().sum::<f64>() / a.seeds.len().max(1) as f64
+            )
         };
         let _ = writeln!(
             out,
@@ -260,7 +272,11 @@ fn strata_table(out: &mut String, a: &Analysis) {
     let _ = writeln!(
         out,
         "| entrant | {} |",
-        names.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(" | ")
+        names
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     let _ = writeln!(out, "|---|{}", "---:|".repeat(names.len()));
     let refs: Vec<String> = names
@@ -307,7 +323,9 @@ fn operating_table(out: &mut String, a: &Analysis) {
             })
             .unwrap_or_else(|| "— (every point above the budget)".into());
         let col = |f: fn(&Cut) -> f64| -> Vec<f64> {
-            ops.iter().map(|p| p.map_or(f64::NAN, |p| f(&p.cut(all)))).collect()
+            ops.iter()
+                .map(|p| p.map_or(f64::NAN, |p| f(&p.cut(all))))
+                .collect()
         };
         let _ = writeln!(
             out,
@@ -347,7 +365,10 @@ struct Claim {
     verdict: String,
 }
 
-fn claims(out: &mut String, a: &Analysis) {
+/// Entrants whose numbers rest on the learned reward model.
+const USES_REWARD_MODEL: [&str; 2] = ["ppo (reward model)", "mpo"];
+
+fn claims(out: &mut String, a: &Analysis, reward_model_passed: bool) {
     let k = CLAIM_BUDGET;
     let stratum = |n: &str| a.stratum(n).cloned();
     let mut rows: Vec<Claim> = Vec::new();
@@ -375,8 +396,21 @@ fn claims(out: &mut String, a: &Analysis) {
             "is no better than Best-of-N at equal KL (Best-of-N is near-optimal for the KL-regularised problem)",
             format!("DPO − Best-of-N envelope at KL ≤ {k}"),
             {
-                let (m, w) = verdict(&a.envelope(dpo, &all, k), &a.envelope(BEST_OF_N, &all, k), true);
-                (m, if w == "holds" { "contradicted" } else if w == "contradicted" { "holds" } else { w })
+                let (m, w) = verdict(
+                    &a.envelope(dpo, &all, k),
+                    &a.envelope(BEST_OF_N, &all, k),
+                    true,
+                );
+                (
+                    m,
+                    if w == "holds" {
+                        "contradicted"
+                    } else if w == "contradicted" {
+                        "holds"
+                    } else {
+                        w
+                    },
+                )
             },
         );
     }
@@ -384,75 +418,193 @@ fn claims(out: &mut String, a: &Analysis) {
     if a.has("mipo") && a.has(dpo) {
         if let Some(low) = stratum("low q") {
             let (x, y) = vs_dpo("mipo", &low);
-            push("MIPO", "refines the difficult: a larger gain where the reference is misaligned", format!("envelope on low-q prompts at KL ≤ {k}, MIPO − DPO"), verdict(&x, &y, true));
+            push(
+                "MIPO",
+                "refines the difficult: a larger gain where the reference is misaligned",
+                format!("envelope on low-q prompts at KL ≤ {k}, MIPO − DPO"),
+                verdict(&x, &y, true),
+            );
         }
         if let Some(high) = stratum("high q") {
             let x = a.at_operating("mipo", k, &high, |c| c.kl);
             let y = a.at_operating(dpo, k, &high, |c| c.kl);
-            push("MIPO", "keeps the easy: less KL spent where the reference is aligned", format!("KL on high-q prompts at the operating point (KL ≤ {k}), MIPO − DPO"), verdict(&x, &y, false));
+            push(
+                "MIPO",
+                "keeps the easy: less KL spent where the reference is aligned",
+                format!("KL on high-q prompts at the operating point (KL ≤ {k}), MIPO − DPO"),
+                verdict(&x, &y, false),
+            );
         }
         let (x, y) = vs_dpo("mipo", &all);
-        push("MIPO", "a better frontier overall", format!("envelope at KL ≤ {k}, MIPO − DPO"), verdict(&x, &y, true));
+        push(
+            "MIPO",
+            "a better frontier overall",
+            format!("envelope at KL ≤ {k}, MIPO − DPO"),
+            verdict(&x, &y, true),
+        );
     }
     if a.has("mallows_theta") && a.has(dpo) {
         let g = "mallows_theta";
         if let Some(high) = stratum("high dispersion") {
             let (x, y) = vs_dpo(g, &high);
-            push("MallowsPO", "a dispersion-weighted β beats one global β where labels are noisy", format!("envelope on high-dispersion prompts at KL ≤ {k}, MallowsPO − DPO"), verdict(&x, &y, true));
+            push(
+                "MallowsPO",
+                "a dispersion-weighted β beats one global β where labels are noisy",
+                format!("envelope on high-dispersion prompts at KL ≤ {k}, MallowsPO − DPO"),
+                verdict(&x, &y, true),
+            );
             let smallest = a.settings(g).first().cloned().unwrap_or_default();
             let smallest_dpo = a.settings(dpo).first().cloned().unwrap_or_default();
             push(
                 "MallowsPO",
                 "less over-optimisation on high-dispersion prompts",
-                format!("r* lost from the best checkpoint to the last on high-dispersion prompts at the smallest β ({smallest}), MallowsPO − DPO"),
-                verdict(&a.overoptimisation(g, &smallest, &high), &a.overoptimisation(dpo, &smallest_dpo, &high), false),
+                format!(
+                    "r* lost from the best checkpoint to the last on high-dispersion prompts at the smallest β ({smallest}), MallowsPO − DPO"
+                ),
+                verdict(
+                    &a.overoptimisation(g, &smallest, &high),
+                    &a.overoptimisation(dpo, &smallest_dpo, &high),
+                    false,
+                ),
             );
         }
         if let Some(low) = stratum("low dispersion") {
             let (x, y) = vs_dpo(g, &low);
-            push("MallowsPO (control)", "no difference where labels are clean", format!("envelope on low-dispersion prompts at KL ≤ {k}, MallowsPO − DPO"), control(&x, &y));
+            push(
+                "MallowsPO (control)",
+                "no difference where labels are clean",
+                format!("envelope on low-dispersion prompts at KL ≤ {k}, MallowsPO − DPO"),
+                control(&x, &y),
+            );
         }
         if let Some(dec) = stratum("decoupled") {
             let (x, y) = vs_dpo(g, &dec);
-            push("MallowsPO (control)", "no gain where the reference's entropy does not reveal the dispersion", format!("envelope on the decoupled family at KL ≤ {k}, MallowsPO − DPO"), control(&x, &y));
+            push(
+                "MallowsPO (control)",
+                "no gain where the reference's entropy does not reveal the dispersion",
+                format!("envelope on the decoupled family at KL ≤ {k}, MallowsPO − DPO"),
+                control(&x, &y),
+            );
         }
     }
     let mmpo = "mmpo (γ calibrated)";
     if a.has(mmpo) && a.has(dpo) {
         let x = a.at_operating(mmpo, k, &all, |c| c.ece);
         let y = a.at_operating(dpo, k, &all, |c| c.ece);
-        push("MMPO", "better calibrated against the true preference probability", format!("ECE vs truth at the operating point (KL ≤ {k}), MMPO − DPO"), verdict(&x, &y, false));
+        push(
+            "MMPO",
+            "better calibrated against the true preference probability",
+            format!("ECE vs truth at the operating point (KL ≤ {k}), MMPO − DPO"),
+            verdict(&x, &y, false),
+        );
         let x = a.at_operating(mmpo, k, &all, |c| c.tie_accuracy);
         let y = a.at_operating(dpo, k, &all, |c| c.tie_accuracy);
-        push("MMPO", "better on near-ties", "near-tie accuracy against r* at the operating point, MMPO − DPO".to_string(), verdict(&x, &y, true));
+        push(
+            "MMPO",
+            "better on near-ties",
+            "near-tie accuracy against r* at the operating point, MMPO − DPO".to_string(),
+            verdict(&x, &y, true),
+        );
         let (x, y) = vs_dpo(mmpo, &all);
-        push("MMPO", "a better frontier overall", format!("envelope at KL ≤ {k}, MMPO − DPO"), verdict(&x, &y, true));
+        push(
+            "MMPO",
+            "a better frontier overall",
+            format!("envelope at KL ≤ {k}, MMPO − DPO"),
+            verdict(&x, &y, true),
+        );
         let useless = "mmpo (γ calibrated, useless scores)";
         if a.has(useless) {
             let x = a.at_operating(useless, k, &all, |c| c.ece);
-            push("MMPO (control)", "no edge when the scores are useless (noise 3)", "ECE vs truth at the operating point, MMPO on useless scores − DPO".to_string(), {
-                let (m, w) = verdict(&x, &y_ece(a, dpo, k), false);
-                (m, if w == "holds" { "contradicted (an edge without information)" } else if w == "contradicted" || w.starts_with("inconclusive (within") { "holds (no edge)" } else { w })
-            });
+            push(
+                "MMPO (control)",
+                "no edge when the scores are useless (noise 3)",
+                "ECE vs truth at the operating point, MMPO on useless scores − DPO".to_string(),
+                {
+                    let (m, w) = verdict(&x, &y_ece(a, dpo, k), false);
+                    (
+                        m,
+                        if w == "holds" {
+                            "contradicted (an edge without information)"
+                        } else if w == "contradicted" || w.starts_with("inconclusive (within") {
+                            "holds (no edge)"
+                        } else {
+                            w
+                        },
+                    )
+                },
+            );
         }
     }
     if let Some(hard) = stratum("hard") {
         if a.has(dpo) {
-            push("MPO", "DPO on the reference's own pairs cannot move the hard family", "DPO's envelope gain on the hard family at KL ≤ 10".to_string(), {
-                let (m, w) = verdict(&a.gain(dpo, &hard, 10.0), &zeros, true);
-                (m, if w == "holds" { "contradicted (DPO moved it)" } else { "holds (no gain beyond the interval)" })
-            });
+            push(
+                "MPO",
+                "DPO on the reference's own pairs cannot move the hard family",
+                "DPO's envelope gain on the hard family at KL ≤ 10".to_string(),
+                {
+                    let (m, w) = verdict(&a.gain(dpo, &hard, 10.0), &zeros, true);
+                    (
+                        m,
+                        if w == "holds" {
+                            "contradicted (DPO moved it)"
+                        } else {
+                            "holds (no gain beyond the interval)"
+                        },
+                    )
+                },
+            );
         }
-        for g in ["ppo (oracle r*)", "ppo (reward model)", "mpo"] {
+        for g in [
+            "ppo (oracle r*)",
+            "ppo (reward model)",
+            "mpo",
+            "mpo (oracle split)",
+        ] {
             if a.has(g) {
-                push("MPO", "on-policy PPO (and MPO's PPO stage) can move the hard family", format!("{g}: envelope gain on the hard family at KL ≤ 10"), verdict(&a.gain(g, &hard, 10.0), &zeros, true));
+                push(
+                    "MPO",
+                    "on-policy PPO (and MPO's PPO stage) can move the hard family",
+                    format!("{g}: envelope gain on the hard family at KL ≤ 10"),
+                    verdict(&a.gain(g, &hard, 10.0), &zeros, true),
+                );
             }
+        }
+        if a.has("mpo") && a.has("mpo (oracle split)") {
+            push(
+                "MPO (control)",
+                "the reward model's split and reward against the oracle's",
+                "envelope at KL ≤ 10, MPO − MPO with the oracle split and r* as PPO's reward"
+                    .to_string(),
+                {
+                    let (m, h, v) = compare(
+                        &a.envelope("mpo", &all, 10.0),
+                        &a.envelope("mpo (oracle split)", &all, 10.0),
+                    );
+                    let measured = if h.is_finite() {
+                        format!("{m:+.3} ± {h:.3}")
+                    } else {
+                        format!("{m:+.3}")
+                    };
+                    let word = match v {
+                        Verdict::Lower => "the reward model costs MPO r*",
+                        Verdict::Higher => "the reward model's MPO beats the oracle's",
+                        Verdict::Within => "no difference beyond the interval",
+                        Verdict::Unknown => "inconclusive (too few seeds)",
+                    };
+                    (measured, word)
+                },
+            );
         }
         if a.has("mpo") && a.has(dpo) {
             let x = a.envelope("mpo", &all, 10.0);
             for other in [dpo, "ppo (reward model)"] {
                 if a.has(other) {
-                    push("MPO", "MPO at least as good as either stage's method alone", format!("envelope at KL ≤ 10, MPO − {other}"), verdict(&x, &a.envelope(other, &all, 10.0), true));
+                    push(
+                        "MPO",
+                        "MPO at least as good as either stage's method alone",
+                        format!("envelope at KL ≤ 10, MPO − {other}"),
+                        verdict(&x, &a.envelope(other, &all, 10.0), true),
+                    );
                 }
             }
         }
@@ -461,6 +613,20 @@ fn claims(out: &mut String, a: &Analysis) {
         out,
         "## The seed papers' claims\n\n| paper | claim | measured as | difference (± 95%) | verdict |\n|---|---|---|---:|---|"
     );
+    if !reward_model_passed {
+        for r in rows.iter_mut() {
+            if USES_REWARD_MODEL.iter().any(|g| {
+                r.measure.contains(&format!("{g}:"))
+                    || r.measure.contains(&format!("− {g}"))
+                    || r.measure.starts_with(&format!("envelope at KL ≤ 10, MPO"))
+            }) {
+                r.verdict = format!(
+                    "not evidence: the reward model failed its gate ({})",
+                    r.verdict
+                );
+            }
+        }
+    }
     for r in &rows {
         let _ = writeln!(
             out,
@@ -491,15 +657,23 @@ fn mean_points(a: &Analysis, group: &str, s: &Stratum) -> Vec<(f64, f64)> {
                 .filter(|p| p.group == group && &p.setting == setting && p.fraction.to_bits() == *f)
                 .map(|p: &Point| p.cut(s))
                 .collect();
-            let kl: Vec<f64> = cuts.iter().map(|c| c.kl).filter(|x| x.is_finite()).collect();
-            let r: Vec<f64> = cuts.iter().map(|c| c.reward).filter(|x| x.is_finite()).collect();
+            let kl: Vec<f64> = cuts
+                .iter()
+                .map(|c| c.kl)
+                .filter(|x| x.is_finite())
+                .collect();
+            let r: Vec<f64> = cuts
+                .iter()
+                .map(|c| c.reward)
+                .filter(|x| x.is_finite())
+                .collect();
             (!kl.is_empty() && !r.is_empty()).then(|| (mean(&kl), mean(&r)))
         })
         .collect()
 }
 
 /// The largest KL drawn: points beyond are clipped to the edge of the plot.
-const KL_AXIS_MAX: f64 = 30.0;
+const KL_AXIS_MAX: f64 = 12.0;
 
 /// A named, coloured set of (KL, r*) points.
 type Series = (String, RGBColor, Vec<(f64, f64)>);
@@ -515,12 +689,26 @@ fn panel<DB: DrawingBackend>(
     let mut series: Vec<Series> = Vec::new();
     let reference = mean_points(a, REFERENCE, s);
     series.push(("reference".into(), RGBColor(0, 0, 0), reference));
-    for (k, g) in a.groups.iter().enumerate() {
-        series.push((g.clone(), COLORS[k % COLORS.len()], mean_points(a, g, s)));
+    let mut k = 0;
+    for g in &a.groups {
+        // Best-of-N, the yardstick, in grey; the entrants in the palette.
+        let color = if g == BEST_OF_N {
+            RGBColor(128, 128, 128)
+        } else {
+            k += 1;
+            COLORS[(k - 1) % COLORS.len()]
+        };
+        series.push((g.clone(), color, mean_points(a, g, s)));
     }
     let clip = |(x, y): (f64, f64)| (x.min(KL_AXIS_MAX), y);
-    let xs: Vec<f64> = series.iter().flat_map(|s| s.2.iter().map(|p| clip(*p).0)).collect();
-    let ys: Vec<f64> = series.iter().flat_map(|s| s.2.iter().map(|p| p.1)).collect();
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| clip(*p).0))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .collect();
     let x1 = xs.iter().copied().fold(1.0, f64::max) * 1.05;
     let (y0, y1) = {
         let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
@@ -550,7 +738,10 @@ fn panel<DB: DrawingBackend>(
         let color = *color;
         let pts: Vec<(f64, f64)> = points.iter().copied().map(clip).collect();
         chart
-            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.mix(0.6).filled())))
+            .draw_series(
+                pts.iter()
+                    .map(|&p| Circle::new(p, 3, color.mix(0.6).filled())),
+            )
             .map_err(draw_error)?;
         let mut steps = envelope_steps(&pts);
         if let Some(&(_, last)) = steps.last() {
@@ -565,12 +756,15 @@ fn panel<DB: DrawingBackend>(
             stair.push(*last);
         }
         let drawn = chart
-            .draw_series(std::iter::once(PathElement::new(stair, color.stroke_width(2))))
+            .draw_series(std::iter::once(PathElement::new(
+                stair,
+                color.stroke_width(2),
+            )))
             .map_err(draw_error)?;
         if legend {
-            drawn
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(3)));
+            drawn.label(name.clone()).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(3))
+            });
         }
     }
     if legend {

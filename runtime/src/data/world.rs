@@ -852,7 +852,10 @@ impl World {
         let mut groups: Vec<(String, Vec<String>)> = Vec::new();
         for (i, (prompt, completion)) in rows.iter().enumerate() {
             let known = Prompt::parse(prompt).is_some_and(|p| {
-                self.config.families.get(p.family).is_some_and(|f| f.task == p.task)
+                self.config
+                    .families
+                    .get(p.family)
+                    .is_some_and(|f| f.task == p.task)
             });
             if !known {
                 return Err(WorldError(format!(

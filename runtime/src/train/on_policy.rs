@@ -89,9 +89,7 @@ impl Scorer {
                 let scores: Vec<f32> = prompts
                     .iter()
                     .zip(completions)
-                    .map(|(p, c)| {
-                        crate::data::world::reward(&tok.decode(p), &tok.decode(c)) as f32
-                    })
+                    .map(|(p, c)| crate::data::world::reward(&tok.decode(p), &tok.decode(c)) as f32)
                     .collect();
                 Some(Tensor::from_floats(scores.as_slice(), device))
             }
@@ -171,14 +169,7 @@ pub fn train_on_policy(
             .as_ref()
             .and_then(|s| s.scores(&r, &batch_prompts, &completions, &tok, &device));
         // 2. The constants of the update: old policy, reference, reward model.
-        let fixed = Fixed::compute(
-            inputs,
-            &frozen,
-            &reference,
-            score,
-            &r,
-            (&device, &ad),
-        )?;
+        let fixed = Fixed::compute(inputs, &frozen, &reference, score, &r, (&device, &ad))?;
         // 3. Several updates on the same rollouts.
         let mut loss = 0.0;
         let mut grad_norm = 0.0;

@@ -1047,7 +1047,11 @@ fn on_policy<'a>(
     }
     let reward_model = match (&spec.reward_model, spec.world_reward, reads(Rollout::Score)) {
         (_, true, true) => Some(Scorer::World),
-        (Some(dir), false, true) => Some(Scorer::Model(Box::new(reward_model(dir, &policy, &devices.plain)?))),
+        (Some(dir), false, true) => Some(Scorer::Model(Box::new(reward_model(
+            dir,
+            &policy,
+            &devices.plain,
+        )?))),
         (None, false, true) => return Err(SetupError::NoRewardModel(c.objective.name.clone())),
         (_, _, false) => None,
     };
