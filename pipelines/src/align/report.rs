@@ -618,7 +618,7 @@ fn claims(out: &mut String, a: &Analysis, reward_model_passed: bool) {
             if USES_REWARD_MODEL.iter().any(|g| {
                 r.measure.contains(&format!("{g}:"))
                     || r.measure.contains(&format!("− {g}"))
-                    || r.measure.starts_with(&format!("envelope at KL ≤ 10, MPO"))
+                    || r.measure.starts_with("envelope at KL ≤ 10, MPO")
             }) {
                 r.verdict = format!(
                     "not evidence: the reward model failed its gate ({})",
