@@ -55,7 +55,9 @@ impl From<poc_pipelines::Error> for Failure {
 pub fn backend_failure(e: BackendError) -> Failure {
     match e {
         BackendError::Device(e) => Failure::User(format!("poc: {e}")),
-        e @ BackendError::TokenLevelJit => Failure::User(format!("poc: {e}\n")),
+        e @ (BackendError::TokenLevelJit | BackendError::BatchLevelJit) => {
+            Failure::User(format!("poc: {e}\n"))
+        }
         e => Failure::Internal(e.to_string()),
     }
 }
@@ -71,7 +73,7 @@ pub fn load(arg: &str) -> Result<(String, String), Failure> {
         return Ok((arg.to_string(), src));
     }
     if let Some(src) = library::shipped(arg) {
-        return Ok((format!("<shipped>/{arg}.po"), src.to_string()));
+        return Ok((format!("{SHIPPED_LABEL}{arg}.po"), src.to_string()));
     }
     let names: Vec<&str> = library::SHIPPED.iter().map(|(n, _)| *n).collect();
     let stem = path
@@ -92,9 +94,32 @@ pub fn user_diags(d: &[poc_compiler::Diagnostic], label: &str, src: &str) -> Fai
     Failure::User(poc_grammar::diag::render_all(d, label, src))
 }
 
+/// Where `use "file.po"` reads from for the source `label` names (as [`load`] labels it):
+/// beside the file, or nowhere for a shipped objective.
+pub fn files_of(label: &str) -> Box<dyn poc_compiler::Files> {
+    if label.starts_with(SHIPPED_LABEL) {
+        Box::new(poc_compiler::NoFiles)
+    } else {
+        Box::new(library::Dir {
+            root: Path::new(label).to_path_buf(),
+        })
+    }
+}
+
+/// How [`load`] labels a shipped objective's source: `<shipped>/NAME.po`.
+const SHIPPED_LABEL: &str = "<shipped>/";
+
+/// Checks a loaded source (`use "file.po"` read beside it).
+pub fn check(
+    label: &str,
+    src: &str,
+) -> Result<poc_compiler::Objective, Vec<poc_compiler::Diagnostic>> {
+    poc_compiler::check_source_with(src, files_of(label).as_ref())
+}
+
 /// Compiles, mapping errors to failures with rendered diagnostics.
 pub fn compile(label: &str, src: &str) -> Result<Compiled, Failure> {
-    poc_compiler::compile(src).map_err(|e| match e {
+    poc_compiler::compile_with(src, files_of(label).as_ref()).map_err(|e| match e {
         CompileError::User(d) => user_diags(&d, label, src),
         CompileError::Internal { .. } => Failure::Internal(format!("{label}: {e}")),
     })

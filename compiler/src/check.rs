@@ -6,11 +6,14 @@
 
 use crate::active::depends_on_differentiable;
 use crate::dag::{Dag, Id, Written};
+use crate::library::{self, Files, NoFiles};
 use crate::objective::{Binding, Input, Objective, Param};
 use crate::ops::{Op, OperandShape, Ty};
 use crate::source::{Rollout, Source, standard_inputs};
 use poc_grammar::diag::suggest;
-use poc_grammar::{Ast, Diagnostic, ErrorKind, Expr, ExprKind, SourceExpr, Span, StatementKind};
+use poc_grammar::{
+    Ast, Diagnostic, ErrorKind, Expr, ExprKind, SourceExpr, Span, StatementKind, Use, UseTarget,
+};
 use std::collections::{BTreeMap, HashMap};
 
 /// A function a source can call: a built-in op ([`crate::ops::Syntax::Call`]), or sugar the checker
@@ -23,14 +26,18 @@ pub enum Function {
     Clamp,
     /// `masked_mean(x, m)`: `masked_sum(x, m) / masked_sum(1, m)`.
     MaskedMean,
+    /// `sort(x)`: `sort_by(x, x)`, the batch's values of x in ascending order.
+    Sort,
 }
 
 impl Function {
     /// Every function of the language: the call ops in table order, then the sugar.
     pub fn all() -> impl Iterator<Item = Function> {
-        Op::functions()
-            .map(Function::Op)
-            .chain([Function::Clamp, Function::MaskedMean])
+        Op::functions().map(Function::Op).chain([
+            Function::Clamp,
+            Function::MaskedMean,
+            Function::Sort,
+        ])
     }
 
     /// The function called `name`.
@@ -44,6 +51,7 @@ impl Function {
             Function::Op(op) => op.name(),
             Function::Clamp => "clamp",
             Function::MaskedMean => "masked_mean",
+            Function::Sort => "sort",
         }
     }
 
@@ -53,6 +61,7 @@ impl Function {
             Function::Op(op) => op.arity(),
             Function::Clamp => Op::Select.arity(),
             Function::MaskedMean => Op::MaskedSum.arity(),
+            Function::Sort => 1,
         }
     }
 
@@ -62,6 +71,7 @@ impl Function {
             Function::Op(op) => op.operand_shape(k),
             Function::Clamp => OperandShape::Any,
             Function::MaskedMean => Op::MaskedSum.operand_shape(k),
+            Function::Sort => Op::SortBy.operand_shape(k),
         }
     }
 }
@@ -86,16 +96,69 @@ enum Decl {
     Let(usize),
 }
 
-/// Checks a parsed file. Returns every error of this stage.
+/// Checks a parsed file (`use` resolves shipped objectives only). Returns every error of
+/// this stage.
 pub fn check(ast: &Ast) -> Result<Objective, Vec<Diagnostic>> {
-    let mut cx = Checker::default();
+    check_with(ast, &NoFiles)
+}
+
+/// Checks a parsed file, reading the files of `use "file.po"` from `files`.
+pub fn check_with(ast: &Ast, files: &dyn Files) -> Result<Objective, Vec<Diagnostic>> {
+    check_nested(ast, files, None, Vec::new())
+}
+
+/// Checks a file whose key is `from` (`None`: the file being compiled), used through the
+/// chain `stack` (for cycles).
+fn check_nested(
+    ast: &Ast,
+    files: &dyn Files,
+    from: Option<String>,
+    stack: Vec<String>,
+) -> Result<Objective, Vec<Diagnostic>> {
+    let mut cx = Checker {
+        files: Some(files),
+        from,
+        stack,
+        ..Checker::default()
+    };
     cx.declare(ast);
     cx.resolve_all();
     cx.finish()
 }
 
+/// An objective brought in by `use`: checked on its own, imported into this DAG when first
+/// referred to.
+struct Used {
+    /// Its values go by `alias.NAME`.
+    alias: String,
+    /// The `use` statement's target, as written, and where.
+    target: String,
+    span: Span,
+    objective: Objective,
+    /// Its parameters bound to expressions of this objective.
+    bindings: HashMap<String, Expr>,
+    /// Its parameter i as this objective's parameter (`None` when bound).
+    params: Vec<Option<u32>>,
+    with_metrics: bool,
+    import: ImportState,
+}
+
+#[derive(Clone)]
+enum ImportState {
+    Pending,
+    InProgress,
+    /// Each node of the used objective's DAG as a node of this one (`None`: it failed).
+    Done(Option<std::rc::Rc<Vec<Id<Written>>>>),
+}
+
 #[derive(Default)]
-struct Checker {
+struct Checker<'f> {
+    files: Option<&'f dyn Files>,
+    from: Option<String>,
+    stack: Vec<String>,
+    used: Vec<Used>,
+    /// Aliases of `use`s that failed (their values are not reported again as unknown).
+    failed_uses: Vec<String>,
     errors: Vec<Diagnostic>,
     name: Option<String>,
     docs: Vec<String>,
@@ -120,7 +183,7 @@ enum LetState {
     Done(Option<Id<Written>>),
 }
 
-impl Checker {
+impl Checker<'_> {
     fn declare(&mut self, ast: &Ast) {
         let mut metric_names: BTreeMap<String, Span> = BTreeMap::new();
         for st in &ast.statements {
@@ -137,6 +200,7 @@ impl Checker {
                         self.docs = st.docs.clone();
                     }
                 }
+                StatementKind::Use(u) => self.declare_use(u),
                 StatementKind::Param {
                     name,
                     default,
@@ -243,6 +307,372 @@ impl Checker {
         true
     }
 
+    /// `use TARGET ...`: checks the used objective and declares its unbound parameters here as
+    /// `alias.NAME`; its DAG is imported when first referred to ([`Checker::import`]).
+    fn declare_use(&mut self, u: &Use) {
+        let errors = self.errors.len();
+        self.declare_use_inner(u);
+        if self.errors.len() > errors && !self.used.iter().any(|p| p.alias == u.alias()) {
+            self.failed_uses.push(u.alias());
+        }
+    }
+
+    fn declare_use_inner(&mut self, u: &Use) {
+        let alias = u.alias();
+        let span = u.target.span();
+        if let Some(prev) = self.used.iter().find(|p| p.alias == alias) {
+            let at = u.alias.as_ref().map_or(span, |a| a.span);
+            self.errors.push(
+                Diagnostic::new(
+                    ErrorKind::DuplicateDefinition,
+                    at,
+                    format!("`{alias}` already names `use {}`", prev.target),
+                )
+                .with_hint(format!(
+                    "give this one another name: `use {} as {alias}2`",
+                    u.target.text()
+                )),
+            );
+            return;
+        }
+        let (key, text) = match &u.target {
+            UseTarget::Name(n) => match library::shipped(&n.name) {
+                Some(src) => (format!("shipped objective `{}`", n.name), src.to_string()),
+                None => {
+                    let mut d = Diagnostic::new(
+                        ErrorKind::UnknownObjective,
+                        n.span,
+                        format!("`{}` is not a shipped objective", n.name),
+                    );
+                    d = match suggest(&n.name, library::SHIPPED.iter().map(|(n, _)| *n)) {
+                        Some(c) => d.with_hint(format!("did you mean `{c}`?")),
+                        None => d.with_hint(format!(
+                            "a file is used by its path, `use \"{}.po\"`; `poc list` shows the shipped objectives",
+                            n.name
+                        )),
+                    };
+                    self.errors.push(d);
+                    return;
+                }
+            },
+            UseTarget::Path { path, span } => {
+                let files = self.files.unwrap_or(&NoFiles);
+                match files.read(self.from.as_deref(), path) {
+                    Ok(found) => found,
+                    Err(why) => {
+                        self.errors
+                            .push(Diagnostic::new(ErrorKind::UnknownObjective, *span, why));
+                        return;
+                    }
+                }
+            }
+        };
+        if self.stack.contains(&key) || self.from.as_ref() == Some(&key) {
+            let mut chain = self.stack.clone();
+            chain.extend(self.from.clone());
+            chain.push(key.clone());
+            self.errors.push(Diagnostic::new(
+                ErrorKind::BadUse,
+                span,
+                format!("`use` forms a cycle: {}", chain.join(" -> ")),
+            ));
+            return;
+        }
+        let mut stack = self.stack.clone();
+        stack.extend(self.from.clone());
+        let checked = poc_grammar::parse(&text).and_then(|ast| {
+            check_nested(
+                &ast,
+                self.files.unwrap_or(&NoFiles),
+                Some(key.clone()),
+                stack,
+            )
+        });
+        let objective = match checked {
+            Ok(o) => o,
+            Err(diags) => {
+                let first = diags.first().map(|d| {
+                    let at = d.span.map(|sp| {
+                        let (line, col) = line_col(&text, sp.start);
+                        format!(" (line {line}, column {col})")
+                    });
+                    format!("{}{}", d.message, at.unwrap_or_default())
+                });
+                self.errors.push(
+                    Diagnostic::new(
+                        ErrorKind::BadUse,
+                        span,
+                        format!(
+                            "`use {}`: {key} has {} error(s); the first: {}",
+                            u.target.text(),
+                            diags.len(),
+                            first.unwrap_or_default()
+                        ),
+                    )
+                    .with_hint("check that file on its own (`poc check FILE`) to see every error"),
+                );
+                return;
+            }
+        };
+        let mut bindings = HashMap::new();
+        for (name, value) in &u.bindings {
+            if !objective.params.iter().any(|p| p.name == name.name) {
+                let mut d = Diagnostic::new(
+                    ErrorKind::BadUse,
+                    name.span,
+                    format!(
+                        "`{}` has no parameter `{}` to bind",
+                        u.target.text(),
+                        name.name
+                    ),
+                );
+                let names = objective.params.iter().map(|p| p.name.as_str());
+                d = match suggest(&name.name, names) {
+                    Some(c) => d.with_hint(format!("did you mean `{c}`?")),
+                    None if objective.params.is_empty() => d.with_hint("it has no parameters"),
+                    None => d.with_hint(format!(
+                        "its parameters are: {}",
+                        objective
+                            .params
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                };
+                self.errors.push(d);
+            } else if bindings.insert(name.name.clone(), value.clone()).is_some() {
+                self.errors.push(Diagnostic::new(
+                    ErrorKind::DuplicateDefinition,
+                    name.span,
+                    format!("parameter `{}` is bound twice", name.name),
+                ));
+            }
+        }
+        let mut params = Vec::new();
+        for p in &objective.params {
+            if bindings.contains_key(&p.name) {
+                params.push(None);
+                continue;
+            }
+            let i = self.params.len() as u32;
+            let name = format!("{alias}.{}", p.name);
+            if self.bind(&name, Decl::Param(i), span) {
+                self.params.push(Param {
+                    name,
+                    docs: p.docs.clone(),
+                    ..p.clone()
+                });
+                params.push(Some(i));
+            } else {
+                params.push(None);
+            }
+        }
+        self.used.push(Used {
+            alias,
+            target: u.target.text(),
+            span,
+            objective,
+            bindings,
+            params,
+            with_metrics: u.with_metrics,
+            import: ImportState::Pending,
+        });
+    }
+
+    /// The used objective `k`'s DAG inside this one: its inputs unified with this objective's
+    /// inputs of the same source (added when this objective does not declare one), its bound
+    /// parameters replaced by their values, the rest of its nodes copied (hash-consing merges
+    /// what both compute). Its lets and its loss become lets `alias.NAME` and `alias.loss`.
+    fn import(&mut self, k: usize) -> Option<std::rc::Rc<Vec<Id<Written>>>> {
+        match self.used[k].import.clone() {
+            ImportState::Done(map) => return map,
+            ImportState::InProgress => {
+                let u = &self.used[k];
+                self.errors.push(Diagnostic::new(
+                    ErrorKind::BadUse,
+                    u.span,
+                    format!(
+                        "a parameter binding of `use {}` refers to `{}.` itself",
+                        u.target, u.alias
+                    ),
+                ));
+                self.used[k].import = ImportState::Done(None);
+                return None;
+            }
+            ImportState::Pending => {}
+        }
+        self.used[k].import = ImportState::InProgress;
+        let bindings: Vec<(String, Expr)> = self.used[k]
+            .bindings
+            .iter()
+            .map(|(n, e)| (n.clone(), e.clone()))
+            .collect();
+        let mut bound: HashMap<String, Id<Written>> = HashMap::new();
+        let mut failed = false;
+        for (name, e) in bindings {
+            let what = format!("the value bound to `{name}`");
+            match self.expect_scalar(&e, Ty::Num, &what) {
+                Some(id) => {
+                    bound.insert(name, id);
+                }
+                None => failed = true,
+            }
+        }
+        if failed || matches!(self.used[k].import, ImportState::Done(None)) {
+            self.used[k].import = ImportState::Done(None);
+            return None;
+        }
+        let alias = self.used[k].alias.clone();
+        let child_inputs = self.used[k].objective.inputs.clone();
+        let inputs: Vec<u32> = child_inputs
+            .iter()
+            .map(|inp| self.unify_input(inp, &alias))
+            .collect();
+        let u = &self.used[k];
+        let child = &u.objective;
+        let mut map: Vec<Id<Written>> = Vec::with_capacity(child.dag.len());
+        for id in child.dag.ids() {
+            let node = child.dag.node(id);
+            let new = match node.op {
+                Op::Input(i) => self.dag.add(Op::Input(inputs[i as usize]), &[]),
+                Op::TokenInput(i) => self.dag.add(Op::TokenInput(inputs[i as usize]), &[]),
+                Op::Param(i) => match u.params[i as usize] {
+                    Some(j) => self.dag.add(Op::Param(j), &[]),
+                    None => bound[&child.params[i as usize].name],
+                },
+                op => {
+                    let args: Vec<Id<Written>> = node.args.iter().map(|a| map[a.index()]).collect();
+                    self.dag.add(op, &args)
+                }
+            };
+            map.push(new);
+        }
+        for b in &child.lets {
+            self.lets.push(Binding {
+                name: format!("{alias}.{}", b.name),
+                id: map[b.id.index()],
+                ty: b.ty,
+            });
+        }
+        self.lets.push(Binding {
+            name: format!("{alias}.loss"),
+            id: map[child.loss.index()],
+            ty: child.dag.ty(child.loss),
+        });
+        let map = std::rc::Rc::new(map);
+        self.used[k].import = ImportState::Done(Some(map.clone()));
+        Some(map)
+    }
+
+    /// This objective's input for a used objective's input `inp`: the first declared with the
+    /// same source, else a new one (named as there, or `alias.NAME` when that name is taken).
+    fn unify_input(&mut self, inp: &Input, alias: &str) -> u32 {
+        if let Some(i) = self.inputs.iter().position(|i| i.source == inp.source) {
+            return i as u32;
+        }
+        let taken =
+            self.scope.contains_key(&inp.name) || self.inputs.iter().any(|i| i.name == inp.name);
+        let name = if taken {
+            format!("{alias}.{}", inp.name)
+        } else {
+            inp.name.clone()
+        };
+        self.inputs.push(Input {
+            name,
+            ..inp.clone()
+        });
+        (self.inputs.len() - 1) as u32
+    }
+
+    /// `alias.NAME`: a value of a used objective (its loss, a let, an input or a bound
+    /// parameter; unbound parameters are in scope as `alias.NAME` already).
+    fn qualified(&mut self, n: &str, span: Span) -> Option<(Id<Written>, Ty)> {
+        let (alias, rest) = n.split_once('.')?;
+        if self.failed_uses.iter().any(|a| a == alias) {
+            // Its `use` is reported already.
+            return None;
+        }
+        let Some(k) = self.used.iter().position(|u| u.alias == alias) else {
+            let mut d =
+                Diagnostic::new(ErrorKind::UnknownName, span, format!("unknown name `{n}`"));
+            d = if library::shipped(alias).is_some() {
+                d.with_hint(format!(
+                    "`{alias}` is a shipped objective: bring it in with `use {alias}`"
+                ))
+            } else if self.used.is_empty() {
+                d.with_hint("`a.b` names a value of an objective brought in by `use a`")
+            } else {
+                let names: Vec<&str> = self.used.iter().map(|u| u.alias.as_str()).collect();
+                match suggest(alias, names.iter().copied()) {
+                    Some(c) => d.with_hint(format!("did you mean `{c}.{rest}`?")),
+                    None => d.with_hint(format!(
+                        "the objectives used here are: {}",
+                        names.join(", ")
+                    )),
+                }
+            };
+            self.errors.push(d);
+            return None;
+        };
+        let map = self.import(k)?;
+        let child = &self.used[k].objective;
+        let found = if rest == "loss" {
+            Some(map[child.loss.index()])
+        } else if let Some(b) = child.lets.iter().find(|b| b.name == rest) {
+            Some(map[b.id.index()])
+        } else if let Some(i) = child.inputs.iter().position(|i| i.name == rest) {
+            let op = if child.inputs[i].source.ty().is_token() {
+                Op::TokenInput(i as u32)
+            } else {
+                Op::Input(i as u32)
+            };
+            // The input's node in the used objective, if it has one; else the unified input.
+            match child.dag.ids().find(|id| child.dag.node(*id).op == op) {
+                Some(id) => Some(map[id.index()]),
+                None => {
+                    let inp = child.inputs[i].clone();
+                    let alias = self.used[k].alias.clone();
+                    let j = self.unify_input(&inp, &alias);
+                    let op = if inp.source.ty().is_token() {
+                        Op::TokenInput(j)
+                    } else {
+                        Op::Input(j)
+                    };
+                    Some(self.dag.add(op, &[]))
+                }
+            }
+        } else if let Some(p) = child.params.iter().position(|p| p.name == rest) {
+            let name = child.params[p].name.clone();
+            let e = self.used[k].bindings.get(&name).cloned();
+            match e {
+                Some(e) => self.expect_scalar(&e, Ty::Num, &format!("the value bound to `{name}`")),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let Some(id) = found else {
+            let child = &self.used[k].objective;
+            let mut names: Vec<&str> = vec!["loss"];
+            names.extend(child.lets.iter().map(|b| b.name.as_str()));
+            names.extend(child.inputs.iter().map(|i| i.name.as_str()));
+            names.extend(child.params.iter().map(|p| p.name.as_str()));
+            let mut d = Diagnostic::new(
+                ErrorKind::UnknownName,
+                span,
+                format!("`{}` has no value `{rest}`", self.used[k].target),
+            );
+            d = match suggest(rest, names.iter().copied()) {
+                Some(c) => d.with_hint(format!("did you mean `{alias}.{c}`?")),
+                None => d.with_hint(format!("its values are: {}", names.join(", "))),
+            };
+            self.errors.push(d);
+            return None;
+        };
+        self.typed(id)
+    }
+
     fn input_source(&mut self, name: &str, span: Span, src: Option<&SourceExpr>) -> Option<Source> {
         let Some(src) = src else {
             if let Some(s) = Source::standard(name) {
@@ -263,11 +693,11 @@ impl Checker {
         let found = Source::parse(src);
         if found.is_none() {
             let text = poc_grammar::print::source_text(src);
-            let hint = if text.contains("completion") || text.contains("token_logps") {
+            let hint = if text.contains("completion") {
                 let all: Vec<&str> = Rollout::ALL.iter().map(|r| r.text()).collect();
                 format!("rollout sources are {}", all.join(", "))
             } else {
-                "sources are policy.logps(S), reference.logps(S), tokens(S), reference.entropy(S), reward(S) with S = chosen|rejected, vocab_size, column(\"NAME\")".to_string()
+                "sources are policy.logps(S), reference.logps(S), tokens(S), reference.entropy(S), reward(S), per token policy.token_logps(S), reference.token_logps(S), policy.token_collision(S), S.mask, with S = chosen|rejected, token.position, vocab_size, column(\"NAME\")".to_string()
             };
             self.errors.push(
                 Diagnostic::new(
@@ -323,6 +753,57 @@ impl Checker {
                 } else {
                     self.metrics.push(Binding { name, id, ty });
                 }
+            }
+        }
+        let own: Vec<String> = self.metric_exprs.iter().map(|(n, _)| n.clone()).collect();
+        let mut exported: HashMap<String, String> = HashMap::new();
+        for k in 0..self.used.len() {
+            if !self.used[k].with_metrics {
+                continue;
+            }
+            let Some(map) = self.import(k) else { continue };
+            let u = &self.used[k];
+            let mut clashes = Vec::new();
+            let mut add = Vec::new();
+            for m in &u.objective.metrics {
+                if own.contains(&m.name) {
+                    clashes.push(format!("`{}` (also a metric of this file)", m.name));
+                } else if let Some(by) = exported.get(&m.name) {
+                    clashes.push(format!("`{}` (also a metric of `use {by}`)", m.name));
+                } else {
+                    exported.insert(m.name.clone(), u.target.clone());
+                    add.push(Binding {
+                        name: m.name.clone(),
+                        id: map[m.id.index()],
+                        ty: m.ty,
+                    });
+                }
+            }
+            if !clashes.is_empty() {
+                self.errors.push(
+                    Diagnostic::new(
+                        ErrorKind::DuplicateDefinition,
+                        u.span,
+                        format!("`use {} with metrics` would define metric {} twice", u.target, clashes.join(", ")),
+                    )
+                    .with_hint("keep `with metrics` on one `use` and write the other metrics you want by hand"),
+                );
+            }
+            self.metrics.extend(add);
+        }
+        for u in &self.used {
+            if matches!(u.import, ImportState::Pending) {
+                self.errors.push(
+                    Diagnostic::new(
+                        ErrorKind::BadUse,
+                        u.span,
+                        format!("`use {}` is never used", u.target),
+                    )
+                    .with_hint(format!(
+                        "refer to its values (`{}.loss`) or add `with metrics`",
+                        u.alias
+                    )),
+                );
             }
         }
     }
@@ -474,6 +955,7 @@ impl Checker {
                 let id = self.resolve_let(i, Some(span))?;
                 Some((id, self.dag.ty(id)))
             }
+            None if n.contains('.') => self.qualified(n, span),
             None => {
                 let mut d =
                     Diagnostic::new(ErrorKind::UnknownName, span, format!("unknown name `{n}`"));
@@ -578,6 +1060,7 @@ impl Checker {
                 let lower = self.dag.add(Op::Max, &[ids[0], ids[1]]);
                 self.dag.add(Op::Min, &[lower, ids[2]])
             }
+            Function::Sort => self.dag.add(Op::SortBy, &[ids[0], ids[0]]),
             Function::Op(op) => self.dag.add(op, &ids),
         };
         self.typed(id)
@@ -611,6 +1094,14 @@ impl Checker {
             metrics: self.metrics,
         })
     }
+}
+
+/// 1-based line and column of byte `at` in `text`.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
 }
 
 /// A per-token value where a per-example value is required.

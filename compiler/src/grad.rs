@@ -299,6 +299,10 @@ pub fn local_grads<S: Stage>(
         MaskedSum => vec![(0, c(Mul, &[g, args[1]])), (1, c(Mul, &[g, args[0]]))],
         // Non-differentiable built-ins: constants for differentiation (documented).
         LastToken | Gae | Whiten => vec![],
+        // A permutation of v (fixed by k, which gets no gradient): the adjoint goes back through
+        // the inverse permutation, and the other way round.
+        SortBy => vec![(0, c(Unsort, &[g, args[1]]))],
+        Unsort => vec![(0, c(SortBy, &[g, args[1]]))],
         Select => {
             let zero = c(Const(0f64.to_bits()), &[]);
             vec![

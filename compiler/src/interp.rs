@@ -8,8 +8,8 @@ use crate::ops::{self, Op, Shape};
 use crate::program::Program;
 
 /// Evaluates a per-example `program` on one example. `inputs[i]` is input i's value; returns
-/// every register. (A per-token input reads as NaN here: token-level programs run through
-/// [`eval_columns`].)
+/// every register. (A per-token input reads as NaN here, and so does an op across the batch:
+/// programs that are not [`Program::per_row`] run through [`eval_columns`].)
 pub fn eval_row(program: &Program, params: &[f64], inputs: &[f64], regs: &mut Vec<f64>) {
     regs.clear();
     let mut operands: [f64; 3] = [0.0; 3];
@@ -193,6 +193,16 @@ pub fn eval_registers(
                         })
                         .collect(),
                 )
+            }
+            Op::SortBy | Op::Unsort => {
+                let (v, k) = (arg(0), arg(1));
+                let v: Vec<f64> = (0..n).map(|r| v.at(r, 0)).collect();
+                let k: Vec<f64> = (0..n).map(|r| k.at(r, 0)).collect();
+                Column::Scalar(if ins.op == Op::SortBy {
+                    ops::sort_by(&v, &k)
+                } else {
+                    ops::unsort(&v, &k)
+                })
             }
             op => {
                 debug_assert_eq!(op.shape(), Shape::Elementwise);

@@ -42,6 +42,10 @@ pub enum JitError {
 /// The message for a token-level program.
 pub const TOKEN_LEVEL_UNSUPPORTED: &str = "token-level objectives (per-token inputs, masked reductions, gae, whiten) are not supported by the JIT; use --backend interp|burn";
 
+/// Why the JIT refuses a program with an op across the batch (the kernel is a loop over
+/// independent examples).
+pub const BATCH_LEVEL_UNSUPPORTED: &str = "objectives with ops across the batch (sort, sort_by) are not supported by the JIT, whose kernel runs each example on its own; use --backend interp|burn";
+
 type KernelFn = unsafe extern "C" fn(i64, *const f64, *const *const f64, *const *mut f64);
 
 /// A compiled program.
@@ -116,6 +120,9 @@ impl Kernel {
     pub fn compile(program: &Program) -> Result<Kernel, JitError> {
         if program.is_token_level() {
             return Err(JitError::Unsupported(TOKEN_LEVEL_UNSUPPORTED.into()));
+        }
+        if program.is_batch_level() {
+            return Err(JitError::Unsupported(BATCH_LEVEL_UNSUPPORTED.into()));
         }
         let err = |e: &dyn std::fmt::Display| JitError::Codegen(e.to_string());
         let mut flags = settings::builder();
@@ -365,6 +372,7 @@ fn build_body(
             | Op::LastToken
             | Op::Gae
             | Op::Whiten => return Err(TOKEN_LEVEL_UNSUPPORTED.into()),
+            Op::SortBy | Op::Unsort => return Err(BATCH_LEVEL_UNSUPPORTED.into()),
         };
         regs.push(v);
     }

@@ -12,6 +12,7 @@ pub mod dag;
 pub mod grad;
 pub mod interp;
 pub mod jit;
+pub mod library;
 pub mod objective;
 pub mod ops;
 pub mod print;
@@ -21,6 +22,7 @@ pub mod source;
 pub mod specialize;
 
 pub use grad::Gradient;
+pub use library::{Files, NoFiles};
 pub use objective::{Input, Objective, Param};
 pub use poc_grammar::{Diagnostic, ErrorKind};
 pub use program::{OutputKind, Program};
@@ -72,16 +74,27 @@ impl Compiled {
     }
 }
 
-/// Parses and checks `src`.
+/// Parses and checks `src` (`use` resolves shipped objectives only).
 pub fn check_source(src: &str) -> Result<Objective, Vec<Diagnostic>> {
+    check_source_with(src, &NoFiles)
+}
+
+/// Parses and checks `src`, reading the files of `use "file.po"` from `files`.
+pub fn check_source_with(src: &str, files: &dyn Files) -> Result<Objective, Vec<Diagnostic>> {
     let ast = poc_grammar::parse(src)?;
-    check::check(&ast)
+    check::check_with(&ast, files)
 }
 
 /// The whole pipeline on source text:
-/// `parse → check → differentiate → simplify → schedule`, verified between passes.
+/// `parse → check → differentiate → simplify → schedule`, verified between passes. `use`
+/// resolves shipped objectives only; [`compile_with`] also reads files.
 pub fn compile(src: &str) -> Result<Compiled, CompileError> {
-    let objective = check_source(src).map_err(CompileError::User)?;
+    compile_with(src, &NoFiles)
+}
+
+/// [`compile`], reading the files of `use "file.po"` from `files`.
+pub fn compile_with(src: &str, files: &dyn Files) -> Result<Compiled, CompileError> {
+    let objective = check_source_with(src, files).map_err(CompileError::User)?;
     verify("check", &objective.dag)?;
     lower(objective)
 }

@@ -72,6 +72,9 @@ pub enum Shape {
     Sequence,
     /// A token sequence normalized with statistics of the whole batch (`whiten`).
     Batch,
+    /// A per-example value computed from the per-example values of the whole batch
+    /// (`sort_by`, `unsort`): example i's result depends on every example.
+    Across,
 }
 
 /// What one operand of an op must be, beyond its element type.
@@ -197,6 +200,14 @@ pub enum Op {
     /// `whiten(x, m)`: `(x − μ)/sqrt(σ² + 1e-8)` at tokens with `m_t ≠ 0`, 0 elsewhere, with μ,
     /// σ² (unbiased) over the valid tokens of the whole batch ([`whiten_stats`]). No derivative.
     Whiten,
+    /// `sort_by(v, k)`: example i gets the `v` of the example whose `k` is the i-th smallest in
+    /// the batch (a stable sort: ties keep example order; [`sort_permutation`]). `sort(x)` is
+    /// `sort_by(x, x)`. Differentiable in `v` (its adjoint is `unsort`), not in `k`.
+    SortBy,
+    /// `unsort(a, k)`: example j gets `a` at the rank of its own `k` (the inverse permutation
+    /// of `sort_by`): made by differentiation of `sort_by`, whose adjoint it is, and the other
+    /// way round.
+    Unsort,
 }
 
 impl Op {
@@ -216,12 +227,12 @@ impl Op {
 
     /// Every op that is not a leaf, in declaration order: the table [`Op::from_name`] reads.
     /// (Leaves carry a payload and are made by the checker, never named.)
-    pub const OPERATORS: [Op; 37] = {
+    pub const OPERATORS: [Op; 39] = {
         use Op::*;
         [
             Neg, Add, Sub, Mul, Div, Pow, Exp, Log, Log1p, Expm1, Sqrt, Abs, Sign, Sigmoid,
             LogSigmoid, Softplus, Tanh, Relu, Min, Max, StopGrad, Lt, Le, Gt, Ge, Eq, Ne, And, Or,
-            Not, Select, Broadcast, Sum, MaskedSum, LastToken, Gae, Whiten,
+            Not, Select, Broadcast, Sum, MaskedSum, LastToken, Gae, Whiten, SortBy, Unsort,
         ]
     };
 
@@ -269,6 +280,8 @@ impl Op {
             LastToken => 34,
             Gae => 35,
             Whiten => 36,
+            SortBy => 37,
+            Unsort => 38,
         })
     }
 
@@ -308,8 +321,10 @@ impl Op {
             Or => Syntax::Infix(BinaryOp::Or),
             Select => Syntax::Conditional,
             Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sigmoid | LogSigmoid | Softplus | Tanh
-            | Relu | Min | Max | StopGrad | MaskedSum | LastToken | Gae | Whiten => Syntax::Call,
-            Sign | Broadcast | Sum => Syntax::Internal,
+            | Relu | Min | Max | StopGrad | MaskedSum | LastToken | Gae | Whiten | SortBy => {
+                Syntax::Call
+            }
+            Sign | Broadcast | Sum | Unsort => Syntax::Internal,
         }
     }
 
@@ -348,7 +363,7 @@ impl Op {
             Neg | Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid
             | Softplus | Tanh | Relu | StopGrad | Not | Sum | LastToken => 1,
             Add | Sub | Mul | Div | Pow | Min | Max | Lt | Le | Gt | Ge | Eq | Ne | And | Or
-            | Broadcast | MaskedSum | Whiten => 2,
+            | Broadcast | MaskedSum | Whiten | SortBy | Unsort => 2,
             Select => 3,
             Gae => 5,
         }
@@ -365,9 +380,8 @@ impl Op {
             BoolConst(_) => (&[], Bool),
             Neg | Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid
             | Softplus | Tanh | Relu | StopGrad | Sum | LastToken => (&[Num], Num),
-            Add | Sub | Mul | Div | Pow | Min | Max | Broadcast | MaskedSum | Whiten => {
-                (&[Num, Num], Num)
-            }
+            Add | Sub | Mul | Div | Pow | Min | Max | Broadcast | MaskedSum | Whiten | SortBy
+            | Unsort => (&[Num, Num], Num),
             Lt | Le | Gt | Ge | Eq | Ne => (&[Num, Num], Bool),
             And | Or => (&[Bool, Bool], Bool),
             Not => (&[Bool], Bool),
@@ -383,6 +397,7 @@ impl Op {
             Sum | MaskedSum => Shape::Reduce,
             LastToken | Gae => Shape::Sequence,
             Whiten => Shape::Batch,
+            SortBy | Unsort => Shape::Across,
             _ => Shape::Elementwise,
         }
     }
@@ -395,7 +410,7 @@ impl Op {
             Op::TokenInput(_) => true,
             _ => match self.shape() {
                 Shape::Elementwise => args.iter().any(|t| t.is_token()),
-                Shape::Reduce => false,
+                Shape::Reduce | Shape::Across => false,
                 Shape::Sequence | Shape::Batch => true,
             },
         };
@@ -409,7 +424,7 @@ impl Op {
         use OperandShape::*;
         match (self, k) {
             (Sum | LastToken, 0) | (Broadcast | MaskedSum | Whiten, 1) | (Gae, 2) => Tokens,
-            (Broadcast, 0) | (Gae, 3 | 4) => Scalar,
+            (Broadcast, 0) | (Gae, 3 | 4) | (SortBy | Unsort, _) => Scalar,
             (
                 Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) | Neg | Add | Sub
                 | Mul | Div | Pow | Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid
@@ -499,6 +514,8 @@ impl Op {
             LastToken => "last_token",
             Gae => "gae",
             Whiten => "whiten",
+            SortBy => "sort_by",
+            Unsort => "unsort",
         }
     }
 
@@ -553,7 +570,7 @@ impl Op {
                 }
             }
             Broadcast => a[0],
-            Sum | MaskedSum | LastToken | Gae | Whiten => f64::NAN,
+            Sum | MaskedSum | LastToken | Gae | Whiten | SortBy | Unsort => f64::NAN,
         }
     }
 }
@@ -663,6 +680,28 @@ pub fn gae(
         next_advantage = delta + gamma * lambda * next_advantage;
         out[t] = next_advantage;
         next_value = v;
+    }
+    out
+}
+
+/// The order `sort_by` puts a batch in: example indices by ascending `key`, ties in example
+/// order (a stable sort; NaN sorts last, as `f64::total_cmp` puts positive NaN).
+pub fn sort_permutation(key: &[f64]) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..key.len()).collect();
+    perm.sort_by(|&a, &b| key[a].total_cmp(&key[b]));
+    perm
+}
+
+/// `sort_by(v, key)`: `v[perm[i]]` at position i.
+pub fn sort_by(v: &[f64], key: &[f64]) -> Vec<f64> {
+    sort_permutation(key).into_iter().map(|j| v[j]).collect()
+}
+
+/// `unsort(a, key)`: `a[rank(j)]` at example j, where rank inverts [`sort_permutation`].
+pub fn unsort(a: &[f64], key: &[f64]) -> Vec<f64> {
+    let mut out = vec![0.0; key.len()];
+    for (i, j) in sort_permutation(key).into_iter().enumerate() {
+        out[j] = a[i];
     }
     out
 }

@@ -182,7 +182,7 @@ impl<'a, S: Stage> Printer<'a, S> {
             Not => (format!("{} {}", symbol(), arg(0, NOT)), NOT),
             Exp | Log | Log1p | Expm1 | Sqrt | Abs | Sign | Sigmoid | LogSigmoid | Softplus
             | Tanh | Relu | Min | Max | StopGrad | Broadcast | Sum | MaskedSum | LastToken
-            | Gae | Whiten => (call(node.op), ATOM),
+            | Gae | Whiten | SortBy | Unsort => (call(node.op), ATOM),
         }
     }
 }
@@ -202,7 +202,9 @@ fn latex_function(op: Op) -> String {
         Const(_) | BoolConst(_) | Input(_) | TokenInput(_) | Param(_) | Neg | Add | Sub | Mul
         | Div | Pow | Log1p | Expm1 | Sqrt | Abs | Sign | Softplus | Relu | StopGrad | Lt | Le
         | Gt | Ge | Eq | Ne | And | Or | Not | Select | Broadcast | Sum | MaskedSum | LastToken
-        | Gae | Whiten => return format!("\\operatorname{{{}}}", op.name().replace('_', "\\_")),
+        | Gae | Whiten | SortBy | Unsort => {
+            return format!("\\operatorname{{{}}}", op.name().replace('_', "\\_"));
+        }
     };
     tex.to_string()
 }

@@ -105,6 +105,21 @@ impl Program {
         self.input_tys.iter().any(|t| t.is_token()) || self.instrs.iter().any(|i| i.ty.is_token())
     }
 
+    /// Whether an op reads across the batch (`sort_by`, `unsort`): example i's values depend on
+    /// the other examples, so the program runs over whole batches (`eval_columns`), never row
+    /// by row, and the JIT does not take it.
+    pub fn is_batch_level(&self) -> bool {
+        self.instrs
+            .iter()
+            .any(|i| i.op.shape() == crate::ops::Shape::Across)
+    }
+
+    /// Whether the program can run one example at a time ([`crate::interp::eval_row`], the
+    /// JIT): neither token-level nor batch-level.
+    pub fn per_row(&self) -> bool {
+        !self.is_token_level() && !self.is_batch_level()
+    }
+
     /// The inputs' names and types, as `schedule` takes them.
     pub fn inputs(&self) -> Vec<(String, Ty)> {
         self.input_names

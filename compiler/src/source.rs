@@ -41,6 +41,19 @@ pub enum Source {
     Reward(Side),
     /// A numeric dataset column.
     Column(String),
+    /// log π_θ of each completion token of one side (`num[T]`; T is the completion
+    /// position, shared by both sides of a pair: each side's mask marks its own tokens).
+    PolicyTokenLogps(Side),
+    /// The same under the reference model (`num[T]`).
+    ReferenceTokenLogps(Side),
+    /// `log Σ_v π_θ(v | prefix)²` at each completion token of one side (`num[T]`), from the
+    /// policy's whole next-token distribution (the log collision probability; WPO's weights
+    /// divide by it). A constant for differentiation.
+    PolicyTokenCollision(Side),
+    /// 1 at the side's completion tokens, 0 after its end (`num[T]`).
+    TokenMask(Side),
+    /// The completion position of each token, 0, 1, 2, … (`num[T]`).
+    TokenPosition,
     /// An observable of a sampled completion (on-policy RL).
     Rollout(Rollout),
 }
@@ -99,15 +112,21 @@ impl Source {
         matches!(
             self,
             Source::PolicyLogps(_)
+                | Source::PolicyTokenLogps(_)
                 | Source::Reward(_)
                 | Source::Rollout(Rollout::PolicyTokenLogps | Rollout::Values)
         )
     }
 
-    /// The input's type: per token for the per-token rollout sources, `num` otherwise.
+    /// The input's type: per token for the per-token sources, `num` otherwise.
     pub fn ty(&self) -> Ty {
         match self {
             Source::Rollout(r) if *r != Rollout::Score => Ty::TokNum,
+            Source::PolicyTokenLogps(_)
+            | Source::ReferenceTokenLogps(_)
+            | Source::PolicyTokenCollision(_)
+            | Source::TokenMask(_)
+            | Source::TokenPosition => Ty::TokNum,
             _ => Ty::Num,
         }
     }
@@ -123,24 +142,34 @@ impl Source {
             Source::VocabSize => "vocab_size".into(),
             Source::Reward(s) => format!("reward({})", s.name()),
             Source::Column(c) => format!("column(\"{c}\")"),
+            Source::PolicyTokenLogps(s) => format!("policy.token_logps({})", s.name()),
+            Source::ReferenceTokenLogps(s) => format!("reference.token_logps({})", s.name()),
+            Source::PolicyTokenCollision(s) => format!("policy.token_collision({})", s.name()),
+            Source::TokenMask(s) => format!("{}.mask", s.name()),
+            Source::TokenPosition => "token.position".into(),
             Source::Rollout(r) => r.text().into(),
         }
     }
 
     /// Every source but `column("NAME")`: what [`Source::parse`] matches against.
     pub fn all_named() -> Vec<Source> {
-        let per_side: [fn(Side) -> Source; 5] = [
+        let per_side: [fn(Side) -> Source; 9] = [
             Source::PolicyLogps,
             Source::ReferenceLogps,
             Source::Tokens,
             Source::ReferenceEntropy,
             Source::Reward,
+            Source::PolicyTokenLogps,
+            Source::ReferenceTokenLogps,
+            Source::PolicyTokenCollision,
+            Source::TokenMask,
         ];
         let mut all: Vec<Source> = per_side
             .iter()
             .flat_map(|f| [f(Side::Chosen), f(Side::Rejected)])
             .collect();
         all.push(Source::VocabSize);
+        all.push(Source::TokenPosition);
         all.extend(Rollout::ALL.map(Source::Rollout));
         all
     }
@@ -170,7 +199,7 @@ impl Source {
 
 /// The standard input names with the sources they imply, in documentation order: an input
 /// declared with one of these names and no `from` reads that source.
-pub fn standard_inputs() -> [(&'static str, Source); 13] {
+pub fn standard_inputs() -> [(&'static str, Source); 19] {
     use Side::*;
     [
         ("policy_chosen_logps", Source::PolicyLogps(Chosen)),
@@ -186,5 +215,23 @@ pub fn standard_inputs() -> [(&'static str, Source); 13] {
         ("score_rejected", Source::Column("score_rejected".into())),
         ("reward_chosen", Source::Reward(Chosen)),
         ("reward_rejected", Source::Reward(Rejected)),
+        (
+            "policy_chosen_token_logps",
+            Source::PolicyTokenLogps(Chosen),
+        ),
+        (
+            "policy_rejected_token_logps",
+            Source::PolicyTokenLogps(Rejected),
+        ),
+        (
+            "ref_chosen_token_logps",
+            Source::ReferenceTokenLogps(Chosen),
+        ),
+        (
+            "ref_rejected_token_logps",
+            Source::ReferenceTokenLogps(Rejected),
+        ),
+        ("chosen_mask", Source::TokenMask(Chosen)),
+        ("rejected_mask", Source::TokenMask(Rejected)),
     ]
 }

@@ -132,7 +132,7 @@ fn whiten_uses_the_whole_batch() {
 }
 
 #[test]
-fn ppo_gradients_match_finite_differences() {
+fn token_level_gradients_match_finite_differences() {
     for (name, _) in token_objectives() {
         let c = compiled(&name);
         let defaults = c.objective.default_params();

@@ -1,6 +1,9 @@
-//! The worked example (one row of inputs and each objective's loss on it, float64) on the interpreter and the JIT (burn:
-//! runtime/tests/burn_lowering.rs), and the special cases the papers state: MallowsPO-θ with unit dispersion weight is DPO, MMPO with p* = 1 is
-//! DPO, cDPO with ε = 0 is DPO, robust DPO with ε = 0 is DPO.
+//! The worked example of objectives/README.md (one row of inputs and each objective's loss on
+//! it, float64) on the interpreter and the JIT (burn: runtime/tests/burn_lowering.rs); each
+//! newer objective against its formula written out here in plain Rust, the batch-level (AOT) and
+//! token-level (WPO, LD-DPO) ones on small batches computed by hand; and the special cases the
+//! papers state: MallowsPO-θ with unit dispersion weight is DPO, MMPO with p* = 1 is DPO, cDPO
+//! with ε = 0 is DPO, robust DPO with ε = 0 is DPO, LD-DPO with α = 1 is DPO.
 
 mod common;
 
@@ -27,7 +30,7 @@ fn loss(name: &str, row: &HashMap<&str, f64>, sets: &[&str]) -> f64 {
 }
 
 #[test]
-fn worked_example_of_objectives_md() {
+fn worked_example_in_objectives_readme() {
     let row = worked_example_row();
     let cases: [(&str, &[&str], f64); 7] = [
         ("dpo", &["beta=0.1"], 0.5981388693815918),
@@ -114,4 +117,236 @@ fn exo_rejects_zero_smoothing() {
         .params_with(&["label_smoothing=0".into()])
         .unwrap_err();
     assert_eq!(err[0].kind, poc_compiler::ErrorKind::BadSet);
+}
+
+/// ln(1 + eˣ), the loss −logσ(−x), written independently of the compiler's.
+fn softplus(x: f64) -> f64 {
+    if x > 0.0 {
+        x + (-x).exp().ln_1p()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+#[test]
+fn newer_objectives_match_their_formulas_on_the_worked_example() {
+    let row = worked_example_row();
+    // π_w = −12, π_l = −15, ref_w = −13, ref_l = −14, |y_w| = 10, |y_l| = 12.
+    let (rho_w, rho_l) = (1.0f64, -1.0f64);
+    let dpo = softplus(-0.1 * (rho_w - rho_l));
+    let nll = 12.0 / 10.0;
+    let (avg_w, avg_l) = (-12.0f64 / 10.0, -15.0f64 / 12.0);
+    let log_odds = (avg_w - avg_l) - ((-avg_w.exp()).ln_1p() - (-avg_l.exp()).ln_1p());
+    let bco = softplus(-0.1 * rho_w) + softplus(0.1 * rho_l);
+    let cases: Vec<(&str, Vec<&str>, f64)> = vec![
+        // ORPO: NLL per token + λ·(−logσ(log odds ratio)).
+        ("orpo", vec![], nll + 0.1 * softplus(-log_odds)),
+        ("orpo", vec!["beta=0.5"], nll + 0.5 * softplus(-log_odds)),
+        // Length-normalised DPO with β = 5.
+        (
+            "sigmoid_norm",
+            vec![],
+            softplus(-5.0 * (1.0 / 10.0 + 1.0 / 12.0)),
+        ),
+        // f-DPO, JS: z = β((ρ_w − ρ_l) − (softplus(ρ_w) − softplus(ρ_l))).
+        (
+            "fdpo_js",
+            vec![],
+            softplus(-0.1 * ((rho_w - rho_l) - (softplus(rho_w) - softplus(rho_l)))),
+        ),
+        // f-DPO, α-divergence: z = β(e^{−αρ_l} − e^{−αρ_w})/α.
+        (
+            "fdpo_alpha",
+            vec![],
+            softplus(-0.1 * ((-rho_l).exp() - (-rho_w).exp())),
+        ),
+        ("fdpo_alpha", vec!["alpha=0.5", "label_smoothing=0.1"], {
+            let z = 0.1 * ((-0.5 * rho_l).exp() - (-0.5 * rho_w).exp()) / 0.5;
+            0.9 * softplus(-z) + 0.1 * softplus(z)
+        }),
+        // Compositions: RPO = DPO + α·NLL; Wang et al.: 0.8·DPO + 0.2·BCO + 1·SFT, one β.
+        ("rpo", vec![], dpo + nll),
+        (
+            "rpo",
+            vec!["alpha=0.25", "dpo.beta=0.3"],
+            softplus(-0.3 * 2.0) + 0.25 * nll,
+        ),
+        ("dpo_bco_sft", vec![], 0.8 * dpo + 0.2 * bco + nll),
+        (
+            "dpo_bco_sft",
+            vec!["beta=0.3", "w_sft=0"],
+            0.8 * softplus(-0.3 * 2.0) + 0.2 * (softplus(-0.3) + softplus(-0.3)),
+        ),
+    ];
+    for (name, sets, want) in cases {
+        let got = loss(name, &row, &sets);
+        assert!(
+            close(got, want, 1e-13, 1e-15),
+            "{name} {sets:?}: got {got:.16}, the formula says {want:.16}"
+        );
+    }
+}
+
+/// Every output of `name` on `cols` by the interpreter (the JIT takes no batch- or token-level
+/// program).
+fn eval(name: &str, sets: &[&str], cols: &[poc_compiler::interp::Column]) -> (f64, Vec<f64>) {
+    let c = compiled(name);
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let params = c.objective.params_with(&sets).unwrap();
+    let out = poc_compiler::interp::eval_columns(&c.program, &params, cols).unwrap();
+    let loss = match output(&c, &out, "loss") {
+        poc_compiler::interp::Column::Scalar(v) => v.clone(),
+        other => panic!("{name}: per-token loss {other:?}"),
+    };
+    (loss.iter().sum(), loss)
+}
+
+#[test]
+fn aot_sorts_over_the_batch() {
+    use poc_compiler::interp::Column;
+    // Three pairs: policy and reference log-probs (chosen, rejected).
+    let pw = [-10.0, -4.0, -7.0];
+    let pl = [-11.0, -9.0, -5.0];
+    let rw = [-9.0, -6.0, -8.0];
+    let rl = [-9.5, -6.5, -4.0];
+    let cols = |a: &[f64; 3], b: &[f64; 3], c: &[f64; 3], d: &[f64; 3]| {
+        [a, b, c, d]
+            .iter()
+            .map(|v| Column::Scalar(v.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    // Paired AOT: sorted policy margins against sorted reference margins.
+    let margins: Vec<f64> = (0..3).map(|i| pw[i] - pl[i]).collect(); // 1, 5, -2
+    let ref_margins: Vec<f64> = (0..3).map(|i| rw[i] - rl[i]).collect(); // 0.5, 0.5, -4
+    let (m, r) = (sorted(margins), sorted(ref_margins));
+    let want: Vec<f64> = (0..3).map(|i| softplus(-0.1 * (m[i] - r[i]))).collect();
+    let (_, got) = eval("aot", &[], &cols(&pw, &pl, &rw, &rl));
+    for i in 0..3 {
+        assert!(
+            close(got[i], want[i], 1e-14, 0.0),
+            "aot row {i}: {got:?} vs {want:?}"
+        );
+    }
+    // Unpaired: chosen and rejected log-ratios sorted separately.
+    let cw = sorted((0..3).map(|i| pw[i] - rw[i]).collect());
+    let cl = sorted((0..3).map(|i| pl[i] - rl[i]).collect());
+    let want: Vec<f64> = (0..3)
+        .map(|i| {
+            let z = 0.5 * (cw[i] - cl[i]);
+            0.8 * softplus(-z) + 0.2 * softplus(z)
+        })
+        .collect();
+    let (_, got) = eval(
+        "aot_pair",
+        &["beta=0.5", "label_smoothing=0.2"],
+        &cols(&pw, &pl, &rw, &rl),
+    );
+    for i in 0..3 {
+        assert!(
+            close(got[i], want[i], 1e-14, 0.0),
+            "aot_pair row {i}: {got:?} vs {want:?}"
+        );
+    }
+    // The order of the rows does not change the total: the loss is of the batch.
+    let p = [2, 0, 1];
+    let perm = |v: &[f64; 3]| [v[p[0]], v[p[1]], v[p[2]]];
+    let (a, _) = eval("aot", &[], &cols(&pw, &pl, &rw, &rl));
+    let (b, _) = eval(
+        "aot",
+        &[],
+        &cols(&perm(&pw), &perm(&pl), &perm(&rw), &perm(&rl)),
+    );
+    assert!(close(a, b, 1e-15, 0.0), "{a} vs {b}");
+}
+
+/// Inputs of a token-level pair objective by name: per-token ones on one axis per row.
+fn token_cols(
+    name: &str,
+    scalars: &[(&str, Vec<f64>)],
+    tokens: &[(&str, Vec<Vec<f64>>)],
+) -> Vec<poc_compiler::interp::Column> {
+    use poc_compiler::interp::Column;
+    let c = compiled(name);
+    c.program
+        .input_names
+        .iter()
+        .map(|n| {
+            if let Some((_, v)) = scalars.iter().find(|(k, _)| k == n) {
+                Column::Scalar(v.clone())
+            } else if let Some((_, v)) = tokens.iter().find(|(k, _)| k == n) {
+                Column::Tokens(v.clone())
+            } else {
+                panic!("{name}: no value for input {n}")
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn wpo_and_ld_dpo_match_their_formulas_on_tokens() {
+    // One pair: chosen has 3 tokens, rejected 2, on one axis of 3 (rejected padded).
+    let tw = vec![-0.5, -1.0, -2.0];
+    let tl = vec![-1.5, -0.25, 0.0];
+    let (mw, ml) = (vec![1.0, 1.0, 1.0], vec![1.0, 1.0, 0.0]);
+    let (sw, sl): (f64, f64) = (tw.iter().sum(), tl.iter().sum()); // −3.5, −1.75
+    let (rw, rl) = (-3.0f64, -2.5f64);
+    let cw = vec![-0.3, -0.7, -1.1];
+    let cl = vec![-0.2, -0.4, 0.0];
+    let scalars = |pw: f64, pl: f64| {
+        vec![
+            ("policy_chosen_logps", vec![pw]),
+            ("policy_rejected_logps", vec![pl]),
+            ("ref_chosen_logps", vec![rw]),
+            ("ref_rejected_logps", vec![rl]),
+            ("chosen_len", vec![3.0]),
+            ("rejected_len", vec![2.0]),
+        ]
+    };
+    let tokens = vec![
+        ("policy_chosen_token_logps", vec![tw.clone()]),
+        ("policy_rejected_token_logps", vec![tl.clone()]),
+        ("chosen_mask", vec![mw.clone()]),
+        ("rejected_mask", vec![ml.clone()]),
+        ("chosen_collision", vec![cw.clone()]),
+        ("rejected_collision", vec![cl.clone()]),
+        ("position", vec![vec![0.0, 1.0, 2.0]]),
+    ];
+    // WPO: mean over tokens of log p − log Σp², capped exp of the sum, times DPO.
+    let w_c: f64 = ((-0.5 + 0.3) + (-1.0 + 0.7) + (-2.0 + 1.1)) / 3.0;
+    let w_r: f64 = ((-1.5 + 0.2) + (-0.25 + 0.4)) / 2.0;
+    let weight = (w_c + w_r).exp().min(1.0);
+    let dpo = softplus(-0.1 * ((sw - rw) - (sl - rl)));
+    let (got, _) = eval("wpo", &[], &token_cols("wpo", &scalars(sw, sl), &tokens));
+    assert!(
+        close(got, weight * dpo, 1e-14, 0.0),
+        "wpo {got} vs {}",
+        weight * dpo
+    );
+    assert!(weight < 1.0, "the example must not hit the cap: {weight}");
+    // LD-DPO: shared length 2, so chosen's third token counts with α; the reference is plain.
+    for alpha in [0.5f64, 1.0] {
+        let ld_w = -0.5 - 1.0 + alpha * -2.0;
+        let ld_l = -1.5 - 0.25;
+        let want = softplus(-0.1 * ((ld_w - rw) - (ld_l - rl)));
+        let a = format!("ld_alpha={alpha}");
+        let (got, _) = eval(
+            "ld_dpo",
+            &[&a],
+            &token_cols("ld_dpo", &scalars(sw, sl), &tokens),
+        );
+        assert!(
+            close(got, want, 1e-14, 0.0),
+            "ld_dpo α={alpha}: {got} vs {want}"
+        );
+        if alpha == 1.0 {
+            assert!(
+                close(got, dpo, 1e-14, 0.0),
+                "LD-DPO with α = 1 is DPO: {got} vs {dpo}"
+            );
+        }
+    }
 }

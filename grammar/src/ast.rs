@@ -35,6 +35,9 @@ pub struct Statement {
 pub enum StatementKind {
     /// `objective NAME`
     Objective(Ident),
+    /// `use TARGET [(p = EXPR, ...)] [as ALIAS] [with metrics]`: another objective's loss,
+    /// lets, parameters and (with `with metrics`) metrics, under `ALIAS.`.
+    Use(Use),
     /// `param NAME = DEFAULT [in RANGE]`
     Param {
         /// Its name.
@@ -69,6 +72,70 @@ pub enum StatementKind {
         /// Its value.
         value: Expr,
     },
+}
+
+/// A `use` statement.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Use {
+    /// What is used: a shipped objective's name, or a file path relative to this file.
+    pub target: UseTarget,
+    /// Parameters of the used objective bound to expressions of this one (`beta = beta`);
+    /// the others become parameters `ALIAS.NAME` of this objective.
+    pub bindings: Vec<(Ident, Expr)>,
+    /// The name its values go by here (`dpo` in `dpo.loss`): the alias, else the shipped
+    /// name, else the file's stem.
+    pub alias: Option<Ident>,
+    /// Whether its metrics become metrics of this objective under their own names.
+    pub with_metrics: bool,
+}
+
+/// What a `use` names.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum UseTarget {
+    /// A shipped objective (`use dpo`).
+    Name(Ident),
+    /// A `.po` file, relative to the using file (`use "losses/mine.po"`).
+    Path {
+        /// The path as written.
+        path: String,
+        /// Where.
+        span: Span,
+    },
+}
+
+impl UseTarget {
+    /// Where it was written.
+    pub fn span(&self) -> Span {
+        match self {
+            UseTarget::Name(n) => n.span,
+            UseTarget::Path { span, .. } => *span,
+        }
+    }
+
+    /// As written (`dpo`, `"losses/mine.po"`).
+    pub fn text(&self) -> String {
+        match self {
+            UseTarget::Name(n) => n.name.clone(),
+            UseTarget::Path { path, .. } => format!("\"{path}\""),
+        }
+    }
+}
+
+impl Use {
+    /// The name its values go by (`ALIAS.NAME`): the alias, else the shipped name, else the
+    /// file's stem.
+    pub fn alias(&self) -> String {
+        if let Some(a) = &self.alias {
+            return a.name.clone();
+        }
+        match &self.target {
+            UseTarget::Name(n) => n.name.clone(),
+            UseTarget::Path { path, .. } => {
+                let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+                file.strip_suffix(".po").unwrap_or(file).to_string()
+            }
+        }
+    }
 }
 
 /// `[lo, hi]`, `(lo, hi)` or mixed.

@@ -90,6 +90,11 @@ error_kinds! {
     TokenAsNumber = "E0016", "token_as_number";
     /// A per-example value where a per-token value is required.
     NumberAsToken = "E0017", "number_as_token";
+    /// `use` of an objective that is neither shipped nor a readable file.
+    UnknownObjective = "E0018", "unknown_objective";
+    /// A `use` that does not fit: the used objective does not compile, uses form a cycle, or
+    /// a binding names a parameter it does not have.
+    BadUse = "E0019", "bad_use";
 }
 
 /// One user-facing error.

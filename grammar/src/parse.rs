@@ -11,7 +11,15 @@ use pest::iterators::Pair;
 #[grammar = "po.pest"]
 struct PoParser;
 
-const STATEMENT_KEYWORDS: [&str; 6] = ["objective", "param", "input", "let", "loss", "metric"];
+const STATEMENT_KEYWORDS: [&str; 7] = [
+    "objective",
+    "use",
+    "param",
+    "input",
+    "let",
+    "loss",
+    "metric",
+];
 
 /// Parses a whole file. Returns every syntax error found, one per broken statement.
 pub fn parse(src: &str) -> Result<Ast, Vec<Diagnostic>> {
@@ -115,7 +123,7 @@ fn syntax_error(e: pest::error::Error<Rule>, text: &str, offset: usize) -> Diagn
         d = d.with_hint("this statement has an unclosed `(`");
     } else if pos == 0 && found.is_some() {
         d = d.with_hint(
-            "every statement starts with `objective`, `param`, `input`, `let`, `loss` or `metric`",
+            "every statement starts with `objective`, `use`, `param`, `input`, `let`, `loss` or `metric`",
         );
     } else if found.is_some_and(|t| t.starts_with('*')) && text[..pos].ends_with('*') {
         // `x ** y`: the parser took the first `*` as a product and stops at the second.
@@ -169,7 +177,11 @@ fn describe(rules: &[Rule]) -> String {
             | Rule::number
             | Rule::bool_lit
             | Rule::inf_lit => "an expression",
-            Rule::ident | Rule::metric_name => "a name",
+            Rule::ident | Rule::metric_name | Rule::qualified => "a name",
+            Rule::use_target => "an objective's name or a quoted path",
+            Rule::use_args | Rule::use_binding => "`(parameter = value, ...)`",
+            Rule::use_alias => "`as NAME`",
+            Rule::with_metrics => "`with metrics`",
             Rule::signed_number => "a number",
             Rule::range => "`in [lo, hi]`",
             Rule::range_open => "`[` or `(`",
@@ -188,6 +200,7 @@ fn describe(rules: &[Rule]) -> String {
             | Rule::and_op => "an operator",
             Rule::EOI => "the end of the statement",
             Rule::objective_stmt
+            | Rule::use_stmt
             | Rule::param_stmt
             | Rule::input_stmt
             | Rule::let_stmt
@@ -243,6 +256,42 @@ impl Builder {
         let mut next = || inner.next().expect("grammar guarantees this child");
         let kind = match rule {
             Rule::objective_stmt => StatementKind::Objective(self.ident(next())),
+            Rule::use_stmt => {
+                let target = next();
+                let target_span = self.span(&target);
+                let target = target.into_inner().next().expect("a use target has a form");
+                let target = match target.as_rule() {
+                    Rule::string => UseTarget::Path {
+                        path: target.into_inner().as_str().to_string(),
+                        span: target_span,
+                    },
+                    _ => UseTarget::Name(self.ident(target)),
+                };
+                let mut u = Use {
+                    target,
+                    bindings: Vec::new(),
+                    alias: None,
+                    with_metrics: false,
+                };
+                for part in inner.by_ref() {
+                    match part.as_rule() {
+                        Rule::use_args => {
+                            for b in part.into_inner() {
+                                let mut it = b.into_inner();
+                                let name = self.ident(it.next().expect("a binding has a name"));
+                                let value = self.expr(it.next().expect("a binding has a value"));
+                                u.bindings.push((name, value));
+                            }
+                        }
+                        Rule::use_alias => {
+                            let a = part.into_inner().next().expect("an alias has a name");
+                            u.alias = Some(self.ident(a));
+                        }
+                        _ => u.with_metrics = true,
+                    }
+                }
+                StatementKind::Use(u)
+            }
             Rule::param_stmt => {
                 let name = self.ident(next());
                 let default_pair = next();
@@ -403,7 +452,7 @@ impl Builder {
                 kind: ExprKind::Bool(p.as_str() == "true"),
                 span,
             },
-            Rule::ident => Expr {
+            Rule::ident | Rule::qualified => Expr {
                 kind: ExprKind::Name(p.as_str().to_string()),
                 span,
             },

@@ -35,6 +35,24 @@ pub fn program(ast: &Ast) -> String {
 pub fn statement(kind: &StatementKind) -> String {
     match kind {
         StatementKind::Objective(n) => format!("objective {}", n.name),
+        StatementKind::Use(u) => {
+            let mut s = format!("use {}", u.target.text());
+            if !u.bindings.is_empty() {
+                let b: Vec<String> = u
+                    .bindings
+                    .iter()
+                    .map(|(n, e)| format!("{} = {}", n.name, expr(e)))
+                    .collect();
+                s.push_str(&format!("({})", b.join(", ")));
+            }
+            if let Some(a) = &u.alias {
+                s.push_str(&format!(" as {}", a.name));
+            }
+            if u.with_metrics {
+                s.push_str(" with metrics");
+            }
+            s
+        }
         StatementKind::Param {
             name,
             default,

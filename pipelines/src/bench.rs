@@ -82,7 +82,9 @@ pub fn peak_rss_mb() -> f64 {
 fn backend_error(e: BackendError) -> Error {
     match e {
         BackendError::Device(e) => Error::User(format!("poc: {e}")),
-        e @ BackendError::TokenLevelJit => Error::User(format!("poc: {e}\n")),
+        e @ (BackendError::TokenLevelJit | BackendError::BatchLevelJit) => {
+            Error::User(format!("poc: {e}\n"))
+        }
         e => Error::Internal(e.to_string()),
     }
 }

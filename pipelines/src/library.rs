@@ -1,48 +1,8 @@
-//! The shipped objective library, embedded in the binary so `poc list`, `poc explain dpo`
-//! and the embedded demo work from any directory.
+//! The shipped objective library (embedded in the compiler, which resolves `use dpo` from it),
+//! so `poc list`, `poc explain dpo` and the embedded demo work from any directory; and the
+//! file system behind `use "file.po"` ([`Dir`]).
 
-/// (name, source) of every file in `objectives/`.
-pub const SHIPPED: [(&str, &str); 22] = [
-    ("dpo", include_str!("../../objectives/dpo.po")),
-    ("ipo", include_str!("../../objectives/ipo.po")),
-    ("hinge", include_str!("../../objectives/hinge.po")),
-    ("robust", include_str!("../../objectives/robust.po")),
-    ("exo_pair", include_str!("../../objectives/exo_pair.po")),
-    ("nca_pair", include_str!("../../objectives/nca_pair.po")),
-    ("bco_pair", include_str!("../../objectives/bco_pair.po")),
-    ("sppo_hard", include_str!("../../objectives/sppo_hard.po")),
-    ("apo_zero", include_str!("../../objectives/apo_zero.po")),
-    ("apo_down", include_str!("../../objectives/apo_down.po")),
-    ("discopop", include_str!("../../objectives/discopop.po")),
-    ("simpo", include_str!("../../objectives/simpo.po")),
-    ("orpo", include_str!("../../objectives/orpo.po")),
-    ("mipo", include_str!("../../objectives/mipo.po")),
-    (
-        "mallows_theta",
-        include_str!("../../objectives/mallows_theta.po"),
-    ),
-    (
-        "mallows_theta_simpo",
-        include_str!("../../objectives/mallows_theta_simpo.po"),
-    ),
-    (
-        "mallows_phi",
-        include_str!("../../objectives/mallows_phi.po"),
-    ),
-    ("mmpo", include_str!("../../objectives/mmpo.po")),
-    (
-        "mmpo_reward",
-        include_str!("../../objectives/mmpo_reward.po"),
-    ),
-    ("bt_reward", include_str!("../../objectives/bt_reward.po")),
-    ("ppo", include_str!("../../objectives/ppo.po")),
-    ("sft", include_str!("../../objectives/sft.po")),
-];
-
-/// The embedded source of a shipped objective.
-pub fn shipped(name: &str) -> Option<&'static str> {
-    SHIPPED.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
-}
+pub use poc_compiler::library::{SHIPPED, shipped};
 
 /// A shipped objective, compiled. A shipped objective that is missing or does not compile is
 /// a bug in poc, not the user's doing.
@@ -51,4 +11,40 @@ pub fn compiled(name: &str) -> crate::Result<poc_compiler::Compiled> {
         .ok_or_else(|| crate::Error::Internal(format!("`{name}` is not a shipped objective")))?;
     poc_compiler::compile(src)
         .map_err(|e| crate::Error::Internal(format!("shipped objective `{name}`: {e}")))
+}
+
+/// The file system behind `use "file.po"`: paths relative to the directory of the file that
+/// writes the `use`, the file being compiled at `root`.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    /// The file being compiled.
+    pub root: std::path::PathBuf,
+}
+
+impl poc_compiler::Files for Dir {
+    fn read(&self, from: Option<&str>, path: &str) -> Result<(String, String), String> {
+        let base = match from {
+            Some(f) => std::path::PathBuf::from(f),
+            None => self.root.clone(),
+        };
+        let dir = base.parent().unwrap_or(std::path::Path::new("."));
+        let file = dir.join(path);
+        let key = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+        Ok((key.display().to_string(), text))
+    }
+}
+
+/// Compiles `src`, the text of the file at `path`, resolving `use "…"` relative to it.
+pub fn compile_file(
+    path: &std::path::Path,
+    src: &str,
+) -> Result<poc_compiler::Compiled, poc_compiler::CompileError> {
+    poc_compiler::compile_with(
+        src,
+        &Dir {
+            root: path.to_path_buf(),
+        },
+    )
 }

@@ -55,6 +55,9 @@ pub enum BackendError {
     /// A token-level program was given to the JIT (a user error: another backend takes it).
     #[error("{}", jit::TOKEN_LEVEL_UNSUPPORTED)]
     TokenLevelJit,
+    /// A program with ops across the batch was given to the JIT (a user error, likewise).
+    #[error("{}", jit::BATCH_LEVEL_UNSUPPORTED)]
+    BatchLevelJit,
     /// The JIT could not build or run the kernel.
     #[error(transparent)]
     Jit(#[from] JitError),
@@ -69,7 +72,10 @@ pub enum BackendError {
 impl BackendError {
     /// Whether the caller's choice (device, backend) is at fault rather than poc.
     pub fn is_user_error(&self) -> bool {
-        matches!(self, BackendError::Device(_) | BackendError::TokenLevelJit)
+        matches!(
+            self,
+            BackendError::Device(_) | BackendError::TokenLevelJit | BackendError::BatchLevelJit
+        )
     }
 }
 
@@ -98,6 +104,7 @@ impl<'p> Evaluator<'p> {
         let prepared = match backend {
             Backend::Interp => Prepared::Interp,
             Backend::Jit if program.is_token_level() => return Err(BackendError::TokenLevelJit),
+            Backend::Jit if program.is_batch_level() => return Err(BackendError::BatchLevelJit),
             Backend::Jit => Prepared::Jit(Box::new(Kernel::compile(program)?)),
             Backend::Burn => Prepared::Burn {
                 device: DeviceSpec::usable(device)?.device(),
@@ -111,6 +118,17 @@ impl<'p> Evaluator<'p> {
     pub fn run(&self, params: &[f64], columns: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, BackendError> {
         let program = self.program;
         match &self.prepared {
+            Prepared::Interp if program.is_batch_level() => {
+                let cols: Vec<Column> = columns.iter().cloned().map(Column::Scalar).collect();
+                let out = interp::eval_columns(program, params, &cols)?;
+                Ok(out
+                    .into_iter()
+                    .map(|c| match c {
+                        Column::Scalar(v) => v,
+                        Column::Tokens(_) => Vec::new(),
+                    })
+                    .collect())
+            }
             Prepared::Interp => Ok(interp::eval_batch(program, params, columns)),
             Prepared::Jit(kernel) => {
                 let cols: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();
@@ -136,6 +154,7 @@ impl<'p> Evaluator<'p> {
         columns: &[Column],
     ) -> Result<Vec<Column>, BackendError> {
         if !self.program.is_token_level() {
+            // Per-example columns (a batch-level program included: `run` takes it whole).
             let scalars: Vec<Vec<f64>> = columns
                 .iter()
                 .map(|c| match c {

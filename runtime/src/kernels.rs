@@ -21,4 +21,6 @@ mod attention;
 mod head;
 
 pub use attention::{attention, composed_attention};
-pub use head::{HEAD_CHUNK_ELEMENTS, composed_token_logps, token_logps, token_logps_in_chunks};
+pub use head::{
+    HEAD_CHUNK_ELEMENTS, composed_token_logps, token_collision, token_logps, token_logps_in_chunks,
+};

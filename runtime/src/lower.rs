@@ -198,6 +198,28 @@ pub fn run_columns(
                 [num_as_is(3).detach(), num_as_is(4).detach()],
             )),
             Whiten => Reg::Num(whiten(seq(0), seq(1))),
+            // A gather by the permutation of the key (found on the host with the interpreter's
+            // own stable sort, so ties break the same way): autodiff sends the adjoint back
+            // through the gather.
+            SortBy | Unsort => {
+                let key = num_as_is(1).detach();
+                let key: Vec<f64> = key.into_data().try_into_vec_as::<f64>().unwrap_or_default();
+                let perm = poc_compiler::ops::sort_permutation(&key);
+                let index: Vec<i64> = if ins.op == SortBy {
+                    perm.iter().map(|&j| j as i64).collect()
+                } else {
+                    let mut rank = vec![0i64; perm.len()];
+                    for (i, &j) in perm.iter().enumerate() {
+                        rank[j] = i as i64;
+                    }
+                    rank
+                };
+                let index = Tensor::<2, burn::tensor::Int>::from_data(
+                    TensorData::new(index, [n, 1]),
+                    device,
+                );
+                Reg::Num(num_as_is(0).expand([n, 1]).gather(0, index))
+            }
         };
         regs.push(v);
     }

@@ -10,6 +10,7 @@
 
 use crate::data::{Batch, Pair};
 use crate::kernels;
+use crate::lower::TensorColumn;
 use crate::model::Llama;
 use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use poc_compiler::{Input, Rollout, Side, Source};
@@ -29,6 +30,9 @@ pub struct Want {
     pub token_logps: bool,
     /// The value head at each position predicting a completion token (a PPO policy).
     pub values: bool,
+    /// `log Σ_v p(v)²` of each completion position's next-token distribution, without
+    /// gradient (WPO's weights).
+    pub collision: bool,
 }
 
 impl Want {
@@ -39,6 +43,7 @@ impl Want {
         rewards: false,
         token_logps: false,
         values: false,
+        collision: false,
     };
     /// Sequence log-probs alone.
     pub const LOGPS: Want = Want {
@@ -64,6 +69,7 @@ impl Want {
             rewards: self.rewards || other.rewards,
             token_logps: self.token_logps || other.token_logps,
             values: self.values || other.values,
+            collision: self.collision || other.collision,
         }
     }
 }
@@ -105,12 +111,20 @@ pub fn needs(inputs: &[Input]) -> Needs {
         | Source::Tokens(Side::Rejected)
         | Source::ReferenceLogps(Side::Rejected)
         | Source::ReferenceEntropy(Side::Rejected)
-        | Source::Reward(Side::Rejected) = i.source
+        | Source::Reward(Side::Rejected)
+        | Source::PolicyTokenLogps(Side::Rejected)
+        | Source::ReferenceTokenLogps(Side::Rejected)
+        | Source::PolicyTokenCollision(Side::Rejected)
+        | Source::TokenMask(Side::Rejected) = i.source
         {
             n.rejected = true;
         }
         match i.source {
             Source::PolicyLogps(_) => n.policy.logps = true,
+            Source::PolicyTokenLogps(_) => n.policy.token_logps = true,
+            Source::ReferenceTokenLogps(_) => n.reference.token_logps = true,
+            Source::PolicyTokenCollision(_) => n.policy.collision = true,
+            Source::TokenMask(_) | Source::TokenPosition => {}
             Source::Reward(_) => n.policy.rewards = true,
             Source::ReferenceLogps(_) => n.reference.logps = true,
             Source::ReferenceEntropy(_) => n.reference.entropy = true,
@@ -168,6 +182,9 @@ pub struct Stats {
     /// `[batch, time−1]`: the value head at position j, 0 where token j+1 is not a completion
     /// token.
     pub values: Option<Tensor<2>>,
+    /// `[batch, time−1]`: `log Σ_v p(v)²` of the distribution at position j (no gradient), 0
+    /// outside the completion.
+    pub collision: Option<Tensor<2>>,
 }
 
 /// The width a forward over `rows` runs at: the longest row, at least 2 (one prediction).
@@ -220,6 +237,7 @@ pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stat
         out.rewards = (want.rewards && model.score.is_some()).then(zeros);
         out.token_logps = want.token_logps.then(|| cm.clone());
         out.values = (want.values && model.value_head.is_some()).then(|| cm.clone());
+        out.collision = want.collision.then(|| cm.clone());
         return out;
     }
     let flat: Vec<i64> = rows
@@ -236,6 +254,12 @@ pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stat
     let scored = hidden.narrow(1, 0, t - 1);
     if want.values {
         out.values = model.values(scored.clone()).map(|v| v * cm.clone());
+    }
+    if want.collision {
+        out.collision = Some(
+            kernels::token_collision(scored.clone().detach(), model.output_head().detach())
+                * cm.clone(),
+        );
     }
     if want.logps || want.entropy || want.token_logps {
         let heads = head_stats(model, scored, rows, &cm, want.token_logps, device);
@@ -361,10 +385,69 @@ pub(crate) fn constant<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
+/// `[B, ·]` halves of a `[2B, ·]` per-token statistic.
+fn half2(t: &Tensor<2>, side: Side, b: usize) -> Tensor<2> {
+    match side {
+        Side::Chosen => t.clone().narrow(0, 0, b),
+        Side::Rejected => t.clone().narrow(0, b, b),
+    }
+}
+
+/// The completion tokens of each row: the first scored position (`j` with token `j+1` a
+/// completion token) and how many there are.
+fn completion_spans(completion: &[Vec<bool>]) -> Vec<(usize, usize)> {
+    completion
+        .iter()
+        .map(|r| {
+            let scored: Vec<usize> = (1..r.len()).filter(|&j| r[j]).map(|j| j - 1).collect();
+            (scored.first().copied().unwrap_or(0), scored.len())
+        })
+        .collect()
+}
+
+/// The longest completion of the batch (at least 1): the token axis of per-token pair inputs.
+fn completion_width(completion: &[Vec<bool>]) -> usize {
+    completion_spans(completion)
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// `[rows, W]` with W the longest completion: 1 at each row's completion tokens, counted from
+/// the completion's first token.
+fn relative_mask(completion: &[Vec<bool>], device: &Device) -> Tensor<2> {
+    let w = completion_width(completion);
+    let spans = completion_spans(completion);
+    let m: Vec<f32> = spans
+        .iter()
+        .flat_map(|&(_, n)| (0..w).map(move |k| if k < n { 1.0 } else { 0.0 }))
+        .collect();
+    Tensor::<2>::from_data(TensorData::new(m, [spans.len(), w]), device)
+}
+
+/// A `[rows, time−1]` statistic at absolute positions as `[rows, W]` at completion positions
+/// (token k of the completion at column k), 0 after each row's completion; gradients flow
+/// through the gather.
+fn completion_relative(t: Tensor<2>, completion: &[Vec<bool>], device: &Device) -> Tensor<2> {
+    let [rows, n] = t.dims();
+    let w = completion_width(completion);
+    let spans = completion_spans(completion);
+    let idx: Vec<i64> = spans
+        .iter()
+        .flat_map(|&(start, _)| (0..w).map(move |k| (start + k).min(n.saturating_sub(1)) as i64))
+        .collect();
+    let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [rows, w]), device);
+    t.gather(1, idx) * relative_mask(completion, device)
+}
+
 /// Every declared input of a pair objective for `batch`, on `device`, from the statistics of
 /// the policy's forward (`policy`, asked for [`Needs::policy`]) and the reference's
 /// (`reference`, asked for [`Needs::reference`]): policy log-probs and rewards differentiable
-/// (they come from the policy's forward on an autodiff device), the rest constants.
+/// (they come from the policy's forward on an autodiff device), the rest constants. Per-token
+/// inputs are `[B, W]`, W the batch's longest completion (either side), token k of each
+/// completion at column k, 0 after its end (each side's mask says where).
 pub fn observe(
     inputs: &[Input],
     batch: &Batch,
@@ -373,14 +456,21 @@ pub fn observe(
     reference: Option<&Stats>,
     vocab_size: usize,
     device: &Device,
-) -> Result<Vec<Tensor<1>>, ObserveError> {
+) -> Result<Vec<TensorColumn>, ObserveError> {
     let b = batch.pairs.len();
     let counts = token_counts(&batch.completion, device);
     let asked = |what: &str| ObserveError(format!("the forward pass was not asked for {what}"));
+    let relative = |t: &Tensor<2>, side: Side| {
+        half2(
+            &completion_relative(t.clone(), &batch.completion, device),
+            side,
+            b,
+        )
+    };
     inputs
         .iter()
         .map(|inp| {
-            Ok(match &inp.source {
+            Ok(TensorColumn::Scalar(match &inp.source {
                 Source::PolicyLogps(s) => {
                     half(policy.logps.as_ref().ok_or_else(|| asked("log-probs"))?, *s, b)
                 }
@@ -417,6 +507,27 @@ pub fn observe(
                     })?;
                     half(r, *s, b)
                 }
+                Source::PolicyTokenLogps(s) => {
+                    let t = policy.token_logps.as_ref().ok_or_else(|| asked("per-token log-probs"))?;
+                    return Ok(TensorColumn::Tokens(relative(t, *s)));
+                }
+                Source::ReferenceTokenLogps(s) => {
+                    let r = reference.ok_or_else(|| ObserveError("no reference model".into()))?;
+                    let t = r.token_logps.as_ref().ok_or_else(|| asked("reference per-token log-probs"))?;
+                    return Ok(TensorColumn::Tokens(constant(relative(t, *s), device)));
+                }
+                Source::PolicyTokenCollision(s) => {
+                    let t = policy.collision.as_ref().ok_or_else(|| asked("per-token collision probabilities"))?;
+                    return Ok(TensorColumn::Tokens(constant(relative(t, *s), device)));
+                }
+                Source::TokenMask(s) => {
+                    return Ok(TensorColumn::Tokens(half2(&relative_mask(&batch.completion, device), *s, b)));
+                }
+                Source::TokenPosition => {
+                    let w = completion_width(&batch.completion);
+                    let pos: Vec<f32> = (0..b).flat_map(|_| (0..w).map(|k| k as f32)).collect();
+                    return Ok(TensorColumn::Tokens(Tensor::from_data(TensorData::new(pos, [b, w]), device)));
+                }
                 Source::Rollout(_) => {
                     return Err(ObserveError(format!(
                         "`{}` ({}) is an on-policy rollout observable; `poc run` trains on preference pairs and does not sample completions",
@@ -424,7 +535,7 @@ pub fn observe(
                         inp.source.text()
                     )));
                 }
-            })
+            }))
         })
         .collect()
 }

@@ -5,7 +5,7 @@
 use burn::tensor::{Bool, DType, Device, Int, Tensor, TensorData};
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::kernels::{
-    attention, composed_attention, composed_token_logps, token_logps_in_chunks,
+    attention, composed_attention, composed_token_logps, token_collision, token_logps_in_chunks,
 };
 use rand::{Rng, SeedableRng};
 
@@ -241,6 +241,38 @@ fn chunked_head_equals_the_full_log_softmax() {
                 .iter()
                 .all(|&e| e >= -1e-4 && e <= (vocab as f32).ln() + 1e-3)
         );
+    }
+}
+
+/// `log Σ_v p(v)²` against the whole distribution computed in f64 on the host, for a
+/// sharp and a flat distribution, and its bounds: ≤ 0, ≥ 2·log max p, = −log V when uniform.
+#[test]
+fn token_collision_is_the_log_sum_of_squared_probabilities() {
+    let device = DeviceSpec::Cpu.device();
+    let (b, n, h, vocab) = (2, 3, 8, 50);
+    for scale in [0.1f32, 3.0] {
+        let hidden = tensor([b, n, h], 21, scale, &device, DType::F32);
+        let head = tensor([h, vocab], 22, 1.0, &device, DType::F32);
+        let got = vec2(token_collision(hidden.clone(), head.clone()));
+        let logits = vec2(hidden.reshape([b * n, h]).matmul(head));
+        for (row, g) in logits.chunks(vocab).zip(&got) {
+            let top = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
+            let z: f64 = row.iter().map(|&x| (x as f64 - top).exp()).sum();
+            let p: Vec<f64> = row.iter().map(|&x| (x as f64 - top).exp() / z).collect();
+            let want = p.iter().map(|q| q * q).sum::<f64>().ln();
+            let pmax = p.iter().cloned().fold(0.0, f64::max);
+            assert!(
+                (*g as f64 - want).abs() < 1e-4,
+                "scale {scale}: {g} vs {want}"
+            );
+            assert!(want <= 0.0 && want >= 2.0 * pmax.ln() - 1e-12);
+        }
+    }
+    // A zero head: every logit 0, the uniform distribution.
+    let hidden = tensor([1, 2, h], 23, 1.0, &device, DType::F32);
+    let head = Tensor::<2>::zeros([h, vocab], &device);
+    for g in vec2(token_collision(hidden, head)) {
+        assert!((g + (vocab as f32).ln()).abs() < 1e-5, "{g}");
     }
 }
 

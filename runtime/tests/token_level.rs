@@ -178,7 +178,7 @@ fn gradient(input: &TensorColumn, grads: &burn::tensor::Gradients, lens: &[usize
 }
 
 #[test]
-fn ppo_on_burn_matches_interpreter_and_symbolic_gradient() {
+fn token_level_objectives_on_burn_match_interpreter_and_symbolic_gradient() {
     for (name, _) in token_objectives() {
         let c = compiled(&name);
         let params = c.objective.default_params();
@@ -194,6 +194,20 @@ fn ppo_on_burn_matches_interpreter_and_symbolic_gradient() {
         let want = eval_columns(&c.program, &params, &rounded).unwrap();
         let got = burn_eval(&c.program, &params, &rounded, DType::F32);
         assert_columns_close(&format!("{name} f32 loss"), &want[0], &got[0], 1e-4, 1e-5);
+    }
+}
+
+#[test]
+fn batch_level_objectives_on_burn_match_interpreter_and_symbolic_gradient() {
+    let names: Vec<String> = batch_objectives().into_iter().map(|(n, _)| n).collect();
+    assert!(!names.is_empty());
+    for name in names {
+        let c = compiled(&name);
+        for (sets, seed) in [(vec![], 5), (vec!["label_smoothing=0.2".to_string()], 9)] {
+            let params = c.objective.params_with(&sets).unwrap();
+            let cols = scalar_columns(&random_columns(&c, 64, seed));
+            burn_agrees(&c, &params, &cols, &format!("{name} {sets:?}"));
+        }
     }
 }
 

@@ -163,3 +163,124 @@ fn save_total_limit_keeps_the_newest_checkpoints() {
     // What is kept is a whole checkpoint that resumes.
     assert!(out.path().join("checkpoint-5/trainer_state.json").exists());
 }
+
+/// Per-token inputs of a pair objective against the sequence ones they must sum to, and the
+/// collision statistic against its bounds, read back through metrics of a real run.
+const PER_TOKEN_CHECK: &str = "objective per_token_check
+input policy_chosen_logps
+input policy_rejected_logps
+input ref_chosen_logps
+input ref_rejected_logps
+input chosen_len
+input rejected_len
+input policy_chosen_token_logps
+input policy_rejected_token_logps
+input ref_chosen_token_logps
+input ref_rejected_token_logps
+input chosen_mask
+input rejected_mask
+input position from token.position
+input cc from policy.token_collision(chosen)
+input cr from policy.token_collision(rejected)
+loss = -log_sigmoid(0.1 * ((policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)))
+metric gap/policy_chosen = abs(masked_sum(policy_chosen_token_logps, chosen_mask) - policy_chosen_logps)
+metric gap/policy_rejected = abs(masked_sum(policy_rejected_token_logps, rejected_mask) - policy_rejected_logps)
+metric gap/ref_chosen = abs(masked_sum(ref_chosen_token_logps, chosen_mask) - ref_chosen_logps)
+metric gap/ref_rejected = abs(masked_sum(ref_rejected_token_logps, rejected_mask) - ref_rejected_logps)
+metric gap/chosen_len = abs(masked_sum(1, chosen_mask) - chosen_len)
+metric gap/rejected_len = abs(masked_sum(1, rejected_mask) - rejected_len)
+metric gap/positions = abs(masked_sum(position, chosen_mask) - chosen_len * (chosen_len - 1) / 2)
+metric bad/collision_above_zero = masked_sum(if cc > 1e-5 then 1 else 0, chosen_mask) + masked_sum(if cr > 1e-5 then 1 else 0, rejected_mask)
+metric bad/collision_below_p2 = masked_sum(if cc < 2 * policy_chosen_token_logps - 1e-4 then 1 else 0, chosen_mask)
+metric collision/mean = masked_mean(cc, chosen_mask)
+";
+
+#[test]
+fn per_token_pair_inputs_agree_with_the_sequence_statistics() {
+    let c = poc_compiler::compile(PER_TOKEN_CHECK).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let logs = run(&c, dir.path(), 3, None);
+    // The loss is DPO's, so the run is DPO's to float rounding (the two paths sum differently).
+    let dpo_dir = tempfile::tempdir().unwrap();
+    let dpo_logs = run(&dpo(), dpo_dir.path(), 3, None);
+    for (a, b) in logs.iter().zip(&dpo_logs) {
+        assert!(
+            (a.loss - b.loss).abs() < 1e-5,
+            "step {}: {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+    for log in &logs {
+        let m = |k: &str| log.metrics[k].as_f64().unwrap();
+        for k in [
+            "gap/policy_chosen",
+            "gap/policy_rejected",
+            "gap/ref_chosen",
+            "gap/ref_rejected",
+        ] {
+            assert!(m(k) < 1e-3, "step {}: {k} = {}", log.step, m(k));
+        }
+        for k in ["gap/chosen_len", "gap/rejected_len", "gap/positions"] {
+            assert_eq!(m(k), 0.0, "step {}: {k}", log.step);
+        }
+        assert_eq!(m("bad/collision_above_zero"), 0.0, "log Σp² ≤ 0");
+        assert_eq!(m("bad/collision_below_p2"), 0.0, "log Σp² ≥ 2 log p_t");
+        // A random model over a 512-token vocabulary is near uniform: log Σp² ≈ −log 512.
+        assert!(m("collision/mean") < -3.0, "{}", m("collision/mean"));
+    }
+}
+
+#[test]
+fn ld_dpo_with_unit_alpha_trains_as_dpo_and_aot_trains_over_the_batch() {
+    let src = |name: &str| {
+        let path = format!("{}/../objectives/{name}.po", env!("CARGO_MANIFEST_DIR"));
+        poc_compiler::compile(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let ld = src("ld_dpo");
+    let mut opts = options(tempfile::tempdir().unwrap().path(), 3);
+    opts.params = ld.objective.params_with(&["ld_alpha=1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    opts.out = dir.path().to_path_buf();
+    let ld_logs = run_params(&ld, opts);
+    let dpo_dir = tempfile::tempdir().unwrap();
+    let dpo_logs = run(&dpo(), dpo_dir.path(), 3, None);
+    for (a, b) in ld_logs.iter().zip(&dpo_logs) {
+        assert!(
+            (a.loss - b.loss).abs() < 1e-5,
+            "step {}: {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+    // AOT's loss couples the examples of a batch; it trains and stays finite.
+    let aot_dir = tempfile::tempdir().unwrap();
+    let logs = run(&src("aot"), aot_dir.path(), 4, None);
+    assert!(
+        logs.iter().all(|l| l.loss.is_finite() && l.grad_norm > 0.0),
+        "{logs:?}"
+    );
+}
+
+/// A run with `opts` whose parameters are already set.
+fn run_params(c: &Compiled, opts: TrainOptions) -> Vec<StepLog> {
+    let params = opts.params.clone();
+    let tok = Tok::tiny();
+    let device = cpu();
+    let start = Llama::random(&common::small_config(2), 1, &training(&device, false));
+    let reference = Reference::starting(&start, true, false);
+    let run = PairRun {
+        compiled: c,
+        policy: start,
+        reference,
+        pairs: pairs(&tok),
+        tok,
+        eval: None,
+        opts: TrainOptions { params, ..opts },
+        device,
+        resume: None,
+    };
+    train_pairs(run, &AtomicBool::new(false), |_, _| {}).unwrap()
+}

@@ -23,7 +23,7 @@ pub fn run(file: &str, emit: Emit) -> Result<(), Failure> {
             poc_grammar::print::program(&ast)
         }
         Emit::Typed => {
-            let obj = poc_compiler::check_source(&src).map_err(|d| user_diags(&d, &label, &src))?;
+            let obj = crate::edge::check(&label, &src).map_err(|d| user_diags(&d, &label, &src))?;
             print::typed(&obj)
         }
         Emit::Grad => print::grad(&compile(&label, &src)?),

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use poc_compiler::interp::Column;
-use poc_compiler::{Compiled, OutputKind, Rollout, Source};
+use poc_compiler::{Compiled, OutputKind, Rollout, Side, Source};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,13 +30,66 @@ pub fn objectives() -> Vec<(String, String)> {
     out
 }
 
-/// The shipped objectives whose values are all per example (what the JIT and the per-row
-/// checks take); the token-level ones (ppo) are checked in token_level.rs.
+/// The shipped objectives whose values are all per example and independent of the other
+/// examples (what the JIT and the per-row checks take); the token-level ones (ppo, wpo,
+/// ld_dpo) are checked in token_level.rs, the batch-level ones (aot) by [`check_fd_batch`].
 pub fn scalar_objectives() -> Vec<(String, String)> {
     objectives()
         .into_iter()
-        .filter(|(name, _)| !compiled(name).program.is_token_level())
+        .filter(|(name, _)| compiled(name).program.per_row())
         .collect()
+}
+
+/// The shipped objectives with ops across the batch (`sort`): per-example values, but an
+/// example's loss depends on the others.
+pub fn batch_objectives() -> Vec<(String, String)> {
+    objectives()
+        .into_iter()
+        .filter(|(name, _)| compiled(name).program.is_batch_level())
+        .collect()
+}
+
+/// [`random_columns`] as interpreter columns.
+pub fn scalar_columns(cols: &[Vec<f64>]) -> Vec<Column> {
+    cols.iter().cloned().map(Column::Scalar).collect()
+}
+
+/// Compares every symbolic gradient of a batch-level objective with central differences of the
+/// batch's total loss (the gradient of example j is ∂(Σ_i loss_i)/∂x_j), `stop_grad` frozen.
+pub fn check_fd_batch(c: &Compiled, params: &[f64], cols: &[Vec<f64>]) -> FdReport {
+    use poc_compiler::interp::{eval_columns, eval_registers};
+    let columns = scalar_columns(cols);
+    let out = eval_columns(&c.program, params, &columns).unwrap();
+    let frozen = eval_registers(&c.loss_program, params, &columns, None).unwrap();
+    let total = |cols: &[Column]| -> f64 {
+        let regs = eval_registers(&c.loss_program, params, cols, Some(&frozen)).unwrap();
+        match &regs[c.loss_program.loss_reg().unwrap() as usize] {
+            Column::Scalar(v) => v.iter().sum(),
+            Column::Tokens(_) => f64::NAN,
+        }
+    };
+    let n = cols[0].len();
+    let mut report = FdReport::default();
+    for (k, i) in grad_outputs(&c.program) {
+        for r in 0..n {
+            let g = out[k].at(r, 0);
+            let x = cols[i][r];
+            let f = |v: f64| {
+                let mut cc = columns.clone();
+                if let Column::Scalar(s) = &mut cc[i] {
+                    s[r] = v;
+                }
+                total(&cc)
+            };
+            if let Some(central) = fd_mismatch(&mut report, g, x, f) {
+                report.failures.push(format!(
+                    "row {r}, d/{}: symbolic {g:e}, finite difference {central:e}",
+                    c.program.input_names[i]
+                ));
+            }
+        }
+    }
+    report
 }
 
 /// The shipped token-level objectives.
@@ -215,6 +268,11 @@ pub fn random_rollouts(c: &Compiled, n: usize, max_len: usize, seed: u64) -> Vec
         }
         let old: Vec<f64> = (0..len).map(|_| rng.random_range(-4.0..-0.05)).collect();
         let old_values: Vec<f64> = (0..len).map(|_| rng.random_range(-1.0..1.0)).collect();
+        // A pair's two answers on one token axis: each side's mask is 1 on its own prefix.
+        let side_len = |rng: &mut rand_chacha::ChaCha8Rng| rng.random_range(1..=len);
+        let (chosen_len, rejected_len) = (side_len(&mut rng), side_len(&mut rng));
+        let prefix =
+            |n: usize| -> Vec<f64> { (0..len).map(|t| if t < n { 1.0 } else { 0.0 }).collect() };
         for (col, inp) in cols.iter_mut().zip(inputs) {
             let seq: Vec<f64> = match inp.source {
                 Source::Rollout(Rollout::Mask) => mask.clone(),
@@ -233,6 +291,21 @@ pub fn random_rollouts(c: &Compiled, n: usize, max_len: usize, seed: u64) -> Vec
                     .map(|v| v + rng.random_range(-0.4..0.4))
                     .collect(),
                 Source::Rollout(Rollout::Score) => vec![rng.random_range(-2.0..2.0)],
+                Source::TokenMask(Side::Chosen) => prefix(chosen_len),
+                Source::TokenMask(Side::Rejected) => prefix(rejected_len),
+                Source::TokenPosition => (0..len).map(|t| t as f64).collect(),
+                Source::Tokens(Side::Chosen) => vec![chosen_len as f64],
+                Source::Tokens(Side::Rejected) => vec![rejected_len as f64],
+                Source::PolicyTokenLogps(_) | Source::ReferenceTokenLogps(_) => {
+                    (0..len).map(|_| rng.random_range(-4.0..-0.05)).collect()
+                }
+                // log Σ p² ≤ 0, and ≥ log p_max² ≥ 2 log p of any token.
+                Source::PolicyTokenCollision(_) => {
+                    (0..len).map(|_| rng.random_range(-3.0..-0.01)).collect()
+                }
+                Source::PolicyLogps(_) | Source::ReferenceLogps(_) => {
+                    vec![rng.random_range(-30.0..-1.0)]
+                }
                 _ if inp.source.ty().is_token() => {
                     (0..len).map(|_| rng.random_range(-3.0..3.0)).collect()
                 }

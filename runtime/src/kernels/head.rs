@@ -242,3 +242,32 @@ impl<C: CheckpointStrategy> ChunkedHead for Autodiff<LibTorch, C> {
         }
     }
 }
+
+/// `log Σ_v p(v)²` of the next-token distribution `softmax(hidden · head)` at each position of
+/// `hidden` (`[b, n, hidden]` → `[b, n]`, f32): the log collision probability (minus the Rényi
+/// entropy of order 2), the normaliser of WPO's weights. No gradient (call it on detached
+/// tensors); logits exist for at most [`HEAD_CHUNK_ELEMENTS`] / vocab positions at a time.
+pub fn token_collision(hidden: Tensor<3>, head: Tensor<2>) -> Tensor<2> {
+    let [b, n, h] = hidden.dims();
+    let rows = b * n;
+    let device = hidden.device();
+    if rows == 0 {
+        return Tensor::<2>::zeros([b, n], &device);
+    }
+    let vocab = head.dims()[1];
+    let chunk = (HEAD_CHUNK_ELEMENTS / vocab.max(1)).max(1);
+    let flat = hidden.reshape([rows, h]);
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let len = chunk.min(rows - start);
+        let logits = flat.clone().narrow(0, start, len).matmul(head.clone());
+        let twice = log_softmax(logits.cast(DType::F32), 1) * 2.0;
+        // log Σ exp(2 log p), shifted by its largest term.
+        let top = twice.clone().max_dim(1);
+        let lse = (twice - top.clone()).exp().sum_dim(1).log() + top;
+        parts.push(lse.reshape([len]));
+        start += len;
+    }
+    Tensor::cat(parts, 0).reshape([b, n])
+}

@@ -13,12 +13,9 @@ pub(crate) fn policy_pairs(policy: &Llama, batch: &Batch, need: Needs, device: &
     stats(policy, Rows::from(batch), need.policy, device)
 }
 
-/// Sequence log-probs (and mean entropies when `entropy`) of a frozen model over a pair batch.
-pub(crate) fn frozen_pairs(model: &Llama, batch: &Batch, entropy: bool, device: &Device) -> Stats {
-    let want = Want {
-        entropy,
-        ..Want::LOGPS
-    };
+/// What `want` asks of a frozen model over a pair batch (sequence log-probs, mean entropies,
+/// per-token log-probs).
+pub(crate) fn frozen_pairs(model: &Llama, batch: &Batch, want: Want, device: &Device) -> Stats {
     stats(model, Rows::from(batch), want, device)
 }
 

@@ -10,7 +10,7 @@ use super::optimizer::Optimizer;
 use super::outputs::{Outputs, metric_means};
 use super::{Reference, StepLog, TrainError, TrainOptions, forward};
 use crate::data::{Batch, Pair, Tok, batches};
-use crate::lower::{TensorColumn, run_program};
+use crate::lower::{TensorColumn, run_columns};
 use crate::model::Llama;
 use crate::observe::{Needs, needs};
 use burn::module::Module;
@@ -277,7 +277,7 @@ fn run_batch(
     let inputs = &compiled.objective.inputs;
     let pstats = forward::policy_pairs(policy, batch, need, device);
     let rstats = if need.reads_reference() {
-        reference.pair_stats(plain_policy, batch, need.reference.entropy, plain)
+        reference.pair_stats(plain_policy, batch, need.reference, plain)
     } else {
         None
     };
@@ -291,11 +291,8 @@ fn run_batch(
         vocab,
         device,
     )?;
-    let outs = run_program(&compiled.program, &opts.params, &xs, device, DType::F32)?;
-    Ok((
-        outs.into_iter().map(TensorColumn::Scalar).collect(),
-        xs.into_iter().map(TensorColumn::Scalar).collect(),
-    ))
+    let outs = run_columns(&compiled.program, &opts.params, &xs, device, DType::F32)?;
+    Ok((outs, xs))
 }
 
 /// Mean loss and metrics of the compiled objective over `eval.pairs`, no gradients, keyed

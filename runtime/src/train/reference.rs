@@ -5,7 +5,7 @@ use super::forward;
 use crate::data::{Batch, Pair};
 use crate::lower::to_f64;
 use crate::model::Llama;
-use crate::observe::Stats;
+use crate::observe::{Stats, Want};
 use burn::tensor::{Device, Tensor};
 
 /// Where reference statistics come from.
@@ -51,20 +51,21 @@ impl Reference {
         }
     }
 
-    /// Sequence statistics of a pair batch (entropies when `entropy`); `policy` is the trained
-    /// model on a plain device.
+    /// The statistics `want` asks of the reference over a pair batch; `policy` is the trained
+    /// model on a plain device. (A cache holds sequence log-probs and entropies: setup refuses
+    /// to cache a reference whose per-token log-probs are read.)
     pub fn pair_stats(
         &self,
         policy: &Llama,
         batch: &Batch,
-        entropy: bool,
+        want: Want,
         device: &Device,
     ) -> Option<Stats> {
         match self {
             Reference::Cached(cache) => Some(cache.stats(batch, device)),
             other => other
                 .model(policy)
-                .map(|m| forward::frozen_pairs(&m, batch, entropy, device)),
+                .map(|m| forward::frozen_pairs(&m, batch, want, device)),
         }
     }
 
@@ -108,7 +109,11 @@ impl RefCache {
         let idx: Vec<usize> = (0..pairs.len()).collect();
         for chunk in idx.chunks(batch_size.max(1)) {
             let batch = crate::data::pairs::batch_of(pairs, chunk, pad);
-            let st = forward::frozen_pairs(reference, &batch, entropy, device);
+            let want = Want {
+                entropy,
+                ..Want::LOGPS
+            };
+            let st = forward::frozen_pairs(reference, &batch, want, device);
             let lp = st.logps.map(to_f64).unwrap_or_default();
             let en = st.entropy.map(to_f64);
             let b = chunk.len();

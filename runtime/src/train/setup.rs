@@ -176,6 +176,11 @@ pub enum SetupError {
     /// Flags the on-policy loop does not implement.
     #[error("--precompute-ref and --grad-accum are not supported for on-policy objectives yet")]
     OnPolicyUnsupported,
+    /// `--precompute-ref` for an objective that reads the reference's per-token log-probs.
+    #[error(
+        "--precompute-ref caches the reference's sequence log-probs and entropies, but this objective reads its per-token log-probs (reference.token_logps); run without --precompute-ref"
+    )]
+    PrecomputeTokens,
     /// Sampling flags out of range.
     #[error("--max-new-tokens and --ppo-epochs must be at least 1, --temperature above 0")]
     Sampling,
@@ -805,6 +810,9 @@ fn pairs<'a>(
     spec: &'a RunSpec,
     notice: &mut dyn FnMut(Notice),
 ) -> Result<PairRun<'a>, SetupError> {
+    if spec.precompute_ref && needs(&c.objective.inputs).reference.token_logps {
+        return Err(SetupError::PrecomputeTokens);
+    }
     let devices = devices(spec)?;
     let lora = lora(spec)?;
     let reward = reward_task(c, spec.task)?;
