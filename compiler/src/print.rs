@@ -366,9 +366,16 @@ pub fn explain(c: &Compiled, style: Style) -> String {
     }
     if !obj.params.is_empty() {
         s.push_str("\nparameters (override with --set NAME=VALUE):\n");
+        let width = obj
+            .params
+            .iter()
+            .map(|p| p.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(18);
         for prm in &obj.params {
             s.push_str(&format!(
-                "  {:<18} = {}{}\n",
+                "  {:<width$} = {}{}\n",
                 prm.name,
                 poc_grammar::print::number(prm.default),
                 range_text(prm)
@@ -376,6 +383,20 @@ pub fn explain(c: &Compiled, style: Style) -> String {
         }
     }
     s.push_str("\ninputs:\n");
+    let width = obj
+        .inputs
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
+    let src_width = obj
+        .inputs
+        .iter()
+        .map(|i| i.source.text().chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(28);
     for inp in &obj.inputs {
         let d = if inp.differentiable {
             "differentiable"
@@ -383,7 +404,7 @@ pub fn explain(c: &Compiled, style: Style) -> String {
             "constant"
         };
         s.push_str(&format!(
-            "  {:<22} {:<28} {d}\n",
+            "  {:<width$} {:<src_width$} {d}\n",
             inp.name,
             inp.source.text()
         ));
