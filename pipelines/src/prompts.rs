@@ -4,7 +4,7 @@
 
 use crate::{Error, Result};
 use poc_runtime::data::Tok;
-use poc_runtime::data::chat::{Message, parse_messages, render_prompt};
+use poc_runtime::data::chat::{Message, parse_messages};
 use poc_runtime::model::LlamaConfig;
 use poc_runtime::model::generate::check_prompt;
 use serde_json::Value;
@@ -129,7 +129,7 @@ fn prompt_ids(value: &Value, tok: &Tok, chat: bool) -> Result<Vec<u32>, String> 
     };
     match (rendered, value) {
         // The template writes BOS itself.
-        (Some(messages), _) => tok.encode(&render_prompt(&messages)?, false),
+        (Some(messages), _) => tok.encode(&tok.chat_template().prompt(&messages)?, false),
         (None, Value::String(s)) => {
             let mut ids = tok.encode(s, true)?;
             // A prompt that already begins with the BOS text would get a second BOS.

@@ -1,7 +1,8 @@
 //! Tokenizers and preference data: HF `tokenizer.json` through the `tokenizers` crate (and the
 //! byte-level tokenizer of the embedded `tiny` model), TRL's preference JSONL (plain strings or
-//! conversational message lists rendered with the Llama-3 chat template), tokenized as TRL's
-//! DPOTrainer does, and padded, length-bucketed batches.
+//! conversational message lists rendered with the model's own chat template, or the Llama-3 one
+//! for a model without one), tokenized as TRL's DPOTrainer does, and padded, length-bucketed
+//! batches.
 
 pub mod chat;
 pub mod pairs;
@@ -31,6 +32,14 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
         /// What the tokenizers crate said.
+        message: String,
+    },
+    /// A model's chat template (or the `tokenizer_config.json` holding it) is unusable.
+    #[error("{}: not a usable chat template: {message}", path.display())]
+    ChatTemplate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
         message: String,
     },
     /// A bad row under `strict`, or no usable row at all; the message names file and line.

@@ -16,9 +16,11 @@ per prompt on stdout, in the file's order:
   {\"line\": N, \"prompt\": ..., \"completion\": \"...\", \"tokens\": n, \"finish\": \"eos\" | \"length\"}
 
 Each line of --prompts is a JSON object with a `prompt` field: a string (tokenized as it is,
-with the tokenizer's BOS; with --chat, as one user message under the Llama-3 chat template), or
-a list of {\"role\", \"content\"} messages (always rendered with the chat template and the
-assistant header). Blank lines are skipped; any bad line stops the command naming the line.
+with the tokenizer's BOS; with --chat, as one user message under the chat template), or a list
+of {\"role\", \"content\"} messages (always rendered with the chat template and its generation
+prompt). The chat template is the model's own (chat_template.jinja, else `chat_template` in
+tokenizer_config.json), or Llama-3's for a model without one. Blank lines are skipped; any bad
+line stops the command naming the line.
 
 Decoding keeps a KV cache (each step runs only the new token through the model); prompts of a
 batch are left-padded with a padding mask and per-row positions, so a prompt gets the same
@@ -64,7 +66,7 @@ pub struct GenerateArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Render string prompts as a user message with the Llama-3 chat template.
+    /// Render string prompts as a user message with the model's chat template.
     #[arg(long)]
     pub chat: bool,
     /// No progress bar on stderr.

@@ -1,8 +1,9 @@
 //! TRL preference rows → tokenized pairs → padded, length-bucketed batches.
 //!
 //! A row is a JSON object with `prompt`, `chosen` and `rejected`, either all strings or all
-//! message lists (`[{"role", "content"}]`, rendered with the Llama-3 chat template; a row
-//! without `prompt` takes the messages chosen and rejected share, as TRL's implicit prompt).
+//! message lists (`[{"role", "content"}]`, rendered with the tokenizer's chat template: the
+//! model's own, or the Llama-3 one for a model without one; a row without `prompt` takes the
+//! messages chosen and rejected share, as TRL's implicit prompt).
 //! Every other numeric field is kept as a column (objectives read e.g. `score_chosen`).
 //!
 //! A demonstration row, in TRL's SFT formats, has no rejected completion: `prompt` and
@@ -14,9 +15,7 @@
 //! chosen rows alone.
 
 use super::DataError;
-use super::chat::{
-    Message, parse_messages, render_completion, render_prompt, render_turns, split_implicit_prompt,
-};
+use super::chat::{ChatTemplate, Message, parse_messages, split_implicit_prompt};
 use super::tokenizer::Tok;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -57,7 +56,8 @@ pub struct Pair {
 enum Format {
     /// Plain strings: the tokenizer adds BOS, poc appends EOS to the completion.
     Plain,
-    /// Rendered by the chat template, which writes BOS and ends turns with `<|eot_id|>`.
+    /// Rendered by the chat template, which writes the special tokens (BOS, end of turn)
+    /// itself: tokenized without adding any, as `apply_chat_template(tokenize=True)` does.
     Chat,
 }
 
@@ -113,19 +113,21 @@ fn tokenize(
 }
 
 /// The token ranges of the assistant turns `messages[i]`, `i` in `turns`, inside `ids` (the
-/// tokenized conversation): each from after its header through its `<|eot_id|>`. A turn whose
-/// text does not tokenize as a prefix of `ids`, or that reaches the final completion, is left
-/// out.
+/// tokenized conversation): each from the end of the conversation before it rendered with the
+/// generation prompt to the end of the conversation through it (after its header, through its
+/// end-of-turn token). A turn whose text does not tokenize as a prefix of `ids`, or that reaches
+/// the final completion, is left out.
 fn turn_ranges(
     tok: &Tok,
     messages: &[Message],
     turns: &[usize],
     ids: &Tokenized,
 ) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let chat = tok.chat_template();
     let mut out = Vec::new();
     for &i in turns {
-        let start = tok.encode(&render_prompt(&messages[..i])?, false)?;
-        let end = tok.encode(&render_turns(&messages[..=i]), false)?;
+        let start = tok.encode(&chat.prompt(&messages[..i])?, false)?;
+        let end = tok.encode(&chat.render(&messages[..=i], false)?, false)?;
         let prefix = |t: &[u32]| t.len() <= ids.ids.len() && ids.ids[..t.len()] == *t;
         if prefix(&start)
             && prefix(&end)
@@ -142,6 +144,7 @@ fn turn_ranges(
 /// `messages` row the messages of its prompt, whose assistant turns are trained on too).
 fn demonstration_texts(
     obj: &serde_json::Map<String, Value>,
+    chat: &ChatTemplate,
 ) -> Result<(String, String, Format, Vec<Message>), String> {
     let list = |v: &Value, what: &str| match v {
         Value::Array(a) => parse_messages(a, what),
@@ -155,8 +158,10 @@ fn demonstration_texts(
             Ok((p.clone(), c.clone(), Format::Plain, Vec::new()))
         }
         (Some(p @ Value::Array(_)), Some(c @ Value::Array(_)), None) => {
-            let prompt = render_prompt(&list(p, "prompt")?)?;
-            let completion = render_completion(&list(c, "completion")?)
+            let messages = list(p, "prompt")?;
+            let prompt = chat.prompt(&messages)?;
+            let completion = chat
+                .completion(&messages, &list(c, "completion")?)
                 .map_err(|e| format!("completion: {e}"))?;
             Ok((prompt, completion, Format::Chat, Vec::new()))
         }
@@ -169,11 +174,15 @@ fn demonstration_texts(
                     last.role
                 ));
             }
-            let completion = render_completion(std::slice::from_ref(&last))
+            if messages.is_empty() {
+                return Err(
+                    "`messages` needs a prompt before its last (assistant) message".to_string(),
+                );
+            }
+            let prompt = chat.prompt(&messages)?;
+            let completion = chat
+                .completion(&messages, std::slice::from_ref(&last))
                 .map_err(|e| format!("messages: the last message: {e}"))?;
-            let prompt = render_prompt(&messages).map_err(|_| {
-                "`messages` needs a prompt before its last (assistant) message".to_string()
-            })?;
             Ok((prompt, completion, Format::Chat, messages))
         }
         (_, None, None) => Err("missing field `chosen`".into()),
@@ -187,6 +196,7 @@ fn demonstration_texts(
 /// The texts of a row: (prompt, chosen, rejected, format).
 fn row_texts(
     obj: &serde_json::Map<String, Value>,
+    chat: &ChatTemplate,
 ) -> Result<(String, String, String, Format), String> {
     let field = |k: &str| obj.get(k).ok_or_else(|| format!("missing field `{k}`"));
     let (chosen, rejected) = (field("chosen")?, field("rejected")?);
@@ -218,16 +228,17 @@ fn row_texts(
             ) else {
                 return Err(mixed());
             };
-            chat_texts(p, c, r)
+            chat_texts(chat, &p, &c, &r)
         }
         Some(_) => Err(mixed()),
         None => match (messages(chosen, "chosen")?, messages(rejected, "rejected")?) {
             (Some(c), Some(r)) => {
                 let conversation = split_implicit_prompt(c, r)?;
                 chat_texts(
-                    conversation.prompt,
-                    conversation.chosen,
-                    conversation.rejected,
+                    chat,
+                    &conversation.prompt,
+                    &conversation.chosen,
+                    &conversation.rejected,
                 )
             }
             _ => Err("missing field `prompt`".into()),
@@ -236,14 +247,19 @@ fn row_texts(
 }
 
 fn chat_texts(
-    prompt: Vec<Message>,
-    chosen: Vec<Message>,
-    rejected: Vec<Message>,
+    chat: &ChatTemplate,
+    prompt: &[Message],
+    chosen: &[Message],
+    rejected: &[Message],
 ) -> Result<(String, String, String, Format), String> {
-    let prompt = render_prompt(&prompt)?;
-    let chosen = render_completion(&chosen).map_err(|e| format!("chosen: {e}"))?;
-    let rejected = render_completion(&rejected).map_err(|e| format!("rejected: {e}"))?;
-    Ok((prompt, chosen, rejected, Format::Chat))
+    let text = chat.prompt(prompt)?;
+    let chosen = chat
+        .completion(prompt, chosen)
+        .map_err(|e| format!("chosen: {e}"))?;
+    let rejected = chat
+        .completion(prompt, rejected)
+        .map_err(|e| format!("rejected: {e}"))?;
+    Ok((text, chosen, rejected, Format::Chat))
 }
 
 fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<Pair, String> {
@@ -258,7 +274,7 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
         );
     }
     let (chosen, rejected) = if demonstration {
-        let (prompt, completion, format, messages) = demonstration_texts(obj)?;
+        let (prompt, completion, format, messages) = demonstration_texts(obj, tok.chat_template())?;
         let mut c = tokenize(tok, &prompt, &completion, format, max_length)
             .map_err(|e| format!("completion: {e}"))?;
         // Earlier assistant turns (after some other message) are trained on too.
@@ -268,7 +284,7 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
         c.earlier = turn_ranges(tok, &messages, &turns, &c)?;
         (c.clone(), c)
     } else {
-        let (prompt, chosen, rejected, format) = row_texts(obj)?;
+        let (prompt, chosen, rejected, format) = row_texts(obj, tok.chat_template())?;
         (
             tokenize(tok, &prompt, &chosen, format, max_length)
                 .map_err(|e| format!("chosen: {e}"))?,

@@ -3,6 +3,7 @@
 //! special tokens), so the demo needs no download and checkpoints load in other tools.
 
 use super::DataError;
+use super::chat::ChatTemplate;
 use std::path::Path;
 
 /// `<|begin_of_text|>` in the tiny vocabulary.
@@ -86,9 +87,10 @@ pub fn tiny_tokenizer_json() -> String {
     .to_string()
 }
 
-/// A loaded tokenizer plus the ids poc needs.
+/// A loaded tokenizer plus the ids poc needs, and the chat template rows are rendered with.
 pub struct Tok {
     inner: tokenizers::Tokenizer,
+    chat: ChatTemplate,
     /// End-of-sequence id appended to plain-text completions.
     pub eos: u32,
     /// Padding id: `<|finetune_right_pad_id|>` where the vocabulary has it, else `eos`
@@ -99,7 +101,8 @@ pub struct Tok {
 }
 
 impl Tok {
-    /// Reads `tokenizer.json`; `eos` comes from the model config.
+    /// Reads `tokenizer.json`; `eos` comes from the model config. Its chat template is the
+    /// built-in one until [`Tok::with_chat_template`] gives it the model's.
     pub fn from_file(path: &Path, eos: u32) -> Result<Tok, DataError> {
         let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| DataError::Tokenizer {
             path: path.to_path_buf(),
@@ -115,10 +118,22 @@ impl Tok {
         let bos = inner.token_to_id(SPECIALS[0]);
         Tok {
             inner,
+            chat: ChatTemplate::llama3(),
             eos,
             pad,
             bos,
         }
+    }
+
+    /// This tokenizer with `chat` as its chat template (the model's own, decided once when the
+    /// model is resolved: [`ChatTemplate::from_model_dir`]).
+    pub fn with_chat_template(self, chat: ChatTemplate) -> Tok {
+        Tok { chat, ..self }
+    }
+
+    /// The chat template conversational rows are rendered with.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat
     }
 
     /// The embedded tiny tokenizer.
@@ -147,10 +162,12 @@ impl Tok {
         self.inner.token_to_id(text)
     }
 
-    /// Writes `tokenizer.json` into `dir`.
+    /// Writes `tokenizer.json` into `dir`, with the model's `tokenizer_config.json` and
+    /// `chat_template.jinja` where it had them (so a checkpoint renders chats as its model did).
     pub fn save(&self, dir: &Path) -> Result<(), String> {
         self.inner
             .save(dir.join("tokenizer.json"), false)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.chat.save(dir)
     }
 }

@@ -1,8 +1,9 @@
 //! `--model NAME`: an HF model directory, or a preset (the embedded `tiny`, or a shape with
-//! random weights under `random_init`), with its tokenizer. Every command that takes a model
-//! resolves it here.
+//! random weights under `random_init`), with its tokenizer and chat template. Every command that
+//! takes a model resolves it here.
 
 use super::{Llama, LlamaConfig, ModelError, load};
+use crate::data::chat::ChatTemplate;
 use crate::data::{DataError, Tok};
 use burn::tensor::Device;
 use std::path::Path;
@@ -11,7 +12,8 @@ use std::path::Path;
 pub struct Resolved {
     /// The decoder.
     pub model: Llama,
-    /// Its tokenizer (the byte-level one for presets).
+    /// Its tokenizer (the byte-level one for presets), with the chat template of the model
+    /// (the built-in Llama-3 one where it has none).
     pub tok: Tok,
     /// Whether this is the embedded `tiny` default (random init, byte tokenizer).
     pub embedded: bool,
@@ -26,6 +28,11 @@ pub enum ResolveError {
     /// The directory has no usable `tokenizer.json`.
     #[error("{0}\n  = hint: an HF model directory needs tokenizer.json beside config.json")]
     Tokenizer(DataError),
+    /// The directory's chat template is broken.
+    #[error(
+        "{0}\n  = hint: chat rows are rendered with the model's own template (chat_template.jinja, else `chat_template` in tokenizer_config.json), as transformers' apply_chat_template does"
+    )]
+    ChatTemplate(DataError),
     /// Neither a directory nor a preset name.
     #[error(
         "`--model {name}` is neither a directory nor a preset\n  = hint: presets are {presets}; a directory holds config.json, *.safetensors and tokenizer.json"
@@ -95,8 +102,10 @@ pub fn resolve_stored(
     if path.is_dir() {
         let config = LlamaConfig::from_file(&path.join("config.json"))?;
         let eos = config.eos_ids().first().copied().unwrap_or(0);
-        let tok =
-            Tok::from_file(&path.join("tokenizer.json"), eos).map_err(ResolveError::Tokenizer)?;
+        let chat = ChatTemplate::from_model_dir(path).map_err(ResolveError::ChatTemplate)?;
+        let tok = Tok::from_file(&path.join("tokenizer.json"), eos)
+            .map_err(ResolveError::Tokenizer)?
+            .with_chat_template(chat);
         let model = if random_init {
             Llama::random_stored(&config, INIT_SEED, device, matrices)
         } else {
