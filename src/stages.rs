@@ -117,7 +117,8 @@ fn run(a: &mut Argv, r: &RunStage) {
         .optional("--lora", r.lora)
         .each("--set", &r.sets)
         .optional_path("--resume", r.resume.as_ref())
-        .switch("--no-progress", r.no_progress);
+        .switch("--no-progress", r.no_progress)
+        .optional("--nproc", r.nproc);
 }
 
 fn split(a: &mut Argv, s: &SplitOptions) {
@@ -155,6 +156,7 @@ fn mpo(a: &mut Argv, m: &MpoOptions) {
         .value("--batch-size", m.batch_size)
         .value("--max-new-tokens", m.max_new_tokens)
         .value("--device", &m.device)
+        .optional("--nproc", m.nproc)
         .value("--seed", m.seed)
         .optional("--lora", m.lora)
         .value("--save-every", m.save_every)
@@ -196,6 +198,7 @@ mod tests {
             sets: a.sets.clone(),
             resume: a.resume.clone(),
             no_progress: a.no_progress,
+            nproc: a.nproc.map(|n| n as usize),
         }
     }
 
@@ -251,6 +254,7 @@ mod tests {
             sets: vec!["beta=0.2".into(), "kl_coef=0.05".into()],
             resume: Some("o/ppo/checkpoint-2".into()),
             no_progress: true,
+            nproc: Some(2),
             ..RunStage::new("objectives/ppo.po", PathBuf::from("o/ppo"), 40)
         };
         let oracle_run = RunStage {
@@ -274,6 +278,7 @@ mod tests {
             lora: Some(8),
             lr: Some(5e-6),
             no_progress: true,
+            nproc: Some(2),
             sets: vec!["dpo.beta=0.2".into(), "ppo.kl_coef=0.1".into()],
             ..MpoOptions::new("./sft", "runs/mpo".into())
         };

@@ -446,6 +446,7 @@ pub(crate) fn dpo_steps(
         opts: train_opts,
         device: poc_runtime::device::DeviceSpec::Cpu.device(),
         resume: None,
+        parallel: None,
     };
     let logs = poc_runtime::train::train_pairs(run, &stop, |_, _| {})
         .map_err(|e| Error::Internal(e.to_string()));

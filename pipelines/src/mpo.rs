@@ -64,6 +64,9 @@ pub struct MpoOptions {
     pub max_new_tokens: usize,
     /// cpu, cuda or cuda:N.
     pub device: String,
+    /// Train the reward model and the DPO stage data-parallel in N processes (`poc run
+    /// --nproc N`); PPO runs in one.
+    pub nproc: Option<usize>,
     /// Seed of every stage.
     pub seed: u64,
     /// Rank of LoRA adapters in every stage, if any.
@@ -95,6 +98,7 @@ impl MpoOptions {
             batch_size: 8,
             max_new_tokens: 24,
             device: "cpu".into(),
+            nproc: None,
             seed: 42,
             lora: None,
             save_every: 0,
@@ -302,6 +306,7 @@ impl Pipeline<'_> {
             sets: stage_sets(&a.sets, objective),
             resume: resume_from(name, dir, steps),
             no_progress: a.no_progress,
+            nproc: a.nproc,
             ..RunStage::new(objective, dir.to_path_buf(), steps)
         }
     }
@@ -444,6 +449,8 @@ pub fn run(args: &MpoOptions, runner: &Runner) -> Result<()> {
             world_reward: oracle,
             prompts: Some(hard.clone()),
             max_new_tokens: args.max_new_tokens,
+            // The on-policy loop runs in one process.
+            nproc: None,
             ..p.training("ppo", "ppo", &dpo, &dir, args.ppo_steps, lr)
         })?;
         s(&ck)

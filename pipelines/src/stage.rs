@@ -59,6 +59,8 @@ pub struct RunStage {
     pub resume: Option<PathBuf>,
     /// `--no-progress`.
     pub no_progress: bool,
+    /// `--nproc N`: data-parallel in N processes.
+    pub nproc: Option<usize>,
 }
 
 impl RunStage {
@@ -86,6 +88,7 @@ impl RunStage {
             sets: Vec::new(),
             resume: None,
             no_progress: false,
+            nproc: None,
         }
     }
 }

@@ -26,6 +26,9 @@ pub mod on_policy;
 pub mod optimizer;
 pub mod outputs;
 pub mod pairs;
+// burn 0.22 marks its tch backend deprecated (0.23 drops it); poc pins 0.22 for libtorch.
+#[allow(deprecated)]
+pub mod parallel;
 pub mod reference;
 pub mod setup;
 
@@ -166,6 +169,11 @@ pub enum TrainError {
     /// A log line or state could not be serialized.
     #[error("{0}")]
     Json(#[from] serde_json::Error),
+    /// A collective of a data-parallel run failed (a rank died, a timeout).
+    #[error(
+        "data parallel: {0}; another process of the job stopped or cannot be reached (its own output says why)"
+    )]
+    Dist(#[from] poc_dist::DistError),
 }
 
 impl TrainError {

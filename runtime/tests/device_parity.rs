@@ -140,6 +140,7 @@ fn one_step(spec: DeviceSpec, compute: Compute, lora: bool, out: &Path) -> StepL
         opts,
         device,
         resume: None,
+        parallel: None,
     };
     let mut logs = train_pairs(run, &AtomicBool::new(false), |_, _| {}).unwrap();
     assert_eq!(logs.len(), 1);

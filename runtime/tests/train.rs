@@ -94,6 +94,7 @@ fn run_with(c: &Compiled, mut opts: TrainOptions, resume: Option<&Path>) -> Vec<
         opts,
         device,
         resume,
+        parallel: None,
     };
     train_pairs(run, &AtomicBool::new(false), |_, _| {}).unwrap()
 }
@@ -281,6 +282,7 @@ fn run_params(c: &Compiled, opts: TrainOptions) -> Vec<StepLog> {
         opts: TrainOptions { params, ..opts },
         device,
         resume: None,
+        parallel: None,
     };
     train_pairs(run, &AtomicBool::new(false), |_, _| {}).unwrap()
 }

@@ -46,6 +46,10 @@ pub struct MpoArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Train the reward model and the DPO stage data-parallel in N processes (as `poc run
+    /// --nproc N`; --batch-size is then the global batch). PPO runs in one process.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub nproc: Option<u64>,
     /// Seed of every stage.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -106,6 +110,7 @@ impl From<MpoArgs> for MpoOptions {
             batch_size: a.batch_size,
             max_new_tokens: a.max_new_tokens,
             device: a.device,
+            nproc: a.nproc.map(|n| n as usize),
             seed: a.seed,
             lora: a.lora,
             save_every: a.save_every,

@@ -7,6 +7,7 @@ use poc_compiler::Compiled;
 use poc_runtime::data;
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::model::Compute;
+use poc_runtime::train::setup::ParallelSpec;
 use poc_runtime::train::{
     self, Notice, OnPolicyRun, PairRun, Prepared, RunSpec, Schedule, SetupError, Task,
 };
@@ -28,7 +29,9 @@ pub struct RunArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Pairs per micro-batch.
+    /// Pairs per micro-batch. With several processes (torchrun, --nproc) this is the global
+    /// batch per micro-batch: each process takes BATCH_SIZE / N of it, so the run trains as
+    /// one process would (BATCH_SIZE must be a multiple of N).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
@@ -58,6 +61,16 @@ pub struct RunArgs {
     /// Clip the global gradient norm (0 disables).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
+    /// Train data-parallel in N processes on this machine (as `torchrun --nproc-per-node N
+    /// --no-python poc run ...`): Gloo on the CPU, NCCL on CUDA (each process on cuda:RANK).
+    /// Under torchrun, poc reads RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT
+    /// itself; leave this out.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub nproc: Option<u64>,
+    /// Seconds a process waits for the others in a collective (and to join) before it stops
+    /// with an error naming the rank.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    pub dist_timeout: f64,
     /// Seed of the data order and of what the run adds to the model (LoRA adapters, a reward
     /// head). A preset's random weights do not depend on it: `--model tiny` is one model.
     #[arg(long, default_value_t = 42)]
@@ -241,12 +254,18 @@ pub enum ComputeArg {
     Bf16,
 }
 
-/// The run description `args` and the objective's parameter values `params` give.
-fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
+/// The run description `args` and the objective's parameter values `params` give; `parallel`
+/// is the launcher's description of a data-parallel job, if any.
+fn run_spec(args: &RunArgs, params: Vec<f64>, parallel: Option<ParallelSpec>) -> RunSpec {
+    // Under a launcher, `--device cuda` is this process's GPU: cuda:LOCAL_RANK.
+    let device = match parallel.as_ref().and_then(|p| p.launch.local_rank) {
+        Some(local) if args.device == "cuda" => format!("cuda:{local}"),
+        _ => args.device.clone(),
+    };
     RunSpec {
         model: args.model.clone(),
         data: args.data.clone(),
-        device: args.device.clone(),
+        device,
         batch_size: args.batch_size,
         grad_accum: args.grad_accum,
         max_steps: args.max_steps,
@@ -297,6 +316,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>) -> RunSpec {
         ppo_epochs: args.ppo_epochs,
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
+        parallel,
     }
 }
 
@@ -346,9 +366,25 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         .objective
         .params_with(&args.sets)
         .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
-    let spec = run_spec(&args, params);
+    if let Some(n) = args.nproc {
+        return launch_local(n as usize);
+    }
+    let parallel = parallel_spec(&args)?;
+    let rank = parallel.as_ref().map_or(0, |p| p.launch.rank);
+    let spec = run_spec(&args, params, parallel);
     if args.dry_run {
         return dry_run(c, &spec);
+    }
+    if rank != 0 {
+        // The other ranks train in silence; rank 0 reports for all, and errors name the rank.
+        return match train::setup::prepare(c, &spec, &mut |_| {})
+            .map_err(|e| on_rank(rank, setup_failure(e)))?
+        {
+            Prepared::Pairs(run) => train::train_pairs(*run, &stop_on_ctrl_c(), |_, _| {})
+                .map(|_| ())
+                .map_err(|e| on_rank(rank, Failure::user("poc", e))),
+            Prepared::OnPolicy(_) => Err(setup_failure(SetupError::OnPolicyParallel)),
+        };
     }
     match train::setup::prepare(c, &spec, &mut tell).map_err(setup_failure)? {
         Prepared::Pairs(run) => train_pairs(&args, *run),
@@ -363,6 +399,105 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
             train_on_policy(&args, run)
         }
     }
+}
+
+/// The data-parallel job this process is part of, from the launcher's variables (`torchrun`
+/// sets WORLD_SIZE; without it, `None`). A variable that is missing or malformed is an error
+/// here, before anything is loaded.
+fn parallel_spec(args: &RunArgs) -> Result<Option<ParallelSpec>, Failure> {
+    if std::env::var_os("WORLD_SIZE").is_none() {
+        return Ok(None);
+    }
+    if !(args.dist_timeout.is_finite() && args.dist_timeout > 0.0) {
+        return Err(Failure::User(
+            "poc: --dist-timeout must be a positive number of seconds\n".into(),
+        ));
+    }
+    let launch = poc_dist::Launch::from_env().map_err(|e| Failure::User(format!("poc: {e}\n")))?;
+    Ok(Some(ParallelSpec {
+        launch,
+        timeout: std::time::Duration::from_secs_f64(args.dist_timeout),
+    }))
+}
+
+/// A failure as rank `rank` reports it: its message prefixed with the rank.
+fn on_rank(rank: usize, f: Failure) -> Failure {
+    match f {
+        Failure::User(m) => Failure::User(format!("[rank {rank}] {m}")),
+        Failure::Internal(m) => Failure::Internal(format!("[rank {rank}] {m}")),
+    }
+}
+
+/// `poc run --nproc N`: this command line again in N processes on this machine, as torchrun
+/// starts them (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a
+/// free MASTER_PORT). When one fails the others are stopped (their errors are on stderr).
+fn launch_local(n: usize) -> Result<(), Failure> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Failure::User(format!("poc: no free port for the process group: {e}\n")))?;
+    let exe = std::env::current_exe().map_err(|e| Failure::Internal(e.to_string()))?;
+    let args = without_nproc(std::env::args().skip(1));
+    let mut children = Vec::with_capacity(n);
+    for rank in 0..n {
+        let child = std::process::Command::new(&exe)
+            .args(&args)
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", n.to_string())
+            .env("LOCAL_WORLD_SIZE", n.to_string())
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .spawn()
+            .map_err(|e| Failure::User(format!("poc: cannot start rank {rank}: {e}\n")))?;
+        children.push(child);
+    }
+    let mut failed: Option<(usize, i32)> = None;
+    let mut running: Vec<Option<std::process::Child>> = children.into_iter().map(Some).collect();
+    let mut since_failure = None;
+    while running.iter().any(Option::is_some) {
+        for (rank, slot) in running.iter_mut().enumerate() {
+            if let Some(child) = slot
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                if !status.success() && failed.is_none() {
+                    failed = Some((rank, status.code().unwrap_or(1)));
+                    since_failure = Some(std::time::Instant::now());
+                }
+                *slot = None;
+            }
+        }
+        // The others stop on their own (their next collective fails); after a grace period
+        // they are stopped.
+        if since_failure.is_some_and(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+            for child in running.iter_mut().flatten() {
+                let _ = child.kill();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    match failed {
+        None => Ok(()),
+        Some((rank, code)) => Err(Failure::User(format!(
+            "poc run: rank {rank} of {n} failed (exit code {code}); the others were stopped\n"
+        ))),
+    }
+}
+
+/// The command line without `--nproc N` / `--nproc=N`.
+fn without_nproc(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+        } else if a == "--nproc" {
+            skip = true;
+        } else if !a.starts_with("--nproc=") {
+            out.push(a);
+        }
+    }
+    out
 }
 
 /// `--dry-run`: the memory plan, on stdout.

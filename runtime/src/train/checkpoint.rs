@@ -131,6 +131,7 @@ pub struct Checkpointer<'a> {
     total: usize,
     stop: &'a AtomicBool,
     last: Option<PathBuf>,
+    writes: bool,
 }
 
 impl<'a> Checkpointer<'a> {
@@ -142,7 +143,15 @@ impl<'a> Checkpointer<'a> {
             total,
             stop,
             last: None,
+            writes: true,
         }
+    }
+
+    /// Whether this process writes the checkpoints (in a data-parallel run, rank 0 alone; the
+    /// others still stop where it saves).
+    pub fn writing(mut self, writes: bool) -> Self {
+        self.writes = writes;
+        self
     }
 
     /// The last checkpoint written, as error messages name it (`none` before the first).
@@ -165,6 +174,11 @@ impl<'a> Checkpointer<'a> {
         let every = self.opts.save_every;
         if done == self.total || interrupted || (every > 0 && done.is_multiple_of(every)) {
             let dir = self.opts.out.join(format!("checkpoint-{done}"));
+            if !self.writes {
+                // Another rank (rank 0) writes it.
+                self.last = Some(dir);
+                return self.stopped(interrupted, done);
+            }
             let mut state = serde_json::json!({
                 "step": done,
                 "total_steps": self.total,
@@ -188,6 +202,11 @@ impl<'a> Checkpointer<'a> {
             }
             self.last = Some(dir);
         }
+        self.stopped(interrupted, done)
+    }
+
+    /// The interruption error after step `done` when `interrupted`.
+    fn stopped(&self, interrupted: bool, done: usize) -> Result<(), TrainError> {
         if interrupted {
             return Err(TrainError::Interrupted {
                 step: done,

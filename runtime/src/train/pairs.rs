@@ -8,6 +8,7 @@ use super::checkpoint::{Checkpointer, Resume};
 use super::metrics::MetricsLog;
 use super::optimizer::Optimizer;
 use super::outputs::{Outputs, metric_means};
+use super::parallel::DataParallel;
 use super::{Reference, StepLog, TrainError, TrainOptions, forward};
 use crate::data::{Batch, Pair, Tok, batches};
 use crate::lower::{TensorColumn, run_columns};
@@ -49,6 +50,9 @@ pub struct PairRun<'a> {
     pub device: Device,
     /// Where a resumed run continues.
     pub resume: Option<Resume>,
+    /// The data-parallel group this process trains in (`None`: alone). Only rank 0 holds
+    /// `eval`, and writes checkpoints and metrics.
+    pub parallel: Option<DataParallel>,
 }
 
 /// The run's position in its data: epochs of seeded, shuffled batches.
@@ -147,7 +151,9 @@ pub fn train_pairs(
         opts,
         device,
         resume,
+        mut parallel,
     } = run;
+    let main = parallel.as_ref().is_none_or(|p| p.rank() == 0);
     // The policy's own device: autodiff, possibly with gradient checkpointing.
     let ad = policy.embed.val().device();
     let need = needs(&compiled.objective.inputs);
@@ -163,8 +169,14 @@ pub fn train_pairs(
         optimizer = optimizer.restore(&r.optimizer)?;
     }
     let mut cursor = Cursor::new(&pairs, &opts, tok.pad, need.rejected, resume.as_ref());
-    let mut metrics = MetricsLog::open(&opts.out, resume.as_ref().map(|r| r.step))?;
-    let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop);
+    let mut metrics = match main {
+        true => Some(MetricsLog::open(
+            &opts.out,
+            resume.as_ref().map(|r| r.step),
+        )?),
+        false => None,
+    };
+    let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop).writing(main);
     let mut logs = Vec::new();
     for step in first_step..total {
         let started = std::time::Instant::now();
@@ -173,53 +185,101 @@ pub fn train_pairs(
             metrics: vec![0.0; compiled.gradient.metrics.len()],
             ..Tally::default()
         };
+        let mut comm = 0.0;
         for _ in 0..opts.grad_accum {
-            let batch = cursor.next_batch();
-            let b = batch.pairs.len();
-            tally.tokens += batch
-                .mask
-                .iter()
-                .map(|r| r.iter().filter(|&&m| m).count())
-                .sum::<usize>();
-            tally
-                .lines
-                .extend(batch.pairs.iter().map(|&i| pairs[i].line));
-            let frozen = match &reference {
-                Reference::AdaptersOff => Some(policy.valid()),
-                _ => None,
+            let global = cursor.next_batch();
+            // Mean over the whole optimizer batch, of every rank.
+            let scale = 1.0 / (global.pairs.len() * opts.grad_accum) as f64;
+            let shard;
+            let batch = match &parallel {
+                None => Some(global),
+                Some(p) => {
+                    shard = p.shard(global, &pairs, tok.pad, need.rejected);
+                    shard.as_ref()
+                }
             };
-            let (outs, inputs) = run_batch(
-                compiled,
-                need,
-                (&policy, frozen.as_ref().unwrap_or(&policy)),
-                &reference,
-                batch,
-                &pairs,
-                &opts,
-                (&ad, &device),
-            )?;
-            let outputs = Outputs::read(compiled, outs, &inputs);
-            if let Some(bad) = outputs.first_not_finite() {
+            let mut bad = None;
+            if let Some(batch) = batch {
+                let b = batch.pairs.len();
+                tally.tokens += batch
+                    .mask
+                    .iter()
+                    .map(|r| r.iter().filter(|&&m| m).count())
+                    .sum::<usize>();
+                tally
+                    .lines
+                    .extend(batch.pairs.iter().map(|&i| pairs[i].line));
+                let frozen = match &reference {
+                    Reference::AdaptersOff => Some(policy.valid()),
+                    _ => None,
+                };
+                let (outs, inputs) = run_batch(
+                    compiled,
+                    need,
+                    (&policy, frozen.as_ref().unwrap_or(&policy)),
+                    &reference,
+                    batch,
+                    &pairs,
+                    &opts,
+                    (&ad, &device),
+                )?;
+                let outputs = Outputs::read(compiled, outs, &inputs);
+                match outputs.first_not_finite() {
+                    Some(row) => bad = Some(pairs[batch.pairs[row]].line.to_string()),
+                    None => {
+                        tally.loss += outputs.loss_sum();
+                        for (sum, m) in tally.metrics.iter_mut().zip(outputs.metric_sums()) {
+                            *sum += m;
+                        }
+                        tally.rows += b;
+                        let loss = outputs.surrogate() * scale;
+                        let grads = GradientsParams::from_grads(loss.backward(), &policy);
+                        accum.accumulate(&policy, grads);
+                    }
+                }
+            }
+            // Every rank stops at a non-finite loss on any rank (none waits alone).
+            let elsewhere = match &mut parallel {
+                Some(p) => {
+                    let mut flag = [if bad.is_some() { 1.0 } else { 0.0 }];
+                    p.sum(&mut flag)?;
+                    flag[0] > 0.0
+                }
+                None => false,
+            };
+            if bad.is_some() || elsewhere {
                 return Err(TrainError::NotFinite {
                     step: step + 1,
                     what: "the loss".into(),
-                    lines: pairs[batch.pairs[bad]].line.to_string(),
+                    lines: bad.unwrap_or_else(|| "a row of another rank".into()),
                     checkpoint: checkpoints.last(),
                 });
             }
-            tally.loss += outputs.loss_sum();
-            for (sum, m) in tally.metrics.iter_mut().zip(outputs.metric_sums()) {
-                *sum += m;
+        }
+        let mut grads = accum.grads();
+        if let Some(p) = &mut parallel {
+            let started = std::time::Instant::now();
+            grads = p.reduce_grads(&policy, grads)?;
+            comm = started.elapsed().as_secs_f64();
+            // The step's sums over every rank, and a stop asked of any rank (Ctrl-C).
+            let mut sums = vec![
+                tally.loss,
+                tally.rows as f64,
+                tally.tokens as f64,
+                f64::from(u8::from(stop.load(std::sync::atomic::Ordering::SeqCst))),
+            ];
+            sums.extend(&tally.metrics);
+            p.sum(&mut sums)?;
+            tally.loss = sums[0];
+            tally.rows = sums[1] as usize;
+            tally.tokens = sums[2] as usize;
+            if sums[3] > 0.0 {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            tally.rows += b;
-            // Mean over the whole optimizer batch.
-            let scale = 1.0 / (b * opts.grad_accum) as f64;
-            let loss = outputs.surrogate() * scale;
-            let grads = GradientsParams::from_grads(loss.backward(), &policy);
-            accum.accumulate(&policy, grads);
+            tally.metrics.copy_from_slice(&sums[4..]);
         }
         let lr = optimizer.lr(step);
-        let (updated, grad_norm) = optimizer.step(step, policy, accum.grads()).map_err(|_| {
+        let (updated, grad_norm) = optimizer.step(step, policy, grads).map_err(|_| {
             tally.lines.sort();
             tally.lines.dedup();
             TrainError::NotFinite {
@@ -236,6 +296,10 @@ pub fn train_pairs(
         })?;
         policy = updated;
         let mut step_metrics = metric_means(compiled, &tally.metrics, tally.rows, "");
+        if parallel.is_some() {
+            // Seconds this rank spent in the gradient all-reduce (`poc bench dist` reads it).
+            step_metrics.insert("dist/allreduce_seconds".into(), serde_json::json!(comm));
+        }
         if let Some(ev) = &eval {
             let due = step + 1 == total || (ev.every > 0 && (step + 1) % ev.every == 0);
             if due && !ev.pairs.is_empty() {
@@ -251,8 +315,10 @@ pub fn train_pairs(
             tokens_per_sec: tally.tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
             metrics: step_metrics,
         };
-        metrics.write(&log)?;
-        on_step(&log, total);
+        if let Some(m) = &mut metrics {
+            m.write(&log)?;
+            on_step(&log, total);
+        }
         logs.push(log);
         checkpoints.after_step(step + 1, &policy, &optimizer, cursor.state())?;
     }

@@ -20,6 +20,7 @@ use crate::model::{
 };
 use crate::observe::needs;
 use crate::plan;
+pub use crate::train::parallel::{DataParallel, ParallelSpec};
 use burn::module::Module;
 use burn::tensor::Device;
 use poc_compiler::{Compiled, Rollout, Source};
@@ -119,6 +120,9 @@ pub struct RunSpec {
     pub max_new_tokens: usize,
     /// On-policy: sampling temperature.
     pub temperature: f64,
+    /// Data parallelism: the launcher's ranks (`torchrun`'s variables) and the timeout of the
+    /// collectives; `None` (or a world of one) trains alone.
+    pub parallel: Option<ParallelSpec>,
 }
 
 /// Something the user should hear about during set-up (the caller words it).
@@ -176,6 +180,24 @@ pub enum SetupError {
     /// Flags the on-policy loop does not implement.
     #[error("--precompute-ref and --grad-accum are not supported for on-policy objectives yet")]
     OnPolicyUnsupported,
+    /// The global batch does not split evenly over the ranks.
+    #[error(
+        "--batch-size {batch} is the global batch per step and must be a multiple of the number of processes ({world}); each process takes {batch}/{world} pairs"
+    )]
+    BatchNotDivisible {
+        /// `--batch-size`.
+        batch: usize,
+        /// WORLD_SIZE.
+        world: usize,
+    },
+    /// Data parallelism for the on-policy loop.
+    #[error(
+        "the on-policy loop (objectives with rollout inputs, e.g. ppo) runs in one process for now; run it without torchrun / --nproc"
+    )]
+    OnPolicyParallel,
+    /// Joining the group or one of its collectives failed.
+    #[error("data parallel: {0}")]
+    Dist(#[from] poc_dist::DistError),
     /// `--precompute-ref` for an objective that reads the reference's per-token log-probs.
     #[error(
         "--precompute-ref caches the reference's sequence log-probs and entropies, but this objective reads its per-token log-probs (reference.token_logps); run without --precompute-ref"
@@ -633,6 +655,7 @@ pub fn cached_reference(
     model: &Llama,
     device: &Device,
     path: &Path,
+    mut parallel: Option<&mut DataParallel>,
     notice: &mut dyn FnMut(Notice),
 ) -> Result<Reference, SetupError> {
     if pairs.is_empty() {
@@ -654,22 +677,65 @@ pub fn cached_reference(
         .ok()
         .and_then(|t| serde_json::from_str::<RefCache>(&t).ok())
         .filter(|c| c.fingerprint == fingerprint);
-    let cache = match cached {
+    // The ranks decide together: all read the cache, or all compute it.
+    let found_everywhere = match parallel.as_deref_mut() {
+        Some(p) => {
+            let mut found = [f64::from(u8::from(cached.is_some()))];
+            p.sum(&mut found)?;
+            found[0] as usize == p.world_size()
+        }
+        None => cached.is_some(),
+    };
+    let cache = match cached.filter(|_| found_everywhere) {
         Some(c) => {
             notice(Notice::CachedReference(path.to_path_buf()));
             c
         }
         None => {
             notice(Notice::PrecomputingReference(pairs.len()));
-            let c = RefCache::compute(
-                model,
-                pairs,
-                tok.pad,
-                spec.batch_size,
-                entropy,
-                fingerprint,
-                device,
-            );
+            let c = match parallel {
+                None => RefCache::compute(
+                    model,
+                    pairs,
+                    tok.pad,
+                    spec.batch_size,
+                    entropy,
+                    fingerprint,
+                    device,
+                ),
+                // Each rank computes its share of the pairs; a sum gathers them.
+                Some(p) => {
+                    let n = pairs.len();
+                    let (lo, hi) = DataParallel::range(n, p.rank(), p.world_size());
+                    let part = RefCache::compute(
+                        model,
+                        &pairs[lo..hi],
+                        tok.pad,
+                        spec.batch_size,
+                        entropy,
+                        fingerprint.clone(),
+                        device,
+                    );
+                    let mut flat = vec![0.0; 4 * n];
+                    for (k, lp) in part.logps.iter().enumerate() {
+                        flat[2 * (lo + k)..2 * (lo + k) + 2].copy_from_slice(lp);
+                    }
+                    for (k, e) in part.entropy.iter().flatten().enumerate() {
+                        flat[2 * n + 2 * (lo + k)..2 * n + 2 * (lo + k) + 2].copy_from_slice(e);
+                    }
+                    p.sum(&mut flat)?;
+                    let pairs_of = |v: &[f64]| v.chunks(2).map(|c| [c[0], c[1]]).collect();
+                    let c = RefCache {
+                        fingerprint,
+                        logps: pairs_of(&flat[..2 * n]),
+                        entropy: entropy.then(|| pairs_of(&flat[2 * n..])),
+                    };
+                    if p.rank() != 0 {
+                        return Ok(Reference::Cached(c));
+                    }
+                    c
+                }
+            };
             let text = serde_json::to_string(&c)?;
             load::write_atomic(path, text.as_bytes())?;
             c
@@ -727,6 +793,18 @@ pub fn prepare<'a>(
     notice: &mut dyn FnMut(Notice),
 ) -> Result<Prepared<'a>, SetupError> {
     check_sizes(spec)?;
+    if let Some(p) = spec.parallel.as_ref().filter(|p| p.launch.world_size > 1) {
+        if is_on_policy(c) {
+            return Err(SetupError::OnPolicyParallel);
+        }
+        let world = p.launch.world_size;
+        if !spec.batch_size.is_multiple_of(world) {
+            return Err(SetupError::BatchNotDivisible {
+                batch: spec.batch_size,
+                world,
+            });
+        }
+    }
     if !spec.skip_memory_check {
         check_memory(c, spec)?;
     }
@@ -816,6 +894,15 @@ fn pairs<'a>(
     let devices = devices(spec)?;
     let lora = lora(spec)?;
     let reward = reward_task(c, spec.task)?;
+    // Every rank joins before anything is loaded: a missing rank is found in seconds.
+    let mut parallel = match spec.parallel.as_ref().filter(|p| p.launch.world_size > 1) {
+        Some(p) => {
+            let cuda = matches!(DeviceSpec::usable(&spec.device)?, DeviceSpec::Cuda(_));
+            Some(DataParallel::join(p, cuda)?)
+        }
+        None => None,
+    };
+    let main = parallel.as_ref().is_none_or(|p| p.rank() == 0);
     let out = run_dir(c, spec)?;
     let Resolved {
         model: mut policy,
@@ -829,6 +916,10 @@ fn pairs<'a>(
             .config
             .extra
             .insert("pad_token_id".into(), tok.pad.into());
+    }
+    // One starting model on every rank: rank 0's.
+    if let Some(p) = &mut parallel {
+        p.broadcast_model(&policy)?;
     }
     // The reference is the starting model, also when resuming.
     let wants_reference = needs(&c.objective.inputs).reads_reference();
@@ -859,7 +950,17 @@ fn pairs<'a>(
     let mut cache_both = |model: &Llama| -> Result<(Reference, Reference), SetupError> {
         let mut cache = |pairs: &[Pair], name: &str| {
             let path = out.join(name);
-            cached_reference(c, spec, pairs, &tok, model, &devices.plain, &path, notice)
+            cached_reference(
+                c,
+                spec,
+                pairs,
+                &tok,
+                model,
+                &devices.plain,
+                &path,
+                parallel.as_mut(),
+                notice,
+            )
         };
         Ok((
             cache(&pairs, "ref_cache.json")?,
@@ -875,7 +976,8 @@ fn pairs<'a>(
         Reference::AdaptersOff => (Reference::AdaptersOff, Reference::AdaptersOff),
         _ => (Reference::None, Reference::None),
     };
-    let eval = (!eval_pairs.is_empty()).then(|| Eval {
+    // Rank 0 evaluates the held-out pairs; the others go on to the next step's collectives.
+    let eval = (main && !eval_pairs.is_empty()).then(|| Eval {
         pairs: eval_pairs,
         reference: eval_reference,
         every: spec.eval_every,
@@ -883,23 +985,27 @@ fn pairs<'a>(
     let lr = spec.lr.unwrap_or(if embedded { TINY_LR } else { 1e-6 });
     let opts = train_options(spec, lr, &out);
     let compute = policy.compute;
-    write_run_config(
-        &out,
-        &serde_json::json!({
-            "objective": c.objective.name,
-            "params": named_params(c, spec),
-            "model": spec.model,
-            "model_config": policy.config,
-            "data": spec.data.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
-            "pairs": pairs.len(),
-            "device": spec.device,
-            "max_length": spec.max_length,
-            "lora": policy.lora,
-            "dtype": format!("{compute:?}").to_lowercase(),
-            "gradient_checkpointing": spec.gradient_checkpointing,
-            "train": opts,
-        }),
-    )?;
+    let world_size = parallel.as_ref().map_or(1, |p| p.world_size());
+    if main {
+        write_run_config(
+            &out,
+            &serde_json::json!({
+                "objective": c.objective.name,
+                "params": named_params(c, spec),
+                "world_size": world_size,
+                "model": spec.model,
+                "model_config": policy.config,
+                "data": spec.data.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
+                "pairs": pairs.len(),
+                "device": spec.device,
+                "max_length": spec.max_length,
+                "lora": policy.lora,
+                "dtype": format!("{compute:?}").to_lowercase(),
+                "gradient_checkpointing": spec.gradient_checkpointing,
+                "train": opts,
+            }),
+        )?;
+    }
     Ok(PairRun {
         compiled: c,
         policy,
@@ -910,6 +1016,7 @@ fn pairs<'a>(
         opts,
         device: devices.plain,
         resume,
+        parallel,
     })
 }
 
