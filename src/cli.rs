@@ -177,6 +177,23 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// Data-parallel scaling on the CPU: tokens/s of DPO steps of the tiny model in 1 and 2
+    /// processes (Gloo, one thread each, weak scaling), the efficiency against 1 process and
+    /// the share of step time in the gradient all-reduce.
+    Dist {
+        /// Pairs per process per step.
+        #[arg(long, default_value_t = 4)]
+        batch: usize,
+        /// Timed steps (after 2 warm-up steps).
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Process counts after the 1-process baseline.
+        #[arg(long, default_value = "2", value_delimiter = ',')]
+        processes: Vec<usize>,
+        /// Where the runs go.
+        #[arg(long, default_value = "runs/bench_dist")]
+        out: PathBuf,
+    },
     /// The memory plan (`poc run --dry-run`) against the measured peak of DPO steps on CPU, and
     /// the log-prob head's peak memory at vocabulary 128,256 as positions grow (chunked against
     /// the full log-softmax). Each point runs in its own process.
@@ -236,5 +253,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench {
             which: BenchCommand::Memory { large, point },
         } => commands::bench::memory(large, point),
+        Command::Bench {
+            which:
+                BenchCommand::Dist {
+                    batch,
+                    steps,
+                    processes,
+                    out,
+                },
+        } => commands::bench::dist(batch, steps, processes, out),
     }
 }

@@ -402,3 +402,25 @@ fn a_bad_launch_environment_is_an_error_before_any_work() {
         assert!(!out.join("metrics.jsonl").exists(), "{env:?}: it trained");
     }
 }
+
+#[test]
+fn bench_dist_reports_scaling_and_the_all_reduce_share() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = poc()
+        .args(["bench", "dist", "--steps", "2", "--batch", "2", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert_eq!(rows[0][4], "1.00", "{out}");
+    let share: f64 = rows[1][5].trim_end_matches('%').parse().unwrap();
+    assert!(share > 0.0 && share < 100.0, "{out}");
+    let tokens: f64 = rows[1][3].parse().unwrap();
+    assert!(tokens > 0.0, "{out}");
+}

@@ -30,8 +30,21 @@ pub fn eval_row(program: &Program, params: &[f64], inputs: &[f64], regs: &mut Ve
 }
 
 /// Evaluates a per-example `program` on a batch in struct-of-arrays form: `columns[i][row]` is
-/// input i. Returns `outputs[k][row]` for each program output k.
+/// input i. Returns `outputs[k][row]` for each program output k. A batch-level program (`sort`)
+/// runs over the whole batch ([`eval_columns`]); the others row by row.
 pub fn eval_batch(program: &Program, params: &[f64], columns: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    if program.is_batch_level() {
+        let cols: Vec<Column> = columns.iter().cloned().map(Column::Scalar).collect();
+        if let Ok(out) = eval_columns(program, params, &cols) {
+            return out
+                .into_iter()
+                .map(|c| match c {
+                    Column::Scalar(v) => v,
+                    Column::Tokens(_) => Vec::new(),
+                })
+                .collect();
+        }
+    }
     let n = columns.first().map(|c| c.len()).unwrap_or(0);
     let mut out = vec![Vec::with_capacity(n); program.outputs.len()];
     let mut regs = Vec::with_capacity(program.instrs.len());

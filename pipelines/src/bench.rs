@@ -702,3 +702,89 @@ mod tests {
         assert_eq!((s.heads(), s.kv_heads(), s.intermediate()), (2, 1, 192));
     }
 }
+
+/// What `poc bench dist` measures: DPO steps of the embedded tiny model (3M parameters: 12 MB
+/// of gradients to all-reduce per step against little compute, a shape where communication
+/// matters) in one process and in `processes` processes, each with one CPU thread and
+/// `batch_per_process` pairs (weak scaling: the global batch grows with the processes).
+#[derive(Debug, Clone)]
+pub struct DistOptions {
+    /// Process counts to measure (1 first: the baseline).
+    pub processes: Vec<usize>,
+    /// Pairs per process per step.
+    pub batch_per_process: usize,
+    /// Timed steps (after 2 warm-up steps).
+    pub steps: usize,
+    /// Where the runs go.
+    pub out: PathBuf,
+}
+
+/// One row of `poc bench dist`.
+#[derive(Debug, Clone)]
+pub struct DistRow {
+    /// Processes.
+    pub processes: usize,
+    /// Global batch (pairs per step).
+    pub batch: usize,
+    /// Median tokens/s of the whole job over the timed steps.
+    pub tokens_per_sec: f64,
+    /// tokens/s ÷ (processes × the one-process tokens/s).
+    pub efficiency: f64,
+    /// Median share of step time spent in the gradient all-reduce (rank 0's).
+    pub allreduce_share: f64,
+}
+
+/// Runs the DPO steps of [`DistOptions`] through `runner` (one thread per process) and reads
+/// each run's metrics.
+pub fn dist(opts: &DistOptions, runner: &crate::stage::Runner) -> Result<Vec<DistRow>> {
+    use crate::stage::{Output, RunStage, Stage};
+    let mut rows: Vec<DistRow> = Vec::new();
+    for &n in &opts.processes {
+        let out = opts.out.join(format!("nproc{n}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let batch = opts.batch_per_process * n;
+        let stage = Stage::Run(RunStage {
+            batch_size: batch,
+            no_progress: true,
+            nproc: (n > 1).then_some(n),
+            ..RunStage::new("dpo", out.clone(), WARMUP_STEPS + opts.steps)
+        });
+        runner
+            .run(&stage, Output::OnFailure)
+            .map_err(|e| Error::User(format!("poc bench dist: {n} process(es): {e}\n")))?;
+        let text = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .map_err(|e| Error::Internal(format!("{}: {e}", out.display())))?;
+        let logs: Vec<serde_json::Value> = text
+            .lines()
+            .skip(WARMUP_STEPS)
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let tps = median(
+            logs.iter()
+                .filter_map(|l| l["tokens_per_sec"].as_f64())
+                .collect(),
+        );
+        let share = median(
+            logs.iter()
+                .filter_map(|l| {
+                    let comm = l["metrics"]["dist/allreduce_seconds"].as_f64()?;
+                    let step = l["metrics"]["dist/step_seconds"].as_f64()?;
+                    Some(comm / step)
+                })
+                .collect(),
+        );
+        let base = rows.first().map_or(tps, |r| r.tokens_per_sec);
+        rows.push(DistRow {
+            processes: n,
+            batch,
+            tokens_per_sec: tps,
+            efficiency: tps / (n as f64 * base),
+            allreduce_share: if n > 1 { share } else { 0.0 },
+        });
+    }
+    Ok(rows)
+}

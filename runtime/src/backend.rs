@@ -118,17 +118,7 @@ impl<'p> Evaluator<'p> {
     pub fn run(&self, params: &[f64], columns: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, BackendError> {
         let program = self.program;
         match &self.prepared {
-            Prepared::Interp if program.is_batch_level() => {
-                let cols: Vec<Column> = columns.iter().cloned().map(Column::Scalar).collect();
-                let out = interp::eval_columns(program, params, &cols)?;
-                Ok(out
-                    .into_iter()
-                    .map(|c| match c {
-                        Column::Scalar(v) => v,
-                        Column::Tokens(_) => Vec::new(),
-                    })
-                    .collect())
-            }
+            // (`eval_batch` runs a batch-level program over the whole batch.)
             Prepared::Interp => Ok(interp::eval_batch(program, params, columns)),
             Prepared::Jit(kernel) => {
                 let cols: Vec<&[f64]> = columns.iter().map(Vec::as_slice).collect();

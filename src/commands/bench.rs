@@ -265,3 +265,51 @@ pub fn memory(large: bool, point: Option<Vec<String>>) -> Result<(), Failure> {
     }
     Ok(())
 }
+
+/// Runs `poc bench dist` and prints its Markdown table.
+pub fn dist(
+    batch: usize,
+    steps: usize,
+    processes: Vec<usize>,
+    out: std::path::PathBuf,
+) -> Result<(), Failure> {
+    if batch == 0 || steps == 0 || processes.contains(&0) {
+        return Err(Failure::User(
+            "poc: --batch, --steps and every --processes count must be at least 1\n".into(),
+        ));
+    }
+    let mut counts = vec![1];
+    counts.extend(processes.into_iter().filter(|&n| n > 1));
+    println!(
+        "poc bench dist: DPO on the tiny model (3.0M parameters, 12 MB of f32 gradients per step), {batch} pairs per process, {steps} timed steps, one CPU thread per process, Gloo on 127.0.0.1\n"
+    );
+    let runner =
+        poc_pipelines::stage::Runner::this_executable(crate::stages::command_line)?.with_threads(1);
+    let rows = bench::dist(
+        &bench::DistOptions {
+            processes: counts,
+            batch_per_process: batch,
+            steps,
+            out,
+        },
+        &runner,
+    )?;
+    println!(
+        "| processes | global batch | tokens/s | scaling efficiency | all-reduce share of step |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.1}% |",
+            r.processes,
+            r.batch,
+            r.tokens_per_sec,
+            r.efficiency,
+            100.0 * r.allreduce_share
+        );
+    }
+    println!(
+        "\nEfficiency = tokens/s / (processes x the 1-process tokens/s); each process has one core, as each would have one device."
+    );
+    Ok(())
+}

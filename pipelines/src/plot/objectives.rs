@@ -275,6 +275,14 @@ fn sample(
     at_used: &mut [bool],
 ) -> Result<Curve> {
     let obj = &c.objective;
+    if let Some(i) = obj.inputs.iter().find(|i| i.source.ty().is_token()) {
+        return Err(Error::User(format!(
+            "poc: {}: input `{}` ({}) is per token, so the loss has no single margin to sweep; `poc plot` draws pairwise objectives of per-example inputs (evaluate this one on token rows with `poc eval`)\n",
+            obj.name,
+            i.name,
+            i.source.text()
+        )));
+    }
     // Δ exists only between a chosen and a rejected completion: every differentiable input must
     // belong to one of them (on-policy rollout observables, for one, do not).
     if let Some(i) = obj
@@ -371,7 +379,21 @@ fn sample(
         });
     }
 
-    let out = poc_compiler::interp::eval_batch(&c.program, &params, &columns);
+    // A batch-level objective (AOT's sort) would mix the grid's points as one batch: each Δ is
+    // its own batch of one pair instead.
+    let out = if c.program.is_batch_level() {
+        let mut out = vec![Vec::with_capacity(deltas.len()); c.program.outputs.len()];
+        for r in 0..deltas.len() {
+            let row: Vec<Vec<f64>> = columns.iter().map(|col| vec![col[r]]).collect();
+            let one = poc_compiler::interp::eval_batch(&c.program, &params, &row);
+            for (o, v) in out.iter_mut().zip(one) {
+                o.push(v[0]);
+            }
+        }
+        out
+    } else {
+        poc_compiler::interp::eval_batch(&c.program, &params, &columns)
+    };
     let mut loss = vec![f64::NAN; deltas.len()];
     let mut slope = vec![0.0; deltas.len()];
     for (o, values) in c.program.outputs.iter().zip(&out) {

@@ -297,8 +297,11 @@ pub fn train_pairs(
         policy = updated;
         let mut step_metrics = metric_means(compiled, &tally.metrics, tally.rows, "");
         if parallel.is_some() {
-            // Seconds this rank spent in the gradient all-reduce (`poc bench dist` reads it).
+            // Seconds this rank spent in the gradient all-reduce, and in the whole step so far
+            // (`poc bench dist` reads both).
             step_metrics.insert("dist/allreduce_seconds".into(), serde_json::json!(comm));
+            let secs = started.elapsed().as_secs_f64();
+            step_metrics.insert("dist/step_seconds".into(), serde_json::json!(secs));
         }
         if let Some(ev) = &eval {
             let due = step + 1 == total || (ev.every > 0 && (step + 1) % ev.every == 0);
