@@ -171,7 +171,9 @@ fn two_processes_train_exactly_as_one() {
     match torchrun() {
         Some(t) => {
             let out = std::process::Command::new(t)
-                .args(["--nproc-per-node", "2", "--no-python"])
+                .args(["--nproc-per-node", "2", "--master-port"])
+                .arg(free_port().to_string())
+                .arg("--no-python")
                 .arg(assert_cmd::cargo::cargo_bin("poc"))
                 .args(run_args(&two, 4))
                 .env("OMP_NUM_THREADS", "1")
