@@ -252,14 +252,6 @@ pub enum SetupError {
         /// Why.
         source: std::io::Error,
     },
-    /// A file of the run could not be written.
-    #[error("{}: {source}", path.display())]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// A pair run resumed from an on-policy run's checkpoint.
     #[error(
         "--resume {}: a checkpoint of an on-policy run; continue it with the on-policy objective it was trained with",
@@ -460,10 +452,8 @@ pub fn run_dir(c: &Compiled, spec: &RunSpec) -> Result<PathBuf, SetupError> {
 pub fn synthetic_file(out: &Path, name: &str) -> Result<(PathBuf, String), SetupError> {
     let path = out.join(name);
     let text = data::synthetic::synthetic_jsonl(2048, 7);
-    std::fs::write(&path, &text).map_err(|source| SetupError::Write {
-        path: path.clone(),
-        source,
-    })?;
+    // Atomic: the ranks of a data-parallel run each write it.
+    load::write_atomic(&path, text.as_bytes())?;
     Ok((path, text))
 }
 
