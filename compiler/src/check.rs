@@ -565,6 +565,20 @@ impl Checker<'_> {
         Some(map)
     }
 
+    /// The node of input `i`: `Op::TokenInput` for a per-token source, `Op::Input` otherwise.
+    fn input_node(&mut self, i: u32) -> Id<Written> {
+        let per_token = self
+            .inputs
+            .get(i as usize)
+            .is_some_and(|inp| inp.source.ty().is_token());
+        let op = if per_token {
+            Op::TokenInput(i)
+        } else {
+            Op::Input(i)
+        };
+        self.dag.add(op, &[])
+    }
+
     /// This objective's input for a used objective's input `inp`: the first declared with the
     /// same source, else a new one (named as there, or `alias.NAME` when that name is taken).
     fn unify_input(&mut self, inp: &Input, alias: &str) -> u32 {
@@ -622,26 +636,10 @@ impl Checker<'_> {
         } else if let Some(b) = child.lets.iter().find(|b| b.name == rest) {
             Some(map[b.id.index()])
         } else if let Some(i) = child.inputs.iter().position(|i| i.name == rest) {
-            let op = if child.inputs[i].source.ty().is_token() {
-                Op::TokenInput(i as u32)
-            } else {
-                Op::Input(i as u32)
-            };
-            // The input's node in the used objective, if it has one; else the unified input.
-            match child.dag.ids().find(|id| child.dag.node(*id).op == op) {
-                Some(id) => Some(map[id.index()]),
-                None => {
-                    let inp = child.inputs[i].clone();
-                    let alias = self.used[k].alias.clone();
-                    let j = self.unify_input(&inp, &alias);
-                    let op = if inp.source.ty().is_token() {
-                        Op::TokenInput(j)
-                    } else {
-                        Op::Input(j)
-                    };
-                    Some(self.dag.add(op, &[]))
-                }
-            }
+            // This objective's input of that source (import unified it already, or adds it).
+            let (inp, alias) = (child.inputs[i].clone(), self.used[k].alias.clone());
+            let j = self.unify_input(&inp, &alias);
+            Some(self.input_node(j))
         } else if let Some(p) = child.params.iter().position(|p| p.name == rest) {
             let name = child.params[p].name.clone();
             let e = self.used[k].bindings.get(&name).cloned();
@@ -939,16 +937,7 @@ impl Checker<'_> {
         match self.scope.get(n).cloned() {
             Some((Decl::Param(i), _)) => Some((self.dag.add(Op::Param(i), &[]), Ty::Num)),
             Some((Decl::Input(i), _)) => {
-                let per_token = self
-                    .inputs
-                    .get(i as usize)
-                    .is_some_and(|inp| inp.source.ty().is_token());
-                let op = if per_token {
-                    Op::TokenInput(i)
-                } else {
-                    Op::Input(i)
-                };
-                let id = self.dag.add(op, &[]);
+                let id = self.input_node(i);
                 self.typed(id)
             }
             Some((Decl::Let(i), _)) => {

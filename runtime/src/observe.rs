@@ -368,9 +368,9 @@ fn rewards_at_last_token(
 #[error("{0}")]
 pub struct ObserveError(pub String);
 
-/// `[B]` halves of a `[2B]` statistic: chosen rows first (a chosen-only batch's `[B]` statistic
-/// is its chosen half).
-fn half(t: &Tensor<1>, side: Side, b: usize) -> Tensor<1> {
+/// `[B, …]` halves of a `[2B, …]` statistic (per row or per token): chosen rows first (a
+/// chosen-only batch's `[B]` statistic is its chosen half).
+fn half<const D: usize>(t: &Tensor<D>, side: Side, b: usize) -> Tensor<D> {
     match side {
         Side::Chosen => t.clone().narrow(0, 0, b),
         Side::Rejected => t.clone().narrow(0, b, b),
@@ -383,14 +383,6 @@ pub(crate) fn constant<const D: usize>(t: Tensor<D>, device: &Device) -> Tensor<
     let shape = t.dims();
     let v: Vec<f32> = t.into_data().try_into_vec_as::<f32>().unwrap_or_default();
     Tensor::from_data(TensorData::new(v, shape), device)
-}
-
-/// `[B, ·]` halves of a `[2B, ·]` per-token statistic.
-fn half2(t: &Tensor<2>, side: Side, b: usize) -> Tensor<2> {
-    match side {
-        Side::Chosen => t.clone().narrow(0, 0, b),
-        Side::Rejected => t.clone().narrow(0, b, b),
-    }
 }
 
 /// The completion tokens of each row: the first scored position (`j` with token `j+1` a
@@ -461,7 +453,7 @@ pub fn observe(
     let counts = token_counts(&batch.completion, device);
     let asked = |what: &str| ObserveError(format!("the forward pass was not asked for {what}"));
     let relative = |t: &Tensor<2>, side: Side| {
-        half2(
+        half(
             &completion_relative(t.clone(), &batch.completion, device),
             side,
             b,
@@ -521,7 +513,7 @@ pub fn observe(
                     return Ok(TensorColumn::Tokens(constant(relative(t, *s), device)));
                 }
                 Source::TokenMask(s) => {
-                    return Ok(TensorColumn::Tokens(half2(&relative_mask(&batch.completion, device), *s, b)));
+                    return Ok(TensorColumn::Tokens(half(&relative_mask(&batch.completion, device), *s, b)));
                 }
                 Source::TokenPosition => {
                     let w = completion_width(&batch.completion);

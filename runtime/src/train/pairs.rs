@@ -169,12 +169,13 @@ pub fn train_pairs(
         optimizer = optimizer.restore(&r.optimizer)?;
     }
     let mut cursor = Cursor::new(&pairs, &opts, tok.pad, need.rejected, resume.as_ref());
-    let mut metrics = match main {
-        true => Some(MetricsLog::open(
+    let mut metrics = if main {
+        Some(MetricsLog::open(
             &opts.out,
             resume.as_ref().map(|r| r.step),
-        )?),
-        false => None,
+        )?)
+    } else {
+        None
     };
     let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop).writing(main);
     let mut logs = Vec::new();
@@ -185,87 +186,68 @@ pub fn train_pairs(
             metrics: vec![0.0; compiled.gradient.metrics.len()],
             ..Tally::default()
         };
-        let mut comm = 0.0;
+        // The row whose loss is not finite: the step stops there, before the update.
+        let mut bad: Option<String> = None;
         for _ in 0..opts.grad_accum {
             let global = cursor.next_batch();
             // Mean over the whole optimizer batch, of every rank.
             let scale = 1.0 / (global.pairs.len() * opts.grad_accum) as f64;
             let shard;
             let batch = match &parallel {
-                None => Some(global),
-                Some(p) => {
-                    shard = p.shard(global, &pairs, tok.pad, need.rejected);
-                    shard.as_ref()
-                }
-            };
-            let mut bad = None;
-            if let Some(batch) = batch {
-                let b = batch.pairs.len();
-                tally.tokens += batch
-                    .mask
-                    .iter()
-                    .map(|r| r.iter().filter(|&&m| m).count())
-                    .sum::<usize>();
-                tally
-                    .lines
-                    .extend(batch.pairs.iter().map(|&i| pairs[i].line));
-                let frozen = match &reference {
-                    Reference::AdaptersOff => Some(policy.valid()),
-                    _ => None,
-                };
-                let (outs, inputs) = run_batch(
-                    compiled,
-                    need,
-                    (&policy, frozen.as_ref().unwrap_or(&policy)),
-                    &reference,
-                    batch,
-                    &pairs,
-                    &opts,
-                    (&ad, &device),
-                )?;
-                let outputs = Outputs::read(compiled, outs, &inputs);
-                match outputs.first_not_finite() {
-                    Some(row) => bad = Some(pairs[batch.pairs[row]].line.to_string()),
-                    None => {
-                        tally.loss += outputs.loss_sum();
-                        for (sum, m) in tally.metrics.iter_mut().zip(outputs.metric_sums()) {
-                            *sum += m;
-                        }
-                        tally.rows += b;
-                        let loss = outputs.surrogate() * scale;
-                        let grads = GradientsParams::from_grads(loss.backward(), &policy);
-                        accum.accumulate(&policy, grads);
+                None => global,
+                Some(p) => match p.shard(global, &pairs, tok.pad, need.rejected) {
+                    Some(b) => {
+                        shard = b;
+                        &shard
                     }
-                }
-            }
-            // Every rank stops at a non-finite loss on any rank (none waits alone).
-            let elsewhere = match &mut parallel {
-                Some(p) => {
-                    let mut flag = [if bad.is_some() { 1.0 } else { 0.0 }];
-                    p.sum(&mut flag)?;
-                    flag[0] > 0.0
-                }
-                None => false,
+                    None => continue,
+                },
             };
-            if bad.is_some() || elsewhere {
-                return Err(TrainError::NotFinite {
-                    step: step + 1,
-                    what: "the loss".into(),
-                    lines: bad.unwrap_or_else(|| "a row of another rank".into()),
-                    checkpoint: checkpoints.last(),
-                });
+            let b = batch.pairs.len();
+            tally.tokens += batch
+                .mask
+                .iter()
+                .map(|r| r.iter().filter(|&&m| m).count())
+                .sum::<usize>();
+            tally
+                .lines
+                .extend(batch.pairs.iter().map(|&i| pairs[i].line));
+            let frozen = match &reference {
+                Reference::AdaptersOff => Some(policy.valid()),
+                _ => None,
+            };
+            let (outs, inputs) = run_batch(
+                compiled,
+                need,
+                (&policy, frozen.as_ref().unwrap_or(&policy)),
+                &reference,
+                batch,
+                &pairs,
+                &opts,
+                (&ad, &device),
+            )?;
+            let outputs = Outputs::read(compiled, outs, &inputs);
+            if let Some(row) = outputs.first_not_finite() {
+                bad = Some(pairs[batch.pairs[row]].line.to_string());
+                break;
             }
+            tally.loss += outputs.loss_sum();
+            for (sum, m) in tally.metrics.iter_mut().zip(outputs.metric_sums()) {
+                *sum += m;
+            }
+            tally.rows += b;
+            let loss = outputs.surrogate() * scale;
+            let grads = GradientsParams::from_grads(loss.backward(), &policy);
+            accum.accumulate(&policy, grads);
         }
-        let mut grads = accum.grads();
         if let Some(p) = &mut parallel {
-            let started = std::time::Instant::now();
-            grads = p.reduce_grads(&policy, grads)?;
-            comm = started.elapsed().as_secs_f64();
-            // The step's sums over every rank, and a stop asked of any rank (Ctrl-C).
+            // The step's sums over every rank, a non-finite loss on any rank (every rank stops
+            // together: none waits alone) and a stop asked of any rank (Ctrl-C).
             let mut sums = vec![
                 tally.loss,
                 tally.rows as f64,
                 tally.tokens as f64,
+                f64::from(u8::from(bad.is_some())),
                 f64::from(u8::from(stop.load(std::sync::atomic::Ordering::SeqCst))),
             ];
             sums.extend(&tally.metrics);
@@ -273,11 +255,31 @@ pub fn train_pairs(
             tally.loss = sums[0];
             tally.rows = sums[1] as usize;
             tally.tokens = sums[2] as usize;
-            if sums[3] > 0.0 {
+            if sums[3] > 0.0 && bad.is_none() {
+                bad = Some("a row of another rank".into());
+            }
+            if sums[4] > 0.0 {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
             }
-            tally.metrics.copy_from_slice(&sums[4..]);
+            tally.metrics.copy_from_slice(&sums[5..]);
         }
+        if let Some(lines) = bad {
+            return Err(TrainError::NotFinite {
+                step: step + 1,
+                what: "the loss".into(),
+                lines,
+                checkpoint: checkpoints.last(),
+            });
+        }
+        // With ranks, the gradients summed over them, and the seconds that took.
+        let (grads, comm) = match &mut parallel {
+            Some(p) => {
+                let started = std::time::Instant::now();
+                let grads = p.reduce_grads(&policy, accum.grads())?;
+                (grads, started.elapsed().as_secs_f64())
+            }
+            None => (accum.grads(), 0.0),
+        };
         let lr = optimizer.lr(step);
         let (updated, grad_norm) = optimizer.step(step, policy, grads).map_err(|_| {
             tally.lines.sort();

@@ -69,8 +69,7 @@ impl DataParallel {
     pub fn sum(&mut self, values: &mut [f64]) -> Result<(), DistError> {
         let mut t = [tch::Tensor::from_slice(values)];
         self.group.all_reduce(&mut t, ReduceOp::Sum)?;
-        let summed: Vec<f64> = Vec::<f64>::try_from(&t[0]).unwrap_or_default();
-        values.copy_from_slice(&summed[..values.len()]);
+        t[0].copy_data(values, values.len());
         Ok(())
     }
 
@@ -82,40 +81,25 @@ impl DataParallel {
         model: &Llama,
         mut grads: GradientsParams,
     ) -> Result<GradientsParams, DistError> {
-        let params = Trainable::of(model);
-        let mut handles = Vec::with_capacity(params.0.len());
-        for p in &params.0 {
-            let g = match p.dims {
-                1 => grads
-                    .remove::<1>(p.id)
-                    .map(|g| Grad::D1(g.clone(), handle(g)))
-                    .unwrap_or_else(|| {
-                        let z = Tensor::<1>::zeros(p.shape.clone(), &p.device);
-                        Grad::D1(z.clone(), handle(z))
-                    }),
-                _ => grads
-                    .remove::<2>(p.id)
-                    .map(|g| Grad::D2(g.clone(), handle(g)))
-                    .unwrap_or_else(|| {
-                        let z = Tensor::<2>::zeros(p.shape.clone(), &p.device);
-                        Grad::D2(z.clone(), handle(z))
-                    }),
-            };
-            handles.push(g);
+        let (mut vectors, mut matrices) = (Vec::new(), Vec::new());
+        for p in Trainable::of(model).0 {
+            match p.dims {
+                1 => vectors.push((p.id, take::<1>(&mut grads, &p))),
+                _ => matrices.push((p.id, take::<2>(&mut grads, &p))),
+            }
         }
-        let mut tensors: Vec<tch::Tensor> = handles
+        // Handles on the gradients' own storage: the all-reduce writes into them.
+        let mut tensors: Vec<tch::Tensor> = vectors
             .iter()
-            .map(|g| match g {
-                Grad::D1(_, h) | Grad::D2(_, h) => h.shallow_clone(),
-            })
+            .map(|(_, g)| handle(g.clone()))
+            .chain(matrices.iter().map(|(_, g)| handle(g.clone())))
             .collect();
         self.group.all_reduce(&mut tensors, ReduceOp::Sum)?;
-        for (p, g) in params.0.iter().zip(handles) {
-            // The all-reduce wrote into the tensors' own storage.
-            match g {
-                Grad::D1(t, _) => grads.register(p.id, t),
-                Grad::D2(t, _) => grads.register(p.id, t),
-            }
+        for (id, g) in vectors {
+            grads.register(id, g);
+        }
+        for (id, g) in matrices {
+            grads.register(id, g);
         }
         Ok(grads)
     }
@@ -129,10 +113,11 @@ impl DataParallel {
     }
 }
 
-/// A gradient and the libtorch handle on its storage.
-enum Grad {
-    D1(Tensor<1>, tch::Tensor),
-    D2(Tensor<2>, tch::Tensor),
+/// `p`'s gradient taken out of `grads`, or zeros when this rank has none.
+fn take<const D: usize>(grads: &mut GradientsParams, p: &TrainableParam) -> Tensor<D> {
+    grads
+        .remove::<D>(p.id)
+        .unwrap_or_else(|| Tensor::<D>::zeros(p.shape.clone(), &p.device))
 }
 
 /// The libtorch tensor under a plain-device burn tensor (a handle on the same storage).

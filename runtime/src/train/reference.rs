@@ -107,12 +107,12 @@ impl RefCache {
         let mut logps = Vec::with_capacity(pairs.len());
         let mut ents = Vec::with_capacity(pairs.len());
         let idx: Vec<usize> = (0..pairs.len()).collect();
+        let want = Want {
+            entropy,
+            ..Want::LOGPS
+        };
         for chunk in idx.chunks(batch_size.max(1)) {
             let batch = crate::data::pairs::batch_of(pairs, chunk, pad);
-            let want = Want {
-                entropy,
-                ..Want::LOGPS
-            };
             let st = forward::frozen_pairs(reference, &batch, want, device);
             let lp = st.logps.map(to_f64).unwrap_or_default();
             let en = st.entropy.map(to_f64);
