@@ -20,7 +20,8 @@ mod attention;
 #[allow(deprecated)]
 mod head;
 
-pub use attention::{attention, composed_attention};
+pub use attention::{attention, capped_attention, composed_attention};
 pub use head::{
-    HEAD_CHUNK_ELEMENTS, composed_token_logps, token_collision, token_logps, token_logps_in_chunks,
+    HEAD_CHUNK_ELEMENTS, capped_token_logps, composed_token_logps, softcap, token_collision,
+    token_logps, token_logps_in_chunks,
 };

@@ -257,8 +257,11 @@ pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stat
     }
     if want.collision {
         out.collision = Some(
-            kernels::token_collision(scored.clone().detach(), model.output_head().detach())
-                * cm.clone(),
+            kernels::token_collision(
+                scored.clone().detach(),
+                model.output_head().detach(),
+                model.arch.final_softcap,
+            ) * cm.clone(),
         );
     }
     if want.logps || want.entropy || want.token_logps {
@@ -297,12 +300,21 @@ fn head_stats(
     // Token j+1 of each row is scored at position j.
     let target = |r: usize, j: usize| i64::from(rows.tokens[r].get(j + 1).copied().unwrap_or(0));
     let head = model.output_head();
+    // The chunked kernel has no logit soft-cap; a soft-capped model (Gemma 2) scores through
+    // the composition, whole.
+    let token_logps = |hidden: Tensor<2>, head: Tensor<2>, targets: Tensor<1, Int>| match model
+        .arch
+        .final_softcap
+    {
+        None => kernels::token_logps(hidden, head, targets),
+        cap => kernels::capped_token_logps(hidden, head, targets, cap),
+    };
     if per_token {
         let targets: Vec<i64> = (0..b)
             .flat_map(|r| (0..n).map(move |j| target(r, j)))
             .collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b * n]), device);
-        let (tok, ent) = kernels::token_logps(flat, head, targets);
+        let (tok, ent) = token_logps(flat, head, targets);
         let tok = tok.reshape([b, n]) * cm.clone();
         let ent = ent.reshape([b, n]) * cm.clone();
         return HeadStats {
@@ -328,7 +340,7 @@ fn head_stats(
     let targets: Vec<i64> = picked.iter().map(|&(r, j)| target(r, j)).collect();
     let index = Tensor::<1, Int>::from_data(TensorData::new(index, [m]), device);
     let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [m]), device);
-    let (tok, ent) = kernels::token_logps(flat.select(0, index.clone()), head, targets);
+    let (tok, ent) = token_logps(flat.select(0, index.clone()), head, targets);
     // Per-row sums over the row's own positions, as if every other position held 0: the same
     // additions whatever else is in the batch (a row's statistics must not depend on its batch).
     let per_row = |x: Tensor<1>| {

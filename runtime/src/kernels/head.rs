@@ -61,8 +61,20 @@ pub fn composed_token_logps(
     head: Tensor<2>,
     targets: Tensor<1, Int>,
 ) -> (Tensor<1>, Tensor<1>) {
+    capped_token_logps(hidden, head, targets, None)
+}
+
+/// [`composed_token_logps`] with final-logit soft-capping (Gemma 2): with `Some(c)` the logits
+/// become `c·tanh(z/c)` before the log-softmax. The chunked kernel has no soft-cap, so a
+/// soft-capped model scores through this composition, which holds `[n, vocab]` logits.
+pub fn capped_token_logps(
+    hidden: Tensor<2>,
+    head: Tensor<2>,
+    targets: Tensor<1, Int>,
+    cap: Option<f64>,
+) -> (Tensor<1>, Tensor<1>) {
     let n = hidden.dims()[0];
-    let logp = log_softmax(hidden.matmul(head).cast(DType::F32), 1);
+    let logp = log_softmax(softcap(hidden.matmul(head).cast(DType::F32), cap), 1);
     let tok = logp.clone().gather(1, targets.reshape([n, 1])).reshape([n]);
     let entropy = (logp.clone().exp() * logp).sum_dim(1).reshape([n]).neg();
     (tok, entropy)
@@ -243,11 +255,11 @@ impl<C: CheckpointStrategy> ChunkedHead for Autodiff<LibTorch, C> {
     }
 }
 
-/// `log Σ_v p(v)²` of the next-token distribution `softmax(hidden · head)` at each position of
+/// `log Σ_v p(v)²` of the next-token distribution `softmax(softcap(hidden · head))` at each position of
 /// `hidden` (`[b, n, hidden]` → `[b, n]`, f32): the log collision probability (minus the Rényi
 /// entropy of order 2), the normaliser of WPO's weights. No gradient (call it on detached
 /// tensors); logits exist for at most [`HEAD_CHUNK_ELEMENTS`] / vocab positions at a time.
-pub fn token_collision(hidden: Tensor<3>, head: Tensor<2>) -> Tensor<2> {
+pub fn token_collision(hidden: Tensor<3>, head: Tensor<2>, cap: Option<f64>) -> Tensor<2> {
     let [b, n, h] = hidden.dims();
     let rows = b * n;
     let device = hidden.device();
@@ -262,7 +274,7 @@ pub fn token_collision(hidden: Tensor<3>, head: Tensor<2>) -> Tensor<2> {
     while start < rows {
         let len = chunk.min(rows - start);
         let logits = flat.clone().narrow(0, start, len).matmul(head.clone());
-        let twice = log_softmax(logits.cast(DType::F32), 1) * 2.0;
+        let twice = log_softmax(softcap(logits.cast(DType::F32), cap), 1) * 2.0;
         // log Σ exp(2 log p), shifted by its largest term.
         let top = twice.clone().max_dim(1);
         let lse = (twice - top.clone()).exp().sum_dim(1).log() + top;
@@ -270,4 +282,12 @@ pub fn token_collision(hidden: Tensor<3>, head: Tensor<2>) -> Tensor<2> {
         start += len;
     }
     Tensor::cat(parts, 0).reshape([b, n])
+}
+
+/// `c·tanh(z/c)` with `Some(c)`, `z` itself with `None` (logit soft-capping).
+pub fn softcap<const D: usize>(z: Tensor<D>, cap: Option<f64>) -> Tensor<D> {
+    match cap {
+        Some(c) => (z / c).tanh() * c,
+        None => z,
+    }
 }

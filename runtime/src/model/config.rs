@@ -1,8 +1,9 @@
-//! `config.json` as Hugging Face writes it for Llama models, in both the published form
-//! (`rope_theta` and `rope_scaling` at the top level) and transformers-5's
-//! `rope_parameters`; and the presets `tiny`, `llama3-8b`, `llama3.1-8b`, `llama3.2-1b`,
-//! `llama3.2-3b`.
+//! `config.json` as Hugging Face writes it for the decoder families poc implements
+//! ([`super::arch::Family`]), in both the published form (`rope_theta` and `rope_scaling` at
+//! the top level) and transformers-5's `rope_parameters`; the shape fields every family shares
+//! (what the family changes is [`super::arch::Arch`], read from the same file); and the presets.
 
+use super::arch::{Arch, Family};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -39,6 +40,17 @@ pub enum ModelError {
         tensor: String,
         /// The file that should list it (`model.safetensors` or the index).
         path: PathBuf,
+    },
+    /// The checkpoint holds a tensor the architecture does not have (a bias, a norm, a head):
+    /// loading without it would compute a different network.
+    #[error("{}: tensor `{tensor}` is not part of a {model_type} model as poc implements it (its config.json has no setting that uses it); poc refuses the checkpoint rather than drop a term", path.display())]
+    UnexpectedTensor {
+        /// The HF name of the tensor.
+        tensor: String,
+        /// The file that lists it.
+        path: PathBuf,
+        /// The model type of the configuration.
+        model_type: &'static str,
     },
     /// A tensor's shape disagrees with the configuration.
     #[error("{}: tensor `{tensor}` has shape {got:?}, config.json implies {want:?}", path.display())]
@@ -120,8 +132,10 @@ impl TokenIds {
     }
 }
 
-/// The fields of an HF Llama `config.json` that define the network. Unknown fields are kept
-/// (`extra`) so that a saved checkpoint's config is the loaded one plus our changes.
+/// The shape fields of an HF decoder's `config.json` (every family has them). The other fields
+/// are kept verbatim (`extra`): [`super::arch::Arch::of`] reads the family's own keys from
+/// them (and refuses what it does not know), and a saved checkpoint's config is the loaded one
+/// plus our changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LlamaConfig {
     /// Vocabulary size (logits width).
@@ -183,19 +197,48 @@ pub struct Rope {
     pub theta: f64,
     /// Llama-3 scaling, if any.
     pub llama3: Option<Llama3Scaling>,
+    /// Linear (position-interpolation) scaling: every frequency divided by this factor
+    /// (`rope_type: "linear"`, as Gemma 3's global layers use).
+    pub linear: Option<f64>,
 }
 
 impl LlamaConfig {
-    /// Reads and validates `config.json`.
+    /// Reads and validates `config.json`: its shapes, and its architecture
+    /// ([`Arch::of`], which refuses what poc does not implement, by name).
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let cfg: LlamaConfig =
+        let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::format(path, e.to_string()))?;
-        cfg.validate().map_err(|m| ModelError::format(path, m))?;
+        LlamaConfig::from_json(value).map_err(|m| ModelError::format(path, m))
+    }
+
+    /// [`LlamaConfig::from_file`] on the parsed file. Keys the file omits take the defaults of
+    /// the family's transformers configuration class (transformers omits a key from a saved
+    /// config when it has the base class's default: Gemma's `tie_word_embeddings: true` is
+    /// never written).
+    pub fn from_json(mut value: serde_json::Value) -> Result<Self, String> {
+        let family = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .and_then(Family::from_model_type);
+        if let (Some(family), Some(obj)) = (family, value.as_object_mut()) {
+            for (key, default) in family_defaults(family) {
+                if obj.get(key).is_none_or(|v| v.is_null()) && !default.is_null() {
+                    obj.insert(key.to_string(), default);
+                }
+            }
+        }
+        let cfg: LlamaConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
-    /// Checks that the shapes are consistent.
+    /// The architecture this configuration describes ([`Arch::of`]).
+    pub fn arch(&self) -> Result<Arch, String> {
+        Arch::of(self).map_err(|r| r.0)
+    }
+
+    /// Checks that the shapes are consistent and that poc implements the architecture.
     pub fn validate(&self) -> Result<(), String> {
         if self.num_attention_heads == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return Err("hidden_size, vocab_size and num_attention_heads must be positive".into());
@@ -213,7 +256,8 @@ impl LlamaConfig {
                 self.head_dim()
             ));
         }
-        self.rope().map(|_| ())
+        self.rope()?;
+        self.arch().map(|_| ())
     }
 
     /// Key/value heads.
@@ -249,6 +293,7 @@ impl LlamaConfig {
         };
         let theta = theta.unwrap_or(10000.0);
         let scaling = scaling.filter(|s| !s.is_null());
+        let mut linear = None;
         let llama3 = match scaling {
             None => None,
             Some(s) => {
@@ -259,6 +304,15 @@ impl LlamaConfig {
                     .unwrap_or("default");
                 match kind {
                     "default" => None,
+                    "linear" => {
+                        let factor = s
+                            .get("factor")
+                            .and_then(|v| v.as_f64())
+                            .filter(|f| *f > 0.0)
+                            .ok_or("linear rope scaling needs a positive `factor`")?;
+                        linear = Some(factor);
+                        None
+                    }
                     "llama3" => {
                         let f = |k: &str| {
                             s.get(k)
@@ -285,13 +339,17 @@ impl LlamaConfig {
                     }
                     other => {
                         return Err(format!(
-                            "unsupported rope_type `{other}` (poc supports default and llama3)"
+                            "rope_type `{other}` is not implemented (poc implements default, linear and llama3)"
                         ));
                     }
                 }
             }
         };
-        Ok(Rope { theta, llama3 })
+        Ok(Rope {
+            theta,
+            llama3,
+            linear,
+        })
     }
 
     /// Parameter count.
@@ -301,7 +359,15 @@ impl LlamaConfig {
             self.num_attention_heads * self.head_dim(),
             self.kv_heads() * self.head_dim(),
         );
-        let block = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+        let mut block = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+        if let Ok(arch) = self.arch() {
+            let dh = self.head_dim();
+            block += usize::from(arch.qkv_bias) * (q + 2 * kv)
+                + usize::from(arch.o_bias) * h
+                + usize::from(arch.mlp_bias) * (2 * i + h)
+                + usize::from(arch.qk_norm) * 2 * dh
+                + usize::from(arch.sandwich) * 2 * h;
+        }
         let head = if self.tie_word_embeddings { 0 } else { v * h };
         v * h + self.num_hidden_layers * block + h + head
     }
@@ -394,18 +460,66 @@ impl LlamaConfig {
                 true,
                 131072,
             ),
-            _ => return None,
+            other => return family_preset(other),
         })
     }
 
-    /// The preset names.
-    pub const PRESETS: [&'static str; 5] = [
+    /// The preset names: the embedded `tiny`, then the published shapes (random weights under
+    /// `--random-init`, for `--dry-run` and the benchmarks).
+    pub const PRESETS: [&'static str; 10] = [
         "tiny",
         "llama3-8b",
         "llama3.1-8b",
         "llama3.2-1b",
         "llama3.2-3b",
+        "qwen2.5-0.5b",
+        "qwen2.5-7b",
+        "qwen3-0.6b",
+        "gemma-2-2b",
+        "mistral-7b",
     ];
+}
+
+/// The published `config.json` shapes of the non-Llama presets (Qwen2.5-0.5B-Instruct,
+/// Qwen2.5-7B-Instruct, Qwen3-0.6B, gemma-2-2b, Mistral-7B-v0.3), as their model cards ship them.
+fn family_preset(name: &str) -> Option<LlamaConfig> {
+    use serde_json::json;
+    let qwen25 = |v: usize, h: usize, i: usize, l: usize, heads: usize, kv: usize, tie: bool| {
+        json!({"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+               "vocab_size": v, "hidden_size": h, "intermediate_size": i,
+               "num_hidden_layers": l, "num_attention_heads": heads, "num_key_value_heads": kv,
+               "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": tie,
+               "max_position_embeddings": 32768, "sliding_window": 32768,
+               "use_sliding_window": false, "max_window_layers": l,
+               "bos_token_id": 151643, "eos_token_id": 151645})
+    };
+    let value = match name {
+        "qwen2.5-0.5b" => qwen25(151936, 896, 4864, 24, 14, 2, true),
+        "qwen2.5-7b" => qwen25(152064, 3584, 18944, 28, 28, 4, false),
+        "qwen3-0.6b" => json!({"model_type": "qwen3", "architectures": ["Qwen3ForCausalLM"],
+            "vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072,
+            "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+            "head_dim": 128, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": true, "max_position_embeddings": 40960,
+            "sliding_window": null, "use_sliding_window": false, "max_window_layers": 28,
+            "bos_token_id": 151643, "eos_token_id": 151645}),
+        "gemma-2-2b" => json!({"model_type": "gemma2", "architectures": ["Gemma2ForCausalLM"],
+            "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
+            "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+            "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+            "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
+            "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "max_position_embeddings": 8192,
+            "bos_token_id": 2, "eos_token_id": [1, 107], "pad_token_id": 0}),
+        "mistral-7b" => json!({"model_type": "mistral", "architectures": ["MistralForCausalLM"],
+            "vocab_size": 32768, "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "head_dim": 128, "rope_theta": 1000000.0, "rms_norm_eps": 1e-5,
+            "sliding_window": null, "max_position_embeddings": 32768,
+            "bos_token_id": 1, "eos_token_id": 2}),
+        _ => return None,
+    };
+    LlamaConfig::from_json(value).ok()
 }
 
 /// Inverse RoPE frequencies for `head_dim`, with Llama-3 scaling applied as transformers does
@@ -414,6 +528,9 @@ pub fn inv_frequencies(rope: &Rope, head_dim: usize) -> Vec<f64> {
     let base: Vec<f64> = (0..head_dim / 2)
         .map(|i| 1.0 / rope.theta.powf((2 * i) as f64 / head_dim as f64))
         .collect();
+    if let Some(factor) = rope.linear {
+        return base.into_iter().map(|f| f / factor).collect();
+    }
     let Some(s) = rope.llama3 else { return base };
     let old = s.original_max_position_embeddings as f64;
     let low_wavelen = old / s.low_freq_factor;
@@ -432,4 +549,27 @@ pub fn inv_frequencies(rope: &Rope, head_dim: usize) -> Vec<f64> {
             }
         })
         .collect()
+}
+
+/// The defaults of the keys [`LlamaConfig`] reads, per family, as transformers' configuration
+/// classes set them (`null`: the shared default, e.g. head_dim = hidden / heads).
+fn family_defaults(family: Family) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let (eps, theta, tied, head_dim, kv) = match family {
+        Family::Llama => (1e-6, 10000.0, false, json!(null), json!(null)),
+        Family::Mistral => (1e-6, 10000.0, false, json!(null), json!(8)),
+        Family::Qwen2 => (1e-6, 10000.0, false, json!(null), json!(32)),
+        Family::Qwen3 => (1e-6, 10000.0, false, json!(128), json!(32)),
+        Family::Gemma2 => (1e-6, 10000.0, true, json!(256), json!(4)),
+        Family::Gemma3 => (1e-6, 1_000_000.0, true, json!(256), json!(4)),
+        Family::Phi3 => (1e-5, 10000.0, false, json!(null), json!(null)),
+    };
+    vec![
+        ("rms_norm_eps", json!(eps)),
+        ("tie_word_embeddings", json!(tied)),
+        ("head_dim", head_dim),
+        ("num_key_value_heads", kv),
+        // `rope_theta` may live inside transformers-5's `rope_parameters` instead.
+        ("rope_theta", json!(theta)),
+    ]
 }

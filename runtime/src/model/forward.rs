@@ -12,14 +12,22 @@
 //! `cumsum(attention_mask) - 1`): `0..n` in a right-padded row, and a left-padded row (as
 //! generation batches its prompts) computes what it would alone.
 //!
+//! **Families.** What a family changes (norm form, biases, q/k norms, activation, embedding
+//! scale, sandwich norms, soft-caps, attention scale, each layer's window and RoPE) is read from
+//! the model's [`Arch`]; the code below is the one decoder for all of them. A sliding-window
+//! layer masks the keys more than `window − 1` positions before its query (in the fused
+//! kernel's mask, and over the KV cache in generation).
+//!
 //! **Compute dtype.** The residual stream stays f32; each sublayer computes its matrix products
 //! in the model's [`Compute`] dtype, its norm statistics in f32; attention is libtorch's fused
-//! kernel ([`kernels::attention`]), which accumulates its softmax in f32.
+//! kernel ([`kernels::attention`]), which accumulates its softmax in f32 (a soft-capped model
+//! attends through [`kernels::capped_attention`], the composition with the cap).
 
+use super::arch::{Activation, Arch, NormWeight};
 use super::config::{LlamaConfig, Rope, inv_frequencies};
 use super::llama::{Block, Compute, Llama, Target};
 use crate::kernels;
-use burn::tensor::activation::silu;
+use burn::tensor::activation::{gelu, relu, sigmoid, silu};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 /// The keys and values of every layer for the tokens a batch has seen, and which of those
@@ -119,58 +127,102 @@ impl KvCache {
 pub(crate) struct Pass<'a> {
     /// The model's shapes.
     config: &'a LlamaConfig,
+    /// The family's differences.
+    arch: &'a Arch,
     /// The dtype of the matrix products.
     compute: Compute,
     /// α / r when the LoRA adapters take part.
     adapter_scale: Option<f64>,
-    /// RoPE `cos` at the new tokens' positions, `[batch or 1, 1, t_new, head_dim]`, in the
-    /// compute dtype.
-    cos: Tensor<4>,
-    /// RoPE `sin`, as `cos`.
-    sin: Tensor<4>,
+    /// RoPE `(cos, sin)` at the new tokens' positions, `[batch or 1, 1, t_new, head_dim]`, in
+    /// the compute dtype, one pair per entry of [`Arch::ropes`].
+    ropes: Vec<(Tensor<4>, Tensor<4>)>,
     /// `[batch, 1, t_new, total]`: whether new token i may attend to column j (cached columns,
     /// then the new ones); `None` for a right-padded batch without a cache, where causal
     /// attention is exact for every real token (and padding positions matter to nothing).
     allowed: Option<Tensor<4, Bool>>,
+    /// The same for the sliding-window layers, where the window hides some key (`None`: the
+    /// window hides nothing here, and `allowed` serves them too).
+    windowed: Option<Tensor<4, Bool>>,
 }
 
 impl Block {
-    /// This layer on the residual stream `x` (`[batch, t_new, hidden]`, f32):
-    /// `x + attention(norm(x))`, then `+ mlp(norm(·))`. With `cache`, attention also reads the
-    /// keys and values cached for earlier tokens, and appends the new ones.
+    /// Layer `index` on the residual stream `x` (`[batch, t_new, hidden]`, f32):
+    /// `x + attention(norm(x))`, then `+ mlp(norm(·))` (with a norm of each sublayer's output
+    /// before its add in sandwich families). With `cache`, attention also reads the keys and
+    /// values cached for earlier tokens, and appends the new ones.
     pub(crate) fn forward(
         &self,
+        index: usize,
         x: Tensor<3>,
         pass: &Pass,
         cache: Option<&mut LayerCache>,
     ) -> Tensor<3> {
-        let (eps, c) = (pass.config.rms_norm_eps, pass.compute);
-        let a = c.cast(rms_norm(x.clone(), &self.attn_norm.val(), eps));
-        let x = x + c.widen(self.attention(a, pass, cache));
-        let m = c.cast(rms_norm(x.clone(), &self.mlp_norm.val(), eps));
-        let gate = silu(self.proj(Target::Gate, m.clone(), pass));
+        let (eps, c, form) = (pass.config.rms_norm_eps, pass.compute, pass.arch.norm);
+        let a = c.cast(rms_norm(x.clone(), &self.attn_norm.val(), eps, form));
+        let mut a = c.widen(self.attention(index, a, pass, cache));
+        if let Some(w) = &self.attn_out_norm {
+            a = rms_norm(a, &w.val(), eps, form);
+        }
+        let x = x + a;
+        let m = c.cast(rms_norm(x.clone(), &self.mlp_norm.val(), eps, form));
+        let gate = activate(pass.arch.act, self.proj(Target::Gate, m.clone(), pass));
         let up = self.proj(Target::Up, m, pass);
-        x + c.widen(self.proj(Target::Down, gate * up, pass))
+        let mut m = c.widen(self.proj(Target::Down, gate * up, pass));
+        if let Some(w) = &self.mlp_out_norm {
+            m = rms_norm(m, &w.val(), eps, form);
+        }
+        x + m
     }
 
-    /// Grouped-query causal self-attention of the normed input `x` (compute dtype).
-    fn attention(&self, x: Tensor<3>, pass: &Pass, cache: Option<&mut LayerCache>) -> Tensor<3> {
-        let cfg = pass.config;
+    /// Grouped-query causal self-attention of layer `index` on the normed input `x` (compute
+    /// dtype).
+    fn attention(
+        &self,
+        index: usize,
+        x: Tensor<3>,
+        pass: &Pass,
+        cache: Option<&mut LayerCache>,
+    ) -> Tensor<3> {
+        let (cfg, arch) = (pass.config, pass.arch);
+        let layer = arch.layers[index];
         let [b, t, _] = x.dims();
         let (nh, nkv, dh) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let heads = |target: Target, n: usize| {
-            self.proj(target, x.clone(), pass)
-                .reshape([b, t, n, dh])
-                .swap_dims(1, 2)
+        let heads =
+            |target: Target, n: usize| self.proj(target, x.clone(), pass).reshape([b, t, n, dh]);
+        // Per-head norms act on each head's vector before RoPE (Qwen3, Gemma 3).
+        let head_norm = |h: Tensor<4>, w: &Option<burn::module::Param<Tensor<1>>>| match w {
+            Some(w) => pass.compute.cast(rms_norm(
+                pass.compute.widen(h),
+                &w.val(),
+                cfg.rms_norm_eps,
+                arch.norm,
+            )),
+            None => h,
         };
-        let q = rope(heads(Target::Q, nh), &pass.cos, &pass.sin);
-        let k = rope(heads(Target::K, nkv), &pass.cos, &pass.sin);
-        let v = heads(Target::V, nkv);
+        let (cos, sin) = &pass.ropes[layer.rope];
+        let q = rope(
+            head_norm(heads(Target::Q, nh), &self.q_norm).swap_dims(1, 2),
+            cos,
+            sin,
+        );
+        let k = rope(
+            head_norm(heads(Target::K, nkv), &self.k_norm).swap_dims(1, 2),
+            cos,
+            sin,
+        );
+        let v = heads(Target::V, nkv).swap_dims(1, 2);
         let (k, v) = match cache {
             Some(slot) => slot.extend(k, v),
             None => (k, v),
         };
-        let out = kernels::attention(q, k, v, pass.allowed.as_ref(), 1.0 / (dh as f64).sqrt());
+        let allowed = match (layer.window, &pass.windowed) {
+            (Some(_), Some(w)) => Some(w),
+            _ => pass.allowed.as_ref(),
+        };
+        let out = match arch.attn_softcap {
+            None => kernels::attention(q, k, v, allowed, arch.attn_scale),
+            cap => kernels::capped_attention(q, k, v, allowed, arch.attn_scale, cap),
+        };
         self.proj(
             Target::O,
             out.swap_dims(1, 2).reshape([b, t, nh * dh]),
@@ -178,8 +230,8 @@ impl Block {
         )
     }
 
-    /// Projection `t` applied to `x` `[b, n, in]` in the compute dtype, with its adapter when
-    /// the adapters take part.
+    /// Projection `t` applied to `x` `[b, n, in]` in the compute dtype, with its bias and, when
+    /// the adapters take part, its adapter.
     fn proj(&self, t: Target, x: Tensor<3>, pass: &Pass) -> Tensor<3> {
         let [b, n, i] = x.dims();
         let c = pass.compute;
@@ -187,11 +239,30 @@ impl Block {
         let o = w.dims()[1];
         let x = x.reshape([b * n, i]);
         let mut y = x.clone().matmul(w);
+        if let Some(bias) = self.biases.get(t) {
+            y = y + c.cast(bias.val()).unsqueeze::<2>();
+        }
         if let (Some(scale), Some(ad)) = (pass.adapter_scale, self.adapters.get(t)) {
             let low = x.matmul(c.cast(ad.a.val()));
             y = y + low.matmul(c.cast(ad.b.val())) * scale;
         }
         y.reshape([b, n, o])
+    }
+}
+
+/// The MLP gate's activation.
+fn activate(act: Activation, x: Tensor<3>) -> Tensor<3> {
+    match act {
+        Activation::Silu => silu(x),
+        Activation::Gelu => gelu(x),
+        Activation::GeluTanh => {
+            // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), PyTorch's `approximate="tanh"`.
+            let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715)
+                * (2.0 / std::f64::consts::PI).sqrt();
+            x * (inner.tanh() + 1.0) * 0.5
+        }
+        Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+        Activation::Relu => relu(x),
     }
 }
 
@@ -244,24 +315,40 @@ impl Llama {
         if in_place {
             rows = vec![(0..t).collect()];
         }
-        let (cos, sin) = rope_tables(&self.config, &rows, &device);
-        let allowed = match cache.as_deref_mut() {
+        let ropes = self
+            .arch
+            .ropes
+            .iter()
+            .map(|r| {
+                let (cos, sin) = rope_tables(&self.config, r, &rows, &device);
+                (self.compute.cast(cos), self.compute.cast(sin))
+            })
+            .collect();
+        let plain = cache.is_none() && in_place;
+        let columns: &[Vec<bool>] = match cache.as_deref_mut() {
             Some(c) => {
                 for (row, new) in c.mask.iter_mut().zip(&mask) {
                     row.extend_from_slice(new);
                 }
-                Some(attention_mask(&c.mask, t, &device))
+                &c.mask
             }
-            None if in_place => None,
-            None => Some(attention_mask(&mask, t, &device)),
+            None => &mask,
         };
+        let allowed = (!plain).then(|| attention_mask(columns, t, None, &device));
+        // One window serves every sliding layer of a model; it needs a mask of its own only
+        // where it hides a key (a sequence longer than the window).
+        let window = self.arch.layers.iter().find_map(|l| l.window);
+        let windowed = window
+            .filter(|&w| columns.first().map_or(0, Vec::len) > w)
+            .map(|w| attention_mask(columns, t, Some(w), &device));
         let pass = Pass {
             config: &self.config,
+            arch: &self.arch,
             compute: self.compute,
             adapter_scale: self.adapter_scale(),
-            cos: self.compute.cast(cos),
-            sin: self.compute.cast(sin),
+            ropes,
             allowed,
+            windowed,
         };
         let h = self.config.hidden_size;
         // The residual stream is f32 whatever the embedding is stored in.
@@ -271,22 +358,34 @@ impl Llama {
             .select(0, tokens.reshape([b * t]))
             .reshape([b, t, h])
             .cast(burn::tensor::DType::F32);
+        if self.arch.embed_scale {
+            // Gemma multiplies by √hidden rounded to the embedding's dtype.
+            let scale = match self.compute {
+                Compute::F32 => (h as f64).sqrt() as f32 as f64,
+                Compute::Bf16 => half::bf16::from_f64((h as f64).sqrt()).to_f64(),
+            };
+            x = x * scale;
+        }
         let mut slots = cache.map(|c| c.layers.iter_mut());
-        for layer in &self.layers {
-            x = layer.forward(x, &pass, slots.as_mut().and_then(|s| s.next()));
+        for (index, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(index, x, &pass, slots.as_mut().and_then(|s| s.next()));
         }
         let eps = self.config.rms_norm_eps;
-        self.compute.cast(rms_norm(x, &self.norm.val(), eps))
+        self.compute
+            .cast(rms_norm(x, &self.norm.val(), eps, self.arch.norm))
     }
 
-    /// Next-token logits `[batch, time, vocab]` (f32) from final hidden states.
+    /// Next-token logits `[batch, time, vocab]` (f32) from final hidden states (soft-capped
+    /// where the family caps them).
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         let head = self.output_head();
         let [b, t, h] = hidden.dims();
         let v = head.dims()[1];
-        self.compute
+        let z = self
+            .compute
             .widen(hidden.reshape([b * t, h]).matmul(head))
-            .reshape([b, t, v])
+            .reshape([b, t, v]);
+        kernels::softcap(z, self.arch.final_softcap)
     }
 
     /// The output head `[hidden, vocab]` in the compute dtype (the embedding, transposed, when
@@ -344,15 +443,12 @@ fn positions(seen: &[usize], mask: &[Vec<bool>]) -> Vec<Vec<usize>> {
 /// the batch or one per row), in HF's rotate-half layout.
 fn rope_tables(
     cfg: &LlamaConfig,
+    rope: &Rope,
     positions: &[Vec<usize>],
     device: &Device,
 ) -> (Tensor<4>, Tensor<4>) {
     let dh = cfg.head_dim();
-    let rope = cfg.rope().unwrap_or(Rope {
-        theta: 10000.0,
-        llama3: None,
-    });
-    let inv = inv_frequencies(&rope, dh);
+    let inv = inv_frequencies(rope, dh);
     let n = positions.len();
     let t = positions.first().map_or(0, Vec::len);
     let mut cos = Vec::with_capacity(n * t * dh);
@@ -372,29 +468,48 @@ fn rope_tables(
 }
 
 /// `[b, 1, t_new, total]` over a mask of every column (`[batch][total]`, the new ones last):
-/// new token i (column `total - t_new + i`) may attend to column j when j is not after it
-/// and is a real token.
-fn attention_mask(mask: &[Vec<bool>], t_new: usize, device: &Device) -> Tensor<4, Bool> {
+/// new token i (column `total - t_new + i`) may attend to column j when j is not after it, is a
+/// real token and, with a `window`, lies among the `window` most recent real tokens (itself
+/// included; HF's sliding window counts positions, and a real token's position is the number of
+/// real tokens before it).
+fn attention_mask(
+    mask: &[Vec<bool>],
+    t_new: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Tensor<4, Bool> {
     let b = mask.len();
     let total = mask.first().map_or(t_new, Vec::len);
     let past = total - t_new;
     let mut data = Vec::with_capacity(b * t_new * total);
     for row in mask {
+        let pos = positions(&[0], std::slice::from_ref(row)).remove(0);
         for i in 0..t_new {
+            let q = past + i;
             data.extend(
                 row.iter()
                     .enumerate()
-                    .map(|(j, &real)| real && j <= past + i),
+                    .map(|(j, &real)| real && j <= q && window.is_none_or(|w| pos[q] - pos[j] < w)),
             );
         }
     }
     Tensor::<4, Bool>::from_data(TensorData::new(data, [b, 1, t_new, total]), device)
 }
 
-/// HF's RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.
-fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f64) -> Tensor<3> {
-    let ms = x.clone().powf_scalar(2.0).mean_dim(2);
-    x * (ms + eps).sqrt().recip() * weight.clone().unsqueeze::<3>()
+/// HF's RMSNorm over the last dimension: `x / sqrt(mean(x²) + eps) · w`, or `· (1 + w)` for
+/// Gemma's form.
+fn rms_norm<const D: usize>(
+    x: Tensor<D>,
+    weight: &Tensor<1>,
+    eps: f64,
+    form: NormWeight,
+) -> Tensor<D> {
+    let ms = x.clone().powf_scalar(2.0).mean_dim(D - 1);
+    let w = match form {
+        NormWeight::Plain => weight.clone(),
+        NormWeight::OnePlus => weight.clone() + 1.0,
+    };
+    x * (ms + eps).sqrt().recip() * w.unsqueeze::<D>()
 }
 
 /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = [-x₂, x₁].

@@ -1,11 +1,13 @@
-//! The Llama-3 decoder in burn, as parameters: embedding, blocks (attention and SwiGLU
-//! projections, RMSNorm weights, LoRA adapters), final norm, tied or untied output head, and
-//! the reward or value head; their initialization. The forward pass over them is
-//! [`super::forward`].
+//! The decoder in burn, as parameters: embedding, blocks (attention and gated-MLP projections
+//! with their optional biases, RMSNorm weights, the optional per-head q/k norms and sandwich
+//! norms, LoRA adapters), final norm, tied or untied output head, and the reward or value head;
+//! their initialization. Which optional parts a model has is its [`Arch`] (the family, read
+//! from `config.json`). The forward pass over them is [`super::forward`].
 //!
 //! Linear weights are stored `[in, out]` (burn's layout); the loader transposes HF's
 //! `[out, in]`.
 
+use super::arch::Arch;
 use super::config::LlamaConfig;
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -33,8 +35,65 @@ pub struct Block {
     pub w_up: Param<Tensor<2>>,
     /// SwiGLU down `[inter, hidden]`.
     pub w_down: Param<Tensor<2>>,
+    /// Biases of the projections that have one ([`Arch`]'s `qkv_bias`, `o_bias`, `mlp_bias`).
+    pub biases: BlockBiases,
+    /// Per-head RMSNorm of queries, `[head_dim]` (Qwen3, Gemma 3).
+    pub q_norm: Option<Param<Tensor<1>>>,
+    /// Per-head RMSNorm of keys, `[head_dim]`.
+    pub k_norm: Option<Param<Tensor<1>>>,
+    /// RMSNorm of the attention output before the residual add, `[hidden]` (Gemma).
+    pub attn_out_norm: Option<Param<Tensor<1>>>,
+    /// RMSNorm of the MLP output before the residual add, `[hidden]` (Gemma).
+    pub mlp_out_norm: Option<Param<Tensor<1>>>,
     /// Low-rank adapters on this block's projections (all `None` without LoRA).
     pub adapters: BlockAdapters,
+}
+
+/// The biases of one block's projections, `[out]` each; `None` where the family has none.
+#[derive(Module, Debug, Default)]
+pub struct BlockBiases {
+    /// On the query projection.
+    pub q: Option<Param<Tensor<1>>>,
+    /// On the key projection.
+    pub k: Option<Param<Tensor<1>>>,
+    /// On the value projection.
+    pub v: Option<Param<Tensor<1>>>,
+    /// On the output projection.
+    pub o: Option<Param<Tensor<1>>>,
+    /// On the MLP's gate.
+    pub gate: Option<Param<Tensor<1>>>,
+    /// On the MLP's up projection.
+    pub up: Option<Param<Tensor<1>>>,
+    /// On the MLP's down projection.
+    pub down: Option<Param<Tensor<1>>>,
+}
+
+impl BlockBiases {
+    /// The bias of projection `t`, if it has one.
+    pub fn get(&self, t: Target) -> Option<&Param<Tensor<1>>> {
+        match t {
+            Target::Q => self.q.as_ref(),
+            Target::K => self.k.as_ref(),
+            Target::V => self.v.as_ref(),
+            Target::O => self.o.as_ref(),
+            Target::Gate => self.gate.as_ref(),
+            Target::Up => self.up.as_ref(),
+            Target::Down => self.down.as_ref(),
+        }
+    }
+
+    /// The slot of projection `t`'s bias.
+    pub fn slot_mut(&mut self, t: Target) -> &mut Option<Param<Tensor<1>>> {
+        match t {
+            Target::Q => &mut self.q,
+            Target::K => &mut self.k,
+            Target::V => &mut self.v,
+            Target::O => &mut self.o,
+            Target::Gate => &mut self.gate,
+            Target::Up => &mut self.up,
+            Target::Down => &mut self.down,
+        }
+    }
 }
 
 /// A low-rank adapter on one linear layer (LoRA, Hu et al. 2021, arXiv 2106.09685): the
@@ -250,6 +309,9 @@ pub struct Llama {
     /// The configuration (not trained).
     #[module(skip)]
     pub config: LlamaConfig,
+    /// The family's differences from Llama, read from `config` (not trained).
+    #[module(skip)]
+    pub arch: Arch,
     /// The LoRA settings when the blocks carry adapters.
     #[module(skip)]
     pub lora: Option<LoraConfig>,
@@ -277,8 +339,11 @@ fn param<const D: usize>(t: Tensor<D>) -> Param<Tensor<D>> {
 }
 
 impl Llama {
-    /// A randomly initialized model (HF's scheme: N(0, 0.02) weights, unit norms), the same
-    /// for the same seed. `config` should have passed [`LlamaConfig::validate`] (presets and
+    /// A randomly initialized model (HF's scheme: N(0, 0.02) weights, unit norms (zero
+    /// offsets for a `(1 + w)` norm), zero biases), the same for the same seed.
+    ///
+    /// # Panics
+    /// If `config` would not pass [`LlamaConfig::validate`] (presets and
     /// [`LlamaConfig::from_file`] do).
     pub fn random(config: &LlamaConfig, seed: u64, device: &Device) -> Llama {
         Llama::random_stored(config, seed, device, None)
@@ -293,6 +358,9 @@ impl Llama {
         device: &Device,
         matrices: Option<burn::tensor::DType>,
     ) -> Llama {
+        let arch = config
+            .arch()
+            .unwrap_or_else(|e| panic!("Llama::random on an unchecked config: {e}"));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut normal = |rows: usize, cols: usize| -> Tensor<2> {
             let data: Vec<f32> = (0..rows * cols)
@@ -304,34 +372,57 @@ impl Llama {
                 None => t,
             }
         };
-        let ones = |n: usize| Tensor::<1>::ones([n], device);
-        let (h, i) = (config.hidden_size, config.intermediate_size);
-        let q = config.num_attention_heads * config.head_dim();
-        let kv = config.kv_heads() * config.head_dim();
+        // A norm's identity: weight 1, or offset 0 for a `(1 + w)` norm.
+        let unit = match arch.norm {
+            super::arch::NormWeight::Plain => 1.0,
+            super::arch::NormWeight::OnePlus => 0.0,
+        };
+        let norm = |n: usize| param(Tensor::<1>::full([n], unit, device));
+        let zeros = |n: usize| param(Tensor::<1>::zeros([n], device));
+        let (h, i, dh) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.head_dim(),
+        );
+        let q = config.num_attention_heads * dh;
+        let kv = config.kv_heads() * dh;
         let embed = param(normal(config.vocab_size, h));
         let layers = (0..config.num_hidden_layers)
-            .map(|_| Block {
-                attn_norm: param(ones(h)),
-                wq: param(normal(h, q)),
-                wk: param(normal(h, kv)),
-                wv: param(normal(h, kv)),
-                wo: param(normal(q, h)),
-                mlp_norm: param(ones(h)),
-                w_gate: param(normal(h, i)),
-                w_up: param(normal(h, i)),
-                w_down: param(normal(i, h)),
-                adapters: BlockAdapters::default(),
+            .map(|_| {
+                let mut block = Block {
+                    attn_norm: norm(h),
+                    wq: param(normal(h, q)),
+                    wk: param(normal(h, kv)),
+                    wv: param(normal(h, kv)),
+                    wo: param(normal(q, h)),
+                    mlp_norm: norm(h),
+                    w_gate: param(normal(h, i)),
+                    w_up: param(normal(h, i)),
+                    w_down: param(normal(i, h)),
+                    biases: BlockBiases::default(),
+                    q_norm: arch.qk_norm.then(|| norm(dh)),
+                    k_norm: arch.qk_norm.then(|| norm(dh)),
+                    attn_out_norm: arch.sandwich.then(|| norm(h)),
+                    mlp_out_norm: arch.sandwich.then(|| norm(h)),
+                    adapters: BlockAdapters::default(),
+                };
+                for t in arch.biased() {
+                    let out = block.weight(t).val().dims()[1];
+                    *block.biases.slot_mut(t) = Some(zeros(out));
+                }
+                block
             })
             .collect();
         let lm_head = (!config.tie_word_embeddings).then(|| param(normal(h, config.vocab_size)));
         Llama {
             embed,
             layers,
-            norm: param(ones(h)),
+            norm: norm(h),
             lm_head,
             score: None,
             value_head: None,
             config: config.clone(),
+            arch,
             lora: None,
             adapters_enabled: true,
             compute: Compute::F32,

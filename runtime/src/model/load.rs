@@ -7,11 +7,13 @@
 //! writes every file atomically (a temporary file in the same directory, then a rename).
 
 use super::config::{LlamaConfig, ModelError};
-use super::llama::{Adapter, Block, BlockAdapters, Compute, Llama, LoraConfig, Target};
+use super::llama::{
+    Adapter, Block, BlockAdapters, BlockBiases, Compute, Llama, LoraConfig, Target,
+};
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,8 @@ struct Shards {
     /// The file that lists the tensors (named when one is missing).
     listing: PathBuf,
     maps: HashMap<PathBuf, memmap2::Mmap>,
+    /// The tensors read so far (what the model consumed).
+    used: HashSet<String>,
 }
 
 impl Shards {
@@ -60,7 +64,25 @@ impl Shards {
             files,
             listing,
             maps,
+            used: HashSet::new(),
         })
+    }
+
+    /// Marks `name` as consumed without reading it.
+    fn mark_used(&mut self, name: &str) {
+        self.used.insert(name.to_string());
+    }
+
+    /// The tensors of the checkpoint nobody read (sorted), RoPE buffers aside.
+    fn unused(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .files
+            .keys()
+            .filter(|n| !self.used.contains(*n) && !ignorable(n))
+            .cloned()
+            .collect();
+        out.sort();
+        out
     }
 
     /// One safetensors file on its own.
@@ -79,11 +101,13 @@ impl Shards {
             files,
             listing: path.to_path_buf(),
             maps,
+            used: HashSet::new(),
         })
     }
 
     /// The tensor `name` as f32 values, checked to have shape `want`.
     fn read(&mut self, name: &str, want: &[usize]) -> Result<Vec<f32>, ModelError> {
+        self.used.insert(name.to_string());
         let path = self
             .files
             .get(name)
@@ -154,11 +178,31 @@ fn block_name(layer: usize, part: &str) -> String {
     format!("model.layers.{layer}.{part}.weight")
 }
 
+/// The HF name of the bias of block `layer`'s projection `part`.
+fn bias_name(layer: usize, part: &str) -> String {
+    format!("model.layers.{layer}.{part}.bias")
+}
+
+/// Phi-3's fused projections: `self_attn.qkv_proj` holds q, k and v (in that order, by rows)
+/// and `mlp.gate_up_proj` holds gate and up.
+const FUSED_QKV: &str = "self_attn.qkv_proj";
+const FUSED_GATE_UP: &str = "mlp.gate_up_proj";
+
+/// Tensors transformers itself skips when loading (non-persistent RoPE buffers of old
+/// checkpoints), which a checkpoint may hold without poc consuming them.
+fn ignorable(name: &str) -> bool {
+    name.ends_with(".rotary_emb.inv_freq")
+}
+
 /// Loads the HF checkpoint in `dir` (`config.json` and its safetensors) onto `device`, in f32.
 ///
-/// Tensors the model does not use (e.g. `lm_head.weight` of a tied model, or rotary buffers
-/// of old checkpoints) are ignored; a missing one or one of the wrong shape is an error that
-/// names the tensor and the file.
+/// The configuration must describe an architecture poc implements ([`super::arch::Arch::of`]),
+/// and every tensor in the checkpoint must be one the model consumes: an unexpected tensor
+/// (a bias, a norm, a head the architecture does not have) is an error naming it, because
+/// dropping it would compute a different network. A missing tensor or one of the wrong shape is
+/// an error that names the tensor and the file. The only tensors read and not used are an
+/// `lm_head.weight` of a tied model (transformers ties it to the embedding) and old RoPE
+/// buffers.
 pub fn load(dir: &Path, device: &Device) -> Result<Llama, ModelError> {
     load_stored(dir, device, None)
 }
@@ -170,79 +214,154 @@ pub fn load_stored(
     device: &Device,
     matrices: Option<burn::tensor::DType>,
 ) -> Result<Llama, ModelError> {
-    let config = LlamaConfig::from_file(&dir.join("config.json"))?;
+    let config_path = dir.join("config.json");
+    let config = LlamaConfig::from_file(&config_path)?;
+    let arch = config
+        .arch()
+        .map_err(|m| ModelError::format(&config_path, m))?;
     let mut shards = Shards::open(dir)?;
     let reward_model = shards.files.contains_key("score.weight");
     let has_lm_head = shards.files.contains_key("lm_head.weight");
-    let (h, i, v) = (
+    let (h, i, v, dh) = (
         config.hidden_size,
         config.intermediate_size,
         config.vocab_size,
+        config.head_dim(),
     );
-    let q = config.num_attention_heads * config.head_dim();
-    let kv = config.kv_heads() * config.head_dim();
-    let mut vector = |name: &str| -> Result<Param<Tensor<1>>, ModelError> {
-        let data = shards.read(name, &[h])?;
-        Ok(Param::from_tensor(Tensor::from_data(
-            TensorData::new(data, [h]),
-            device,
-        )))
-    };
-    let mut norms = Vec::with_capacity(config.num_hidden_layers);
-    for l in 0..config.num_hidden_layers {
-        norms.push((
-            vector(&block_name(l, "input_layernorm"))?,
-            vector(&block_name(l, "post_attention_layernorm"))?,
-        ));
-    }
-    let norm = vector("model.norm.weight")?;
-    // HF stores linear weights [out, in]; the model multiplies by [in, out]. The transpose
-    // is a view on the device, not a copy.
-    let mut matrix = |name: &str,
-                      out: usize,
-                      inp: usize,
-                      transpose: bool|
-     -> Result<Param<Tensor<2>>, ModelError> {
-        let data = shards.read(name, &[out, inp])?;
-        let t = Tensor::<2>::from_data(TensorData::new(data, [out, inp]), device);
+    let q = config.num_attention_heads * dh;
+    let kv = config.kv_heads() * dh;
+    let to_device = |data: Vec<f32>, shape: [usize; 2], transpose: bool| {
+        let t = Tensor::<2>::from_data(TensorData::new(data, shape), device);
         let t = match matrices {
             Some(d) => t.cast(d),
             None => t,
         };
-        Ok(Param::from_tensor(if transpose {
-            t.transpose()
-        } else {
-            t
-        }))
+        // HF stores linear weights [out, in]; the model multiplies by [in, out]. The
+        // transpose is a view on the device, not a copy.
+        Param::from_tensor(if transpose { t.transpose() } else { t })
     };
-    let embed = matrix("model.embed_tokens.weight", v, h, false)?;
+    let vector = |data: Vec<f32>| {
+        let n = data.len();
+        Param::from_tensor(Tensor::<1>::from_data(TensorData::new(data, [n]), device))
+    };
+    let embed = to_device(
+        shards.read("model.embed_tokens.weight", &[v, h])?,
+        [v, h],
+        false,
+    );
     let mut layers = Vec::with_capacity(config.num_hidden_layers);
-    for (l, (attn_norm, mlp_norm)) in norms.into_iter().enumerate() {
-        layers.push(Block {
+    for l in 0..config.num_hidden_layers {
+        let [attn_in, mlp_in, attn_out, mlp_out] = arch.norm_names(l);
+        let mut norm = |name: Option<String>, n: usize| -> Result<_, ModelError> {
+            name.map(|name| shards.read(&name, &[n]).map(vector))
+                .transpose()
+        };
+        let attn_norm = norm(attn_in, h)?.expect("every family has an input norm");
+        let mlp_norm = norm(mlp_in, h)?.expect("every family has a pre-MLP norm");
+        let attn_out_norm = norm(attn_out, h)?;
+        let mlp_out_norm = norm(mlp_out, h)?;
+        let (q_norm, k_norm) = if arch.qk_norm {
+            (
+                norm(Some(block_name(l, "self_attn.q_norm")), dh)?,
+                norm(Some(block_name(l, "self_attn.k_norm")), dh)?,
+            )
+        } else {
+            (None, None)
+        };
+        // The projections' [out, in] blocks, split on the host where the family fuses them.
+        let mut weights: Vec<(Target, Vec<f32>)> = Vec::with_capacity(7);
+        let out_in = |t: Target| match t {
+            Target::Q => (q, h),
+            Target::K | Target::V => (kv, h),
+            Target::O => (h, q),
+            Target::Gate | Target::Up => (i, h),
+            Target::Down => (h, i),
+        };
+        if arch.family.fused() {
+            for (fused, parts) in [
+                (FUSED_QKV, vec![Target::Q, Target::K, Target::V]),
+                (FUSED_GATE_UP, vec![Target::Gate, Target::Up]),
+            ] {
+                let rows: usize = parts.iter().map(|&t| out_in(t).0).sum();
+                let data = shards.read(&block_name(l, fused), &[rows, h])?;
+                let mut start = 0;
+                for t in parts {
+                    let n = out_in(t).0 * h;
+                    weights.push((t, data[start..start + n].to_vec()));
+                    start += n;
+                }
+            }
+            for t in [Target::O, Target::Down] {
+                let (out, inp) = out_in(t);
+                weights.push((t, shards.read(&block_name(l, t.hf_path()), &[out, inp])?));
+            }
+        } else {
+            for t in Target::ALL {
+                let (out, inp) = out_in(t);
+                weights.push((t, shards.read(&block_name(l, t.hf_path()), &[out, inp])?));
+            }
+        }
+        let mut take = |t: Target| {
+            let pos = weights
+                .iter()
+                .position(|(w, _)| *w == t)
+                .expect("every projection was read above");
+            let (out, inp) = out_in(t);
+            to_device(weights.swap_remove(pos).1, [out, inp], true)
+        };
+        let mut block = Block {
             attn_norm,
-            wq: matrix(&block_name(l, "self_attn.q_proj"), q, h, true)?,
-            wk: matrix(&block_name(l, "self_attn.k_proj"), kv, h, true)?,
-            wv: matrix(&block_name(l, "self_attn.v_proj"), kv, h, true)?,
-            wo: matrix(&block_name(l, "self_attn.o_proj"), h, q, true)?,
+            wq: take(Target::Q),
+            wk: take(Target::K),
+            wv: take(Target::V),
+            wo: take(Target::O),
             mlp_norm,
-            w_gate: matrix(&block_name(l, "mlp.gate_proj"), i, h, true)?,
-            w_up: matrix(&block_name(l, "mlp.up_proj"), i, h, true)?,
-            w_down: matrix(&block_name(l, "mlp.down_proj"), h, i, true)?,
+            w_gate: take(Target::Gate),
+            w_up: take(Target::Up),
+            w_down: take(Target::Down),
+            biases: BlockBiases::default(),
+            q_norm,
+            k_norm,
+            attn_out_norm,
+            mlp_out_norm,
             adapters: BlockAdapters::default(),
-        });
+        };
+        for t in arch.biased() {
+            let out = out_in(t).0;
+            let data = shards.read(&bias_name(l, t.hf_path()), &[out])?;
+            *block.biases.slot_mut(t) = Some(vector(data));
+        }
+        layers.push(block);
     }
-    // A reward model (LlamaForSequenceClassification) has `score.weight` [1, hidden] and no
+    let norm = vector(shards.read("model.norm.weight", &[h])?);
+    // A reward model (`*ForSequenceClassification`) has `score.weight` [1, hidden] and no
     // output head; a causal LM has `lm_head.weight` unless it is tied.
     let score = if reward_model {
-        Some(matrix("score.weight", 1, h, true)?)
+        Some(to_device(
+            shards.read("score.weight", &[1, h])?,
+            [1, h],
+            true,
+        ))
     } else {
         None
     };
     let lm_head = if config.tie_word_embeddings || (reward_model && !has_lm_head) {
+        if has_lm_head {
+            // Tied: transformers makes `lm_head.weight` the embedding and ignores the copy.
+            shards.mark_used("lm_head.weight");
+        }
         None
     } else {
-        Some(matrix("lm_head.weight", v, h, true)?)
+        let data = shards.read("lm_head.weight", &[v, h])?;
+        Some(to_device(data, [v, h], true))
     };
+    if let Some(tensor) = shards.unused().into_iter().next() {
+        return Err(ModelError::UnexpectedTensor {
+            tensor,
+            path: shards.listing.clone(),
+            model_type: arch.family.model_type(),
+        });
+    }
     Ok(Llama {
         embed,
         layers,
@@ -251,6 +370,7 @@ pub fn load_stored(
         score,
         value_head: None,
         config,
+        arch,
         lora: None,
         adapters_enabled: true,
         compute: Compute::F32,
@@ -592,19 +712,53 @@ fn hf_tensors(model: &Llama) -> Vec<HfTensor> {
         shape: embed.dims().to_vec(),
         tensor: DeviceTensor::Matrix(embed, false),
     }];
+    let arch = &model.arch;
     for (l, b) in model.layers.iter().enumerate() {
-        out.push(vector(block_name(l, "input_layernorm"), b.attn_norm.val()));
-        out.push(vector(
-            block_name(l, "post_attention_layernorm"),
-            b.mlp_norm.val(),
-        ));
+        let [attn_in, mlp_in, attn_out, mlp_out] = arch.norm_names(l);
+        let norms = [
+            (attn_in, Some(&b.attn_norm)),
+            (attn_out, b.attn_out_norm.as_ref()),
+            (mlp_in, Some(&b.mlp_norm)),
+            (mlp_out, b.mlp_out_norm.as_ref()),
+        ];
+        for (name, w) in norms {
+            if let (Some(name), Some(w)) = (name, w) {
+                out.push(vector(name, w.val()));
+            }
+        }
+        for (part, w) in [
+            ("self_attn.q_norm", &b.q_norm),
+            ("self_attn.k_norm", &b.k_norm),
+        ] {
+            if let Some(w) = w {
+                out.push(vector(block_name(l, part), w.val()));
+            }
+        }
         // Adapters (LoRA) are merged into their weights, so other tools load the trained model
-        // as a plain Llama; the adapters alone go to `adapter_model.safetensors`.
+        // as a plain checkpoint of its family; the adapters alone go to
+        // `adapter_model.safetensors`.
+        let merged = |t: Target| model.merged_weight(b, t);
+        if arch.family.fused() {
+            // [in, out] pieces side by side along `out` are HF's [out, in] blocks stacked.
+            for (fused, parts) in [
+                (FUSED_QKV, vec![Target::Q, Target::K, Target::V]),
+                (FUSED_GATE_UP, vec![Target::Gate, Target::Up]),
+            ] {
+                let w = Tensor::cat(parts.into_iter().map(merged).collect(), 1);
+                out.push(linear(block_name(l, fused), w));
+            }
+            for t in [Target::O, Target::Down] {
+                out.push(linear(block_name(l, t.hf_path()), merged(t)));
+            }
+        } else {
+            for t in Target::ALL {
+                out.push(linear(block_name(l, t.hf_path()), merged(t)));
+            }
+        }
         for t in Target::ALL {
-            out.push(linear(
-                block_name(l, t.hf_path()),
-                model.merged_weight(b, t),
-            ));
+            if let Some(bias) = b.biases.get(t) {
+                out.push(vector(bias_name(l, t.hf_path()), bias.val()));
+            }
         }
     }
     out.push(vector("model.norm.weight".into(), model.norm.val()));
@@ -680,11 +834,17 @@ pub fn save_with(model: &Llama, dir: &Path, options: &SaveOptions) -> Result<(),
         obj.insert("num_key_value_heads".into(), model.config.kv_heads().into());
         obj.insert("head_dim".into(), model.config.head_dim().into());
         obj.insert("dtype".into(), options.dtype.torch_name().into());
+        if model.score.is_none() {
+            obj.insert(
+                "architectures".into(),
+                serde_json::json!([model.arch.family.causal_lm_class()]),
+            );
+        }
         if model.score.is_some() {
             // What transformers needs to load and pool a one-label reward model.
             obj.insert(
                 "architectures".into(),
-                serde_json::json!(["LlamaForSequenceClassification"]),
+                serde_json::json!([model.arch.family.reward_model_class()]),
             );
             obj.insert("num_labels".into(), 1.into());
             obj.insert("id2label".into(), serde_json::json!({"0": "LABEL_0"}));

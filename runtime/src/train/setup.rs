@@ -44,8 +44,11 @@ pub enum Task {
 pub struct RunSpec {
     /// A model directory or a preset name.
     pub model: String,
-    /// Preference JSONL (default: bundled synthetic pairs).
+    /// Preference rows: a file (JSON lines, JSON, Parquet), a directory or a Hub dataset id
+    /// (default: bundled synthetic pairs).
     pub data: Option<PathBuf>,
+    /// The split read when `data` (or `prompts`) is a directory or a Hub dataset id.
+    pub split: String,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Pairs (or prompts) per micro-batch.
@@ -104,6 +107,8 @@ pub struct RunSpec {
     pub task: Task,
     /// Held-out pairs.
     pub eval_data: Option<PathBuf>,
+    /// The split read when `eval_data` is a directory or a Hub dataset id.
+    pub eval_split: String,
     /// Hold out this fraction of the data instead.
     pub eval_fraction: Option<f64>,
     /// Evaluate every N steps (besides after the last).
@@ -421,6 +426,14 @@ pub fn lora(spec: &RunSpec) -> Result<Option<LoraConfig>, SetupError> {
     })
 }
 
+/// Whether the model's family has the modules `lora` targets.
+fn check_lora_targets(model: &Llama, lora: &LoraConfig) -> Result<(), SetupError> {
+    model
+        .arch
+        .check_lora_targets(&lora.targets)
+        .map_err(|r| SetupError::LoraTargets(r.0))
+}
+
 /// Whether `task` trains a reward model for objective `c`; an objective that reads reward
 /// outputs cannot train a policy and vice versa.
 pub fn reward_task(c: &Compiled, task: Task) -> Result<bool, SetupError> {
@@ -553,7 +566,7 @@ pub fn training_pairs(
     notice: &mut dyn FnMut(Notice),
 ) -> Result<Vec<Pair>, SetupError> {
     let (pairs, bad) = match &spec.data {
-        Some(p) => data::load_pairs(p, tok, spec.max_length, spec.strict)?,
+        Some(p) => data::load_pairs_split(p, &spec.split, tok, spec.max_length, spec.strict)?,
         None => {
             let (path, text) = synthetic_file(out, "data.jsonl")?;
             let label = path.display().to_string();
@@ -567,6 +580,16 @@ pub fn training_pairs(
 fn skipped(bad: Vec<String>, notice: &mut dyn FnMut(Notice)) {
     if !bad.is_empty() {
         notice(Notice::SkippedRows(bad));
+    }
+}
+
+/// How `data` is named in the run's records: a file by its path, a directory or a Hub dataset
+/// id with its split.
+fn data_label(data: &Path, split: &str) -> String {
+    if data.is_file() {
+        data.display().to_string()
+    } else {
+        format!("{} (split {split})", data.display())
     }
 }
 
@@ -584,7 +607,8 @@ pub fn held_out(
         if spec.eval_fraction.is_some() {
             return Err(SetupError::EvalBoth);
         }
-        let (eval, bad) = data::load_pairs(path, tok, spec.max_length, spec.strict)?;
+        let (eval, bad) =
+            data::load_pairs_split(path, &spec.eval_split, tok, spec.max_length, spec.strict)?;
         skipped(bad, notice);
         return Ok((pairs, eval));
     }
@@ -658,7 +682,7 @@ pub fn cached_reference(
         spec.seed,
         spec.data
             .as_ref()
-            .map(|p| p.display().to_string())
+            .map(|p| data_label(p, &spec.split))
             .unwrap_or_else(|| "synthetic".into()),
         spec.max_length,
         pairs.len(),
@@ -929,7 +953,10 @@ fn pairs<'a>(
             (policy, Some(resume))
         }
         None => match lora.clone() {
-            Some(l) => (policy.with_lora(l, spec.seed), None),
+            Some(l) => {
+                check_lora_targets(&policy, &l)?;
+                (policy.with_lora(l, spec.seed), None)
+            }
             None => (policy, None),
         },
     };
@@ -985,7 +1012,7 @@ fn pairs<'a>(
                 "world_size": world_size,
                 "model": spec.model,
                 "model_config": policy.config,
-                "data": spec.data.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
+                "data": spec.data.as_ref().map(|p| data_label(p, &spec.split)).unwrap_or_else(|| "embedded synthetic (data.jsonl)".into()),
                 "pairs": pairs.len(),
                 "device": spec.device,
                 "max_length": spec.max_length,
@@ -1027,8 +1054,9 @@ pub struct OnPolicySetup<'a> {
 }
 
 impl<'a> OnPolicySetup<'a> {
-    /// The JSONL file of prompts to sample from: `spec.prompts`, `spec.data`, or the bundled
-    /// synthetic pairs (written to `OUT/prompts.jsonl`).
+    /// The prompts to sample from: `spec.prompts`, `spec.data` (a file, or a directory or Hub
+    /// dataset id read as `spec.split`), or the bundled synthetic pairs (written to
+    /// `OUT/prompts.jsonl`).
     pub fn prompt_file(&self) -> &Path {
         &self.prompt_file
     }
@@ -1144,6 +1172,7 @@ fn on_policy<'a>(
         resume = Some(r);
     } else {
         if let Some(l) = lora {
+            check_lora_targets(&policy, &l)?;
             policy = policy.with_lora(l, spec.seed);
         }
         if value_head {
