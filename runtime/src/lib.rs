@@ -5,6 +5,8 @@
 //! - [`lower`]: a compiled program as burn tensor ops (the burn lowering);
 //! - [`observe`]: the observables an objective declares, from model statistics;
 //! - [`model`], [`data`], [`device`]: the decoder, tokenizers and datasets, devices;
+//! - [`hub`]: Hugging Face Hub names (`ORG/NAME[@REVISION]`) resolved from the HF cache,
+//!   downloaded when missing;
 //! - [`kernels`]: fused libtorch operations under burn's autodiff (attention, the log-prob head);
 //! - [`plan`]: the memory plan of a run (`poc run --dry-run`);
 //! - [`train`]: the training core (set-up, reference, optimizer, the pair and on-policy loops).
@@ -13,6 +15,7 @@
 pub mod backend;
 pub mod data;
 pub mod device;
+pub mod hub;
 pub mod kernels;
 pub mod lower;
 pub mod model;

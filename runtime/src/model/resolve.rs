@@ -1,12 +1,14 @@
-//! `--model NAME`: an HF model directory, or a preset (the embedded `tiny`, or a shape with
-//! random weights under `random_init`), with its tokenizer and chat template. Every command that
-//! takes a model resolves it here.
+//! `--model NAME`: an HF model directory, a Hugging Face Hub id `ORG/NAME[@REVISION]` (its
+//! snapshot in the HF cache, downloaded when missing: [`crate::hub`]), or a preset (the embedded
+//! `tiny`, or a shape with random weights under `random_init`), with its tokenizer and chat
+//! template. Every command that takes a model resolves it here.
 
 use super::{Llama, LlamaConfig, ModelError, load};
 use crate::data::chat::ChatTemplate;
 use crate::data::{DataError, Tok};
+use crate::hub::{self, Hub, HubError, RepoId, RepoKind, Want};
 use burn::tensor::Device;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A resolved model: the weights on the requested device and the tokenizer that goes with them.
 pub struct Resolved {
@@ -33,9 +35,12 @@ pub enum ResolveError {
         "{0}\n  = hint: chat rows are rendered with the model's own template (chat_template.jinja, else `chat_template` in tokenizer_config.json), as transformers' apply_chat_template does"
     )]
     ChatTemplate(DataError),
-    /// Neither a directory nor a preset name.
+    /// A Hub id that could not be resolved from the cache or downloaded.
+    #[error("`--model`: {0}")]
+    Hub(Box<HubError>),
+    /// Neither a directory, a preset name nor a Hub id.
     #[error(
-        "`--model {name}` is neither a directory nor a preset\n  = hint: presets are {presets}; a directory holds config.json, *.safetensors and tokenizer.json"
+        "`--model {name}` is neither a directory nor a preset, nor a Hub id\n  = hint: presets are {presets}; a directory holds config.json, *.safetensors and tokenizer.json; a Hub id is ORG/NAME[@REVISION]"
     )]
     Unknown {
         /// What was passed.
@@ -53,12 +58,39 @@ pub enum ResolveError {
     },
 }
 
-/// The configuration `name` stands for (a directory's `config.json` or a preset's), without
-/// loading any weights: what the memory plan reads.
-pub fn config(name: &str) -> Result<LlamaConfig, ResolveError> {
+impl From<HubError> for ResolveError {
+    fn from(e: HubError) -> ResolveError {
+        ResolveError::Hub(Box::new(e))
+    }
+}
+
+// ---- name -> local directory ------------------------------------------------------------
+
+/// The local directory `name` stands for: an existing directory as it is; a Hub id
+/// (`ORG/NAME[@REVISION]`) as its snapshot in the Hugging Face cache, holding what `want` asks
+/// for (missing files downloaded, unless `HF_HUB_OFFLINE` is set); `None` for anything else (a
+/// preset name, or an unknown one).
+pub fn local_dir(name: &str, want: Want) -> Result<Option<PathBuf>, ResolveError> {
     let path = Path::new(name);
     if path.is_dir() {
-        return Ok(LlamaConfig::from_file(&path.join("config.json"))?);
+        return Ok(Some(path.to_path_buf()));
+    }
+    if LlamaConfig::preset(name).is_some() {
+        return Ok(None);
+    }
+    match RepoId::parse(name, RepoKind::Model) {
+        Some(id) => Ok(Some(hub::model(&Hub::from_env(), &id, want)?)),
+        None => Ok(None),
+    }
+}
+
+// ---- directory or preset -> model -------------------------------------------------------
+
+/// The configuration `name` stands for (a directory's or a Hub snapshot's `config.json`, or a
+/// preset's), without loading any weights: what the memory plan reads.
+pub fn config(name: &str) -> Result<LlamaConfig, ResolveError> {
+    if let Some(dir) = local_dir(name, Want::Config)? {
+        return Ok(LlamaConfig::from_file(&dir.join("config.json"))?);
     }
     LlamaConfig::preset(name).ok_or_else(|| ResolveError::Unknown {
         name: name.to_string(),
@@ -66,11 +98,15 @@ pub fn config(name: &str) -> Result<LlamaConfig, ResolveError> {
     })
 }
 
-/// Whether [`resolve`] would find weights for `name` (a directory, the embedded `tiny`, or a
-/// preset with `random_init`), without loading anything: its errors, early.
+/// Whether [`resolve`] would find weights for `name` (a directory, a Hub id, the embedded
+/// `tiny`, or a preset with `random_init`), without loading anything: its errors, early.
 pub fn available(name: &str, random_init: bool) -> Result<(), ResolveError> {
     config(name)?;
-    if Path::new(name).is_dir() || name == "tiny" || random_init {
+    if Path::new(name).is_dir()
+        || LlamaConfig::preset(name).is_none()
+        || name == "tiny"
+        || random_init
+    {
         Ok(())
     } else {
         Err(ResolveError::NoLocalWeights {
@@ -98,8 +134,8 @@ pub fn resolve_stored(
     device: &Device,
     matrices: Option<burn::tensor::DType>,
 ) -> Result<Resolved, ResolveError> {
-    let path = Path::new(name);
-    if path.is_dir() {
+    if let Some(dir) = local_dir(name, Want::Everything)? {
+        let path = dir.as_path();
         let config = LlamaConfig::from_file(&path.join("config.json"))?;
         let eos = config.eos_ids().first().copied().unwrap_or(0);
         let chat = ChatTemplate::from_model_dir(path).map_err(ResolveError::ChatTemplate)?;

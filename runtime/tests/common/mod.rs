@@ -1,6 +1,7 @@
 //! Helpers shared by the runtime's integration tests (each test crate uses some of them).
 #![allow(dead_code)]
 
+pub mod hub_server;
 pub mod python;
 
 use burn::tensor::Device;
