@@ -24,3 +24,8 @@ if ! "$VENV/bin/python" -c 'import peft' 2>/dev/null; then
   echo "setup: installing peft==0.17.1 (LoRA checkpoint compatibility test)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check peft==0.17.1
 fi
+# pyarrow: writes the Parquet files that the Parquet reader is checked against (runtime/tests/data_formats.rs).
+if ! "$VENV/bin/python" -c 'import pyarrow' 2>/dev/null; then
+  echo "setup: installing pyarrow==21.0.0 (Parquet data test)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check pyarrow==21.0.0
+fi

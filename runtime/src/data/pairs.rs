@@ -2,8 +2,9 @@
 //!
 //! A row is a JSON object with `prompt`, `chosen` and `rejected`, either all strings or all
 //! message lists (`[{"role", "content"}]`, rendered with the tokenizer's chat template: the
-//! model's own, or the Llama-3 one for a model without one; a row without `prompt` takes the
-//! messages chosen and rejected share, as TRL's implicit prompt).
+//! model's own, or the Llama-3 one for a model without one; a row without `prompt`, or with a
+//! string `prompt` beside message lists, as UltraFeedback's, takes the messages chosen and
+//! rejected share, as TRL's implicit prompt).
 //! Every other numeric field is kept as a column (objectives read e.g. `score_chosen`).
 //!
 //! A demonstration row, in TRL's SFT formats, has no rejected completion: `prompt` and
@@ -16,6 +17,7 @@
 
 use super::DataError;
 use super::chat::{ChatTemplate, Message, parse_messages, split_implicit_prompt};
+use super::rows::{self, Rows};
 use super::tokenizer::Tok;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -39,7 +41,8 @@ pub struct Tokenized {
 /// A tokenized preference pair with its extra numeric columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pair {
-    /// 1-based line in the source file.
+    /// 1-based line in the source file (for rows without lines, a Parquet file's or a JSON
+    /// array's, the row's index + 1).
     pub line: usize,
     /// The preferred completion.
     pub chosen: Tokenized,
@@ -208,6 +211,15 @@ fn row_texts(
     };
     let mixed =
         || "`prompt`, `chosen`, `rejected` must all be strings or all be message lists".to_string();
+    let implicit = |c: Vec<Message>, r: Vec<Message>| {
+        let conversation = split_implicit_prompt(c, r)?;
+        chat_texts(
+            chat,
+            &conversation.prompt,
+            &conversation.chosen,
+            &conversation.rejected,
+        )
+    };
     match obj.get("prompt") {
         Some(Value::String(p)) => match (chosen, rejected) {
             (Value::String(c), Value::String(r)) => {
@@ -217,6 +229,22 @@ fn row_texts(
                     }
                 }
                 Ok((p.clone(), c.clone(), r.clone(), Format::Plain))
+            }
+            // TRL's `maybe_extract_prompt`: beside conversational completions a string prompt
+            // is not the prompt (UltraFeedback's `prompt` repeats the first user message); the
+            // messages chosen and rejected share are.
+            (Value::Array(_), Value::Array(_)) => {
+                let (Some(c), Some(r)) =
+                    (messages(chosen, "chosen")?, messages(rejected, "rejected")?)
+                else {
+                    return Err(mixed());
+                };
+                implicit(c, r).map_err(|_| {
+                    format!(
+                        "{}, or message lists that begin with the prompt they share (TRL then ignores a string `prompt`)",
+                        mixed()
+                    )
+                })
             }
             _ => Err(mixed()),
         },
@@ -232,15 +260,7 @@ fn row_texts(
         }
         Some(_) => Err(mixed()),
         None => match (messages(chosen, "chosen")?, messages(rejected, "rejected")?) {
-            (Some(c), Some(r)) => {
-                let conversation = split_implicit_prompt(c, r)?;
-                chat_texts(
-                    chat,
-                    &conversation.prompt,
-                    &conversation.chosen,
-                    &conversation.rejected,
-                )
-            }
+            (Some(c), Some(r)) => implicit(c, r),
             _ => Err("missing field `prompt`".into()),
         },
     }
@@ -311,24 +331,35 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
     })
 }
 
-/// Reads TRL preference JSONL from `path`. Bad rows (invalid JSON, a missing or mistyped
-/// field, an empty completion, a prompt with no room under `max_length`) are reported by
-/// 1-based line and skipped, or are an error under `strict`. Returns the pairs and one
-/// message per skipped row; no usable row at all is an error.
+/// Reads TRL preference rows from the file `path` (JSON lines, a `.json` array or JSON lines,
+/// `.parquet`; a directory or a Hub dataset id is read as its `train` split: see
+/// [`load_pairs_split`]). Bad rows (invalid JSON, a missing or mistyped field, an empty
+/// completion, a prompt with no room under `max_length`) are reported by place (a file's line,
+/// or a Parquet row's index) and skipped, or are an error under `strict`. Returns the pairs and
+/// one message per skipped row; no usable row at all is an error.
 pub fn load_pairs(
     path: &Path,
     tok: &Tok,
     max_length: usize,
     strict: bool,
 ) -> Result<(Vec<Pair>, Vec<String>), DataError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_pairs(&text, &path.display().to_string(), tok, max_length, strict)
+    load_pairs_split(path, "train", tok, max_length, strict)
 }
 
-/// [`load_pairs`] on text already in memory (`label` names it in messages).
+/// [`load_pairs`] of `split` where `name` is a directory or a Hub dataset id
+/// (`ORG/NAME[@REVISION]`, from the Hugging Face cache, downloaded when missing); a file is
+/// read whatever `split` says.
+pub fn load_pairs_split(
+    name: &Path,
+    split: &str,
+    tok: &Tok,
+    max_length: usize,
+    strict: bool,
+) -> Result<(Vec<Pair>, Vec<String>), DataError> {
+    pairs_from_rows(&rows::read(name, split)?, tok, max_length, strict)
+}
+
+/// [`load_pairs`] on JSON-lines text already in memory (`label` names it in messages).
 pub fn parse_pairs(
     text: &str,
     label: &str,
@@ -336,20 +367,28 @@ pub fn parse_pairs(
     max_length: usize,
     strict: bool,
 ) -> Result<(Vec<Pair>, Vec<String>), DataError> {
+    pairs_from_rows(&rows::jsonl(text, label), tok, max_length, strict)
+}
+
+/// The pairs of `rows` (bad rows as in [`load_pairs`]); a pair's `line` is its row's 1-based
+/// number ([`rows::Place::number`]).
+pub fn pairs_from_rows(
+    rows: &Rows,
+    tok: &Tok,
+    max_length: usize,
+    strict: bool,
+) -> Result<(Vec<Pair>, Vec<String>), DataError> {
     let mut pairs = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let lineno = i + 1;
-        let result = serde_json::from_str::<Value>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
-            .and_then(|v| row_to_pair(&v, tok, max_length, lineno));
+    for row in &rows.rows {
+        let result = row
+            .value
+            .clone()
+            .and_then(|v| row_to_pair(&v, tok, max_length, row.place.number()));
         match result {
             Ok(p) => pairs.push(p),
             Err(e) => {
-                let msg = format!("{label}:{lineno}: {e}");
+                let msg = format!("{}: {e}", rows.at(row.place));
                 if strict {
                     return Err(DataError::BadRows(format!(
                         "{msg}\n  = hint: without --strict, bad rows are skipped with a warning"
@@ -360,11 +399,11 @@ pub fn parse_pairs(
         }
     }
     if pairs.is_empty() {
-        let mut msg = format!("{label}: no usable preference rows");
+        let mut msg = format!("{}: no usable preference rows", rows.label);
         if let Some(first) = bad.first() {
             msg.push_str(&format!(" ({} bad; first: {first})", bad.len()));
         }
-        msg.push_str("\n  = hint: each line is a JSON object with `prompt`, `chosen`, `rejected` (strings or message lists), or a demonstration: `prompt` and `completion`, or `messages`");
+        msg.push_str("\n  = hint: each row (a line of JSONL, an element of a JSON array, a Parquet row) is an object with `prompt`, `chosen`, `rejected` (strings or message lists), or a demonstration: `prompt` and `completion`, or `messages`");
         return Err(DataError::BadRows(msg));
     }
     Ok((pairs, bad))
