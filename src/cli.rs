@@ -29,6 +29,7 @@ const EXAMPLES: &str = "Examples:
   poc eval dpo --inputs rows.jsonl --set beta=0.2 --backend jit
   poc run objectives/mipo.po                 train the embedded tiny model on bundled data (CPU)
   poc run dpo --model ./Llama-3.2-1B --data prefs.jsonl --device cuda --set beta=0.1
+  poc run dpo --model meta-llama/Llama-3.2-1B-Instruct --data trl-lib/ultrafeedback_binarized --lora 16 --device cuda
   poc generate --model runs/dpo/checkpoint-400 --prompts prompts.jsonl --temperature 0.7
   poc plot dpo ipo hinge discopop            loss and dL/dΔ against the margin Δ, overlaid
   poc world --out world --seed 1             SFT data and noisy pairs with a known true reward
@@ -102,12 +103,16 @@ pub enum Command {
     /// Per-row sequence log-probs and completion lengths under a model (JSON lines):
     /// `chosen_logps`, `rejected_logps`, `chosen_len`, `rejected_len`.
     Logps {
-        /// Model directory or preset (as `poc run --model`).
+        /// Model directory, Hub id ORG/NAME[@REVISION] or preset (as `poc run --model`).
         #[arg(long, default_value = "tiny")]
         model: String,
-        /// TRL preference JSONL.
+        /// TRL preference rows: a .jsonl, .json or .parquet file, or a directory or Hub dataset
+        /// id ORG/NAME[@REVISION] read as --split (as `poc run --data`).
         #[arg(long)]
         data: PathBuf,
+        /// The split of a directory or Hub dataset given as --data.
+        #[arg(long, default_value = "train")]
+        split: String,
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -231,10 +236,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logps {
             model,
             data,
+            split,
             device,
             max_length,
             batch_size,
-        } => commands::run::logps(&model, &data, &device, max_length, batch_size),
+        } => commands::run::logps(&model, &data, &split, &device, max_length, batch_size),
         Command::Generate(args) => generate::run(args),
         Command::Plot(args) => plot::run(args),
         Command::World(args) => world::run(args),

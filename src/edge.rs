@@ -144,3 +144,56 @@ pub fn progress_bar(len: u64, hidden: bool, template: &str) -> indicatif::Progre
     );
     bar
 }
+
+/// The progress of Hub downloads (`--model ORG/NAME`, `--data ORG/NAME`) on stderr: a bar per
+/// file on a terminal, and one line per finished file.
+#[derive(Default)]
+pub struct DownloadBar {
+    current: std::sync::Mutex<Option<(String, indicatif::ProgressBar)>>,
+}
+
+impl poc_runtime::hub::Reporter for DownloadBar {
+    fn start(&self, repo: &str, file: &str, bytes: u64) {
+        let name = format!("{repo}: {file}");
+        let Ok(mut current) = self.current.lock() else {
+            return;
+        };
+        // hf-hub announces a file again when its transfer (or a resumed one) begins.
+        if let Some((shown, bar)) = current.as_ref()
+            && *shown == name
+        {
+            bar.set_length(bytes);
+            bar.set_position(0);
+            return;
+        }
+        let bar = progress_bar(
+            bytes,
+            false,
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} [{elapsed_precise}<{eta_precise}]",
+        );
+        bar.set_message(format!("downloading {name}"));
+        if let Some((_, old)) = current.replace((name, bar)) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn advance(&self, bytes: u64) {
+        if let Ok(current) = self.current.lock()
+            && let Some((_, bar)) = current.as_ref()
+        {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut current) = self.current.lock()
+            && let Some((name, bar)) = current.take()
+        {
+            bar.finish_and_clear();
+            eprintln!(
+                "poc: downloaded {name} ({})",
+                indicatif::HumanBytes(bar.length().unwrap_or(0))
+            );
+        }
+    }
+}

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         eprintln!("This is a bug in poc; please report it with the command you ran.");
     }));
     let args = cli::Cli::parse();
+    poc_runtime::hub::set_reporter(Box::new(edge::DownloadBar::default()));
     match std::panic::catch_unwind(|| cli::run(args)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(Failure::User(msg))) => {

@@ -1,10 +1,11 @@
-//! Prompt files as `poc generate` and on-policy training read them: one JSON object with a
-//! `prompt` (a string, or a list of chat messages) per line, tokenized, with the ids that end a
-//! completion.
+//! Prompt files as `poc generate` and on-policy training read them: rows with a `prompt` (a
+//! string, or a list of chat messages), from JSON lines, JSON, Parquet, a directory's split or
+//! a Hub dataset id's (`poc_runtime::data::rows`), tokenized, with the ids that end a completion.
 
 use crate::{Error, Result};
 use poc_runtime::data::Tok;
 use poc_runtime::data::chat::{Message, parse_messages};
+use poc_runtime::data::rows::{self, Rows};
 use poc_runtime::model::LlamaConfig;
 use poc_runtime::model::generate::check_prompt;
 use serde_json::Value;
@@ -15,42 +16,63 @@ const COMMAND: &str = "poc generate";
 
 /// One prompt of a file.
 pub struct Prompt {
-    /// 1-based line.
+    /// 1-based line (a row's index + 1 where rows have no lines).
     pub line: usize,
+    /// Where the row is, as messages name it (`file:LINE`, `file, row INDEX`).
+    pub at: String,
     /// The `prompt` value as written.
     pub value: Value,
     /// Token ids.
     pub ids: Vec<u32>,
 }
 
-/// The token ids of the prompts in JSONL file `path` (as `poc generate` reads them), and the
-/// ids that end a completion for `model` (named as on the command line).
+/// A row's `prompt` as written, before tokenization.
+pub struct Written {
+    /// 1-based line (a row's index + 1 where rows have no lines).
+    pub line: usize,
+    /// Where the row is, as messages name it (`file:LINE`, `file, row INDEX`).
+    pub at: String,
+    /// The `prompt` value.
+    pub value: Value,
+}
+
+/// The token ids of the prompts `name` holds (a file, or `split` of a directory or Hub
+/// dataset id; as `poc generate` reads them), and the ids that end a completion for `model`
+/// (named as on the command line).
 pub fn load(
-    path: &Path,
+    name: &Path,
+    split: &str,
     tok: &Tok,
     config: &LlamaConfig,
     model: &str,
 ) -> Result<(Vec<Vec<u32>>, Vec<u32>)> {
-    let label = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::user(COMMAND, format!("cannot read `{label}`: {e}")))?;
-    let rows = parse_rows(&text, &label)?;
-    let prompts = tokenize(rows, tok, config, false, &label)?;
+    let rows = read_rows(name, split)?;
+    let prompts = tokenize(rows, tok, config, false)?;
     let eos = stop_ids(model, config, tok)?;
     Ok((prompts.into_iter().map(|p| p.ids).collect(), eos))
 }
 
-/// The `prompt` value of every non-blank line, with its 1-based line number; every bad line is
-/// reported at once.
-pub fn parse_rows(text: &str, label: &str) -> Result<Vec<(usize, Value)>> {
-    let mut rows = Vec::new();
+/// The `prompt` of every row of `name` (a file, or `split` of a directory or Hub dataset id);
+/// every bad row is reported at once.
+pub fn read_rows(name: &Path, split: &str) -> Result<Vec<Written>> {
+    let rows = rows::read(name, split).map_err(|e| Error::user(COMMAND, e))?;
+    prompt_rows(&rows)
+}
+
+/// The `prompt` value of every non-blank line of JSON-lines `text` (`label` names it); every
+/// bad line is reported at once.
+pub fn parse_rows(text: &str, label: &str) -> Result<Vec<Written>> {
+    prompt_rows(&rows::jsonl(text, label))
+}
+
+/// The `prompt` of every row; every bad row is reported at once.
+fn prompt_rows(rows: &Rows) -> Result<Vec<Written>> {
+    let mut out = Vec::new();
     let mut bad = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row = serde_json::from_str::<Value>(line)
-            .map_err(|e| format!("invalid JSON: {e}"))
+    for row in &rows.rows {
+        let prompt = row
+            .value
+            .clone()
             .and_then(|v| match v {
                 Value::Object(mut o) => o
                     .remove("prompt")
@@ -61,23 +83,29 @@ pub fn parse_rows(text: &str, label: &str) -> Result<Vec<(usize, Value)>> {
                 Value::String(_) | Value::Array(_) => Ok(p),
                 _ => Err("`prompt` must be a string or a list of chat messages".to_string()),
             });
-        match row {
-            Ok(p) => rows.push((i + 1, p)),
-            Err(e) => bad.push(format!("{label}:{}: {e}", i + 1)),
+        let at = rows.at(row.place);
+        match prompt {
+            Ok(value) => out.push(Written {
+                line: row.place.number(),
+                at,
+                value,
+            }),
+            Err(e) => bad.push(format!("{at}: {e}")),
         }
     }
     if !bad.is_empty() {
         return Err(bad_lines(&bad));
     }
-    if rows.is_empty() {
+    if out.is_empty() {
         return Err(Error::user(
             COMMAND,
             format!(
-                "{label}: no prompts\n  = hint: each line is a JSON object with a `prompt` (a string or a list of chat messages)"
+                "{}: no prompts\n  = hint: each row (a line of JSONL, an element of a JSON array, a Parquet row) is an object with a `prompt` (a string or a list of chat messages)",
+                rows.label
             ),
         ));
     }
-    Ok(rows)
+    Ok(out)
 }
 
 /// A user error listing bad lines (the first ten).
@@ -96,20 +124,24 @@ fn bad_lines(bad: &[String]) -> Error {
 /// Token ids of every prompt: strings as they are (with the tokenizer's BOS) or, with `chat`,
 /// as one user turn; message lists under the chat template with the generation prompt.
 pub fn tokenize(
-    rows: Vec<(usize, Value)>,
+    rows: Vec<Written>,
     tok: &Tok,
     config: &LlamaConfig,
     chat: bool,
-    label: &str,
 ) -> Result<Vec<Prompt>> {
     let mut prompts = Vec::with_capacity(rows.len());
     let mut bad = Vec::new();
-    for (line, value) in rows {
+    for Written { line, at, value } in rows {
         let ids =
             prompt_ids(&value, tok, chat).and_then(|ids| check_prompt(config, &ids).map(|()| ids));
         match ids {
-            Ok(ids) => prompts.push(Prompt { line, value, ids }),
-            Err(e) => bad.push(format!("{label}:{line}: {e}")),
+            Ok(ids) => prompts.push(Prompt {
+                line,
+                at,
+                value,
+                ids,
+            }),
+            Err(e) => bad.push(format!("{at}: {e}")),
         }
     }
     if !bad.is_empty() {
@@ -151,8 +183,13 @@ fn prompt_ids(value: &Value, tok: &Tok, chat: bool) -> Result<Vec<u32>, String> 
 /// tokenizer's EOS, and `<|eot_id|>` (which ends every chat turn) where the vocabulary has it.
 pub fn stop_ids(model: &str, config: &LlamaConfig, tok: &Tok) -> Result<Vec<u32>> {
     let mut ids = config.eos_ids();
-    let path = Path::new(model).join("generation_config.json");
-    if path.is_file() {
+    // The model's directory (a Hub id's snapshot, resolved and cached by now).
+    let dir = poc_runtime::model::resolve::local_dir(model, poc_runtime::hub::Want::Everything)
+        .map_err(|e| Error::user(COMMAND, e))?;
+    if let Some(path) = dir
+        .map(|d| d.join("generation_config.json"))
+        .filter(|p| p.is_file())
+    {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| Error::user(COMMAND, format!("cannot read `{}`: {e}", path.display())))?;
         let v: Value = serde_json::from_str(&text)

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 pub struct SplitOptions {
     /// The reward model's directory (a `poc run bt_reward` checkpoint).
     pub reward_model: PathBuf,
-    /// TRL preference JSONL to split.
+    /// TRL preference rows to split (JSON lines, JSON, Parquet, or a directory's or Hub
+    /// dataset's `train` split).
     pub data: PathBuf,
     /// δ: a pair is easy when its signed reward gap exceeds δ.
     pub threshold: f64,
@@ -95,24 +96,18 @@ pub fn run(args: &SplitOptions) -> Result<()> {
             ),
         ));
     }
-    let text = std::fs::read_to_string(&args.data).map_err(|e| {
-        Error::user(
-            COMMAND,
-            format!("cannot read `{}`: {e}", args.data.display()),
-        )
-    })?;
-    let (pairs, bad) = data::pairs::parse_pairs(
-        &text,
-        &args.data.display().to_string(),
-        &tok,
-        args.max_length,
-        false,
-    )
-    .map_err(|e| Error::user(COMMAND, e))?;
+    let rows = data::rows::read(&args.data, "train").map_err(|e| Error::user(COMMAND, e))?;
+    let (pairs, bad) = data::pairs::pairs_from_rows(&rows, &tok, args.max_length, false)
+        .map_err(|e| Error::user(COMMAND, e))?;
     for b in &bad {
         eprintln!("poc split: skipped {b}");
     }
-    let lines: Vec<&str> = text.lines().collect();
+    // Each pair's row as it was read, by the pair's 1-based number.
+    let by_number: std::collections::HashMap<usize, &serde_json::Value> = rows
+        .rows
+        .iter()
+        .filter_map(|r| Some((r.place.number(), r.value.as_ref().ok()?)))
+        .collect();
     std::fs::create_dir_all(&args.out).map_err(|e| {
         Error::user(
             COMMAND,
@@ -138,10 +133,10 @@ pub fn run(args: &SplitOptions) -> Result<()> {
             let (rc, rr) = (r[j], r[b + j]);
             let gap = rc - rr;
             let line = pairs[i].line;
-            let mut row: serde_json::Value = lines
-                .get(line - 1)
-                .and_then(|l| serde_json::from_str(l).ok())
-                .ok_or_else(|| Error::Internal(format!("line {line} vanished")))?;
+            let mut row: serde_json::Value = by_number
+                .get(&line)
+                .map(|v| (*v).clone())
+                .ok_or_else(|| Error::Internal(format!("row {line} vanished")))?;
             if let Some(obj) = row.as_object_mut() {
                 obj.insert("reward_chosen".into(), rc.into());
                 obj.insert("reward_rejected".into(), rr.into());

@@ -53,17 +53,17 @@ impl From<PrecisionArg> for Precision {
     }
 }
 
-/// Reads JSON-lines rows into one column per input: a number for a `num` input, an array of
-/// numbers for a `num[T]` input (every array of a row of one length, at least one token).
-/// Every problem names its line.
+/// Reads rows (JSON lines, a `.json` array, `.parquet`, or a directory's or Hub dataset's
+/// `train` split) into one column per input: a number for a `num` input, an array of numbers
+/// for a `num[T]` input (every array of a row of one length, at least one token). Every problem
+/// names its line (or a Parquet row's index).
 pub fn read_columns(
     path: &Path,
     input_names: &[String],
     input_tys: &[Ty],
 ) -> Result<Vec<Column>, Failure> {
-    let label = path.display();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::User(format!("poc: cannot read `{label}`: {e}")))?;
+    let rows = poc_runtime::data::rows::read(path, "train")
+        .map_err(|e| Failure::User(format!("poc: {e}")))?;
     let mut columns: Vec<Column> = input_tys
         .iter()
         .map(|t| {
@@ -75,13 +75,16 @@ pub fn read_columns(
         })
         .collect();
     let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let lineno = i + 1;
-        let obj = match poc_pipelines::jsonl::object(line, &label, lineno) {
-            Ok(Some(o)) => o,
-            Ok(None) => continue,
+    for row in &rows.rows {
+        let at = rows.at(row.place);
+        let obj = match &row.value {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                errors.push(format!("{at}: expected a JSON object"));
+                continue;
+            }
             Err(e) => {
-                errors.push(e);
+                errors.push(format!("{at}: {e}"));
                 continue;
             }
         };
@@ -90,7 +93,7 @@ pub fn read_columns(
         let mut length: Option<(usize, &str)> = None;
         for (name, ty) in input_names.iter().zip(input_tys) {
             let Some(v) = obj.get(name) else {
-                errors.push(format!("{label}:{lineno}: missing input `{name}`"));
+                errors.push(format!("{at}: missing input `{name}`"));
                 bad = true;
                 continue;
             };
@@ -103,9 +106,7 @@ pub fn read_columns(
                         } else {
                             ""
                         };
-                        errors.push(format!(
-                            "{label}:{lineno}: `{name}` must be a number, found {v}{hint}"
-                        ));
+                        errors.push(format!("{at}: `{name}` must be a number, found {v}{hint}"));
                         bad = true;
                     }
                 }
@@ -117,13 +118,13 @@ pub fn read_columns(
             match seq {
                 None => {
                     errors.push(format!(
-                        "{label}:{lineno}: `{name}` is per token: it must be an array of numbers, found {v}"
+                        "{at}: `{name}` is per token: it must be an array of numbers, found {v}"
                     ));
                     bad = true;
                 }
                 Some(seq) if seq.is_empty() => {
                     errors.push(format!(
-                        "{label}:{lineno}: `{name}` has no tokens; a completion has at least one"
+                        "{at}: `{name}` has no tokens; a completion has at least one"
                     ));
                     bad = true;
                 }
@@ -131,7 +132,7 @@ pub fn read_columns(
                     match length {
                         Some((len, other)) if len != seq.len() => {
                             errors.push(format!(
-                                "{label}:{lineno}: `{name}` has {} tokens but `{other}` has {len}; the per-token inputs of a row must have one length",
+                                "{at}: `{name}` has {} tokens but `{other}` has {len}; the per-token inputs of a row must have one length",
                                 seq.len()
                             ));
                             bad = true;
@@ -149,7 +150,7 @@ pub fn read_columns(
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
                 errors.push(format!(
-                    "{label}:{lineno}: `{key}` is not an input of this objective{hint}"
+                    "{at}: `{key}` is not an input of this objective{hint}"
                 ));
                 bad = true;
             }

@@ -3,7 +3,7 @@
 //! (poc_runtime::model::generate), one JSON object per prompt on stdout.
 
 use crate::edge::{Failure, progress_bar};
-use poc_pipelines::prompts::{parse_rows, stop_ids, tokenize};
+use poc_pipelines::prompts::{read_rows, stop_ids, tokenize};
 use poc_runtime::device::DeviceSpec;
 use poc_runtime::model::generate::{GenerateError, GenerateOptions, generate_with};
 use std::io::Write as _;
@@ -11,16 +11,17 @@ use std::path::PathBuf;
 
 /// `poc generate --help`.
 pub const ABOUT: &str = "\
-Generate a completion for every prompt of a JSONL file under a model, and print one JSON object
+Generate a completion for every prompt of a data file under a model, and print one JSON object
 per prompt on stdout, in the file's order:
   {\"line\": N, \"prompt\": ..., \"completion\": \"...\", \"tokens\": n, \"finish\": \"eos\" | \"length\"}
 
-Each line of --prompts is a JSON object with a `prompt` field: a string (tokenized as it is,
+Each row of --prompts (a line of JSONL, an element of a JSON array, a row of a .parquet file,
+or of --split of a directory or Hub dataset ORG/NAME) is an object with a `prompt` field: a string (tokenized as it is,
 with the tokenizer's BOS; with --chat, as one user message under the chat template), or a list
 of {\"role\", \"content\"} messages (always rendered with the chat template and its generation
 prompt). The chat template is the model's own (chat_template.jinja, else `chat_template` in
 tokenizer_config.json), or Llama-3's for a model without one. Blank lines are skipped; any bad
-line stops the command naming the line.
+row stops the command naming its line (or a Parquet row's index).
 
 Decoding keeps a KV cache (each step runs only the new token through the model); prompts of a
 batch are left-padded with a padding mask and per-row positions, so a prompt gets the same
@@ -42,12 +43,17 @@ pub const EXAMPLES: &str = "Examples:
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenerateArgs {
     /// Model: an HF directory (config.json, *.safetensors, tokenizer.json), a checkpoint
-    /// written by `poc run`, or a preset (`tiny`).
+    /// written by `poc run`, a Hugging Face Hub id ORG/NAME[@REVISION] (from the HF cache,
+    /// downloaded when missing), or a preset (`tiny`).
     #[arg(long)]
     pub model: String,
-    /// JSONL file with a `prompt` (string or message list) per line.
+    /// Rows with a `prompt` (string or message list): .jsonl, .json or .parquet, or a directory
+    /// or Hub dataset id ORG/NAME[@REVISION] (read as --split).
     #[arg(long)]
     pub prompts: PathBuf,
+    /// The split of a directory or Hub dataset given as --prompts.
+    #[arg(long, default_value = "train")]
+    pub split: String,
     /// The most tokens generated per prompt (the stop token included).
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
@@ -90,15 +96,12 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
         batch_size: args.batch_size,
     };
     opts.check_ranges().map_err(|e| Failure::user(COMMAND, e))?;
-    let label = args.prompts.display().to_string();
-    let text = std::fs::read_to_string(&args.prompts)
-        .map_err(|e| Failure::user(COMMAND, format!("cannot read `{label}`: {e}")))?;
-    let rows = parse_rows(&text, &label)?;
+    let rows = read_rows(&args.prompts, &args.split)?;
     let device = spec.device();
     let poc_runtime::model::Resolved { model, tok, .. } =
         poc_runtime::model::resolve(&args.model, false, &device)
             .map_err(|e| Failure::user("poc", e))?;
-    let prompts = tokenize(rows, &tok, &model.config, args.chat, &label)?;
+    let prompts = tokenize(rows, &tok, &model.config, args.chat)?;
     opts.eos = stop_ids(&args.model, &model.config, &tok)?;
     opts.pad = tok.pad;
     opts.check(&model.config)
@@ -146,8 +149,8 @@ pub fn run(args: GenerateArgs) -> Result<(), Failure> {
     match result {
         Ok(()) => {}
         Err(GenerateError::BadPrompt { index, message }) => {
-            let line = prompts.get(index).map_or(0, |p| p.line);
-            return Err(Failure::user(COMMAND, format!("{label}:{line}: {message}")));
+            let at = prompts.get(index).map_or("?", |p| p.at.as_str());
+            return Err(Failure::user(COMMAND, format!("{at}: {message}")));
         }
         Err(e @ GenerateError::BadOptions(_)) => return Err(Failure::user(COMMAND, e)),
         Err(e @ GenerateError::Read(_)) => return Err(Failure::Internal(e.to_string())),

@@ -18,14 +18,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Arguments of `poc run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// A directory with config.json, model*.safetensors, tokenizer.json; or a preset:
-    /// tiny, llama3-8b, llama3.1-8b, llama3.2-1b, llama3.2-3b.
+    /// A directory with config.json, model*.safetensors, tokenizer.json; a Hugging Face Hub id
+    /// ORG/NAME[@REVISION] (e.g. meta-llama/Llama-3.2-1B-Instruct), taken from the HF cache
+    /// (HF_HUB_CACHE, HF_HOME) and downloaded when missing (HF_TOKEN for gated models,
+    /// HF_HUB_OFFLINE=1 for the cache alone); or a preset: tiny, llama3-8b, llama3.1-8b,
+    /// llama3.2-1b, llama3.2-3b.
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    /// TRL preference JSONL (`prompt`, `chosen`, `rejected`: strings or message lists;
-    /// extra numeric columns reach the objective). Default: bundled synthetic pairs.
+    /// TRL preference rows (`prompt`, `chosen`, `rejected`: strings or message lists;
+    /// extra numeric columns reach the objective; or SFT demonstrations) in a .jsonl, .json or
+    /// .parquet file, or a directory or Hub dataset id ORG/NAME[@REVISION] (e.g.
+    /// trl-lib/ultrafeedback_binarized) read as --split. Default: bundled synthetic pairs.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// The split of a directory or Hub dataset given as --data (or --prompts): its files are
+    /// found as `datasets` finds them (data/SPLIT-00000-of-0000N.parquet, SPLIT/*.parquet,
+    /// SPLIT.jsonl, ...).
+    #[arg(long, default_value = "train")]
+    pub split: String,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -154,9 +164,13 @@ pub struct RunArgs {
     /// reward model.
     #[arg(long, value_enum, default_value_t = TaskArg::Auto)]
     pub task: TaskArg,
-    /// Held-out pairs to evaluate the objective's loss and metrics on (logged as `eval/...`).
+    /// Held-out pairs to evaluate the objective's loss and metrics on (logged as `eval/...`):
+    /// a file, or a directory or Hub dataset id read as --eval-split.
     #[arg(long, value_name = "FILE")]
     pub eval_data: Option<PathBuf>,
+    /// The split of a directory or Hub dataset given as --eval-data.
+    #[arg(long, default_value = "test")]
+    pub eval_split: String,
     /// Hold out this fraction of --data for evaluation instead (seeded). Default: 0.1 for a
     /// reward model (held-out pair accuracy), 0 for a policy.
     #[arg(long, value_name = "F")]
@@ -183,8 +197,9 @@ pub struct RunArgs {
         help_heading = "On-policy objectives (ppo.po)"
     )]
     pub reward: Option<String>,
-    /// On-policy objectives: JSONL prompts to sample rollouts from (`prompt`: a string or chat
-    /// messages; preference files work too). Default: --data's prompts, or the bundled ones.
+    /// On-policy objectives: prompts to sample rollouts from (rows with a `prompt`: a string or
+    /// chat messages; preference files work too), in any form --data takes. Default: --data's
+    /// prompts, or the bundled ones.
     #[arg(
         long,
         value_name = "FILE",
@@ -265,6 +280,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>, parallel: Option<ParallelSpec>) ->
     RunSpec {
         model: args.model.clone(),
         data: args.data.clone(),
+        split: args.split.clone(),
         device,
         batch_size: args.batch_size,
         grad_accum: args.grad_accum,
@@ -308,6 +324,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>, parallel: Option<ParallelSpec>) ->
             TaskArg::Reward => Task::Reward,
         },
         eval_data: args.eval_data.clone(),
+        eval_split: args.eval_split.clone(),
         eval_fraction: args.eval_fraction,
         eval_every: args.eval_every,
         reward_model: args.reward_model.clone(),
@@ -391,6 +408,7 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
         Prepared::OnPolicy(setup) => {
             let (prompts, eos) = poc_pipelines::prompts::load(
                 setup.prompt_file(),
+                &args.split,
                 setup.tok(),
                 &setup.policy().config,
                 &args.model,
@@ -660,6 +678,7 @@ fn summarize(logs: &[train::StepLog], out: &Path) {
 pub fn logps(
     model: &str,
     data_path: &Path,
+    split: &str,
     device: &str,
     max_length: usize,
     batch_size: usize,
@@ -668,7 +687,7 @@ pub fn logps(
     let device = spec.device();
     let poc_runtime::model::Resolved { model: m, tok, .. } =
         poc_runtime::model::resolve(model, false, &device).map_err(|e| Failure::user("poc", e))?;
-    let (pairs, bad) = data::load_pairs(data_path, &tok, max_length, false)
+    let (pairs, bad) = data::load_pairs_split(data_path, split, &tok, max_length, false)
         .map_err(|e| Failure::user("poc", e))?;
     for b in &bad {
         eprintln!("poc: skipped {b}");

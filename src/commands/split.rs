@@ -11,7 +11,8 @@ pub struct SplitArgs {
     /// LlamaForSequenceClassification checkpoint with tokenizer.json).
     #[arg(long, value_name = "DIR")]
     pub reward_model: PathBuf,
-    /// TRL preference JSONL to split.
+    /// TRL preference rows to split: a .jsonl, .json or .parquet file, or a directory or Hub
+    /// dataset id ORG/NAME[@REVISION] (its `train` split).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// δ: a pair is easy when its reward gap r(chosen) − r(rejected) exceeds δ. The default 1
