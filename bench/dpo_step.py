@@ -1,8 +1,10 @@
 """PyTorch baseline for `poc bench train`: DPO training steps of a Llama (transformers'
 LlamaForCausalLM, random init, SDPA attention) with a frozen reference, on CPU, f32 — or with
 `--bf16 1` a bf16 model, and with `--lora R` PEFT adapters on every linear layer and the base as
-the reference — the same shape, batch and data as poc's side. Prints one JSON line: tokens/s
-(median over timed steps) and peak RSS.
+the reference — the same shape, batch and data as poc's side. With `--config FILE` (a
+config.json of any family poc implements: Qwen2, Qwen3, Gemma 2, Mistral, ...) the model is that
+family's, built by transformers' Auto classes. Prints one JSON line: tokens/s (median over timed
+steps) and peak RSS.
 
 Usage: python bench/dpo_step.py --hidden 256 --layers 4 --heads 8 --kv-heads 4 --inter 704
                                 --vocab 264 --pairs 8 --seq 128 --steps 8 --warmup 2
@@ -23,19 +25,29 @@ for name, default in [("hidden", 256), ("layers", 4), ("heads", 8), ("kv-heads",
     p.add_argument("--" + name, type=int, default=default)
 p.add_argument("--beta", type=float, default=0.1)
 p.add_argument("--lr", type=float, default=1e-4)
+p.add_argument("--config", default=None)
 a = p.parse_args()
 
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig  # noqa: E402
 
 torch.manual_seed(0)
-cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
-                  num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
-                  max_position_embeddings=max(512, a.seq), tie_word_embeddings=bool(a.tied),
-                  attn_implementation="sdpa")
+if a.config:
+    with open(a.config) as f:
+        d = json.load(f)
+    for k in ("architectures", "dtype", "torch_dtype", "transformers_version"):
+        d.pop(k, None)
+    cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    # Soft-capped attention (Gemma 2) has no SDPA path in transformers.
+    cfg._attn_implementation = "eager" if getattr(cfg, "attn_logit_softcapping", None) else "sdpa"
+else:
+    cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.inter,
+                      num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+                      max_position_embeddings=max(512, a.seq), tie_word_embeddings=bool(a.tied),
+                      attn_implementation="sdpa")
 if a.bf16:
     # A bf16 model, built in bf16 (never whole in f32), as `torch_dtype=torch.bfloat16` loads one.
     torch.set_default_dtype(torch.bfloat16)
-policy = LlamaForCausalLM(cfg).train()
+policy = AutoModelForCausalLM.from_config(cfg).train()
 torch.set_default_dtype(torch.float32)
 if a.lora:
     # PEFT on every linear layer; its adapters in f32 (autocast_adapter_dtype); the reference is
@@ -44,7 +56,7 @@ if a.lora:
     policy = get_peft_model(policy, LoraConfig(r=a.lora, lora_alpha=2 * a.lora, target_modules="all-linear"))
     ref = None
 else:
-    ref = LlamaForCausalLM(cfg).eval().to(next(policy.parameters()).dtype)
+    ref = AutoModelForCausalLM.from_config(cfg).eval().to(next(policy.parameters()).dtype)
     ref.load_state_dict(policy.state_dict())
     for q in ref.parameters():
         q.requires_grad_(False)

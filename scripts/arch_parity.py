@@ -7,6 +7,10 @@ for the parity tests of runtime/tests/arch_parity.rs.
   python scripts/arch_parity.py score DIR ROWS  log-probs of ROWS (a JSON file: tokens,
                                                completion starts) under the checkpoint DIR,
                                                as a JSON list (poc's saved checkpoints reload)
+  python scripts/arch_parity.py lora DIR ADAPTER ROWS
+                                               one DPO step (as `make`'s) of the checkpoint
+                                               DIR with the PEFT adapters poc wrote in ADAPTER:
+                                               loss and the adapters' gradient norm, as JSON
 
 Every norm weight and bias is perturbed away from its initialization (and weights drawn wider
 than transformers' default), so a dropped or misplaced term changes the numbers; sliding windows
@@ -93,7 +97,7 @@ def logps(model, rs):
     return out
 
 
-def dpo_step(model, rs):
+def dpo_step(model, rs, params=None):
     """One DPO step's loss and global gradient norm (β = 0.1) on the pairs (row 0 over row 1,
     row 2 over row 3) against constant reference log-probs: what poc's full fine-tune computes
     before its optimizer step."""
@@ -112,7 +116,8 @@ def dpo_step(model, rs):
         losses.append(-torch.nn.functional.logsigmoid(beta * delta))
     loss = torch.stack(losses).mean()
     loss.backward()
-    sq = sum(float((p.grad.double() ** 2).sum()) for p in model.parameters() if p.grad is not None)
+    params = list(model.parameters()) if params is None else params
+    sq = sum(float((p.grad.double() ** 2).sum()) for p in params if p.grad is not None)
     return {"beta": beta, "ref": ref, "loss": loss.item(), "grad_norm": sq ** 0.5}
 
 
@@ -168,10 +173,21 @@ def score(model_dir, rows_file):
     print(json.dumps(logps(load(model_dir), rs)))
 
 
+def lora(model_dir, adapter_dir, rows_file):
+    from peft import PeftModel
+    with open(rows_file) as f:
+        rs = json.load(f)
+    model = PeftModel.from_pretrained(load(model_dir), adapter_dir, is_trainable=True)
+    trained = [p for n, p in model.named_parameters() if "lora_" in n]
+    print(json.dumps(dpo_step(model, rs, trained)))
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "make":
         make(sys.argv[2])
     elif len(sys.argv) == 4 and sys.argv[1] == "score":
         score(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 5 and sys.argv[1] == "lora":
+        lora(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         sys.exit(__doc__)

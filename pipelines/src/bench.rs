@@ -526,7 +526,35 @@ fn pytorch_baseline(
     for (flag, value) in args {
         command.args([flag.to_string(), value.to_string()]);
     }
-    match command.output() {
+    // A preset's own config.json, so the baseline builds the same family (Qwen, Gemma, ...).
+    let config_file = match shape.preset {
+        Some(_) => {
+            let file = tempfile::Builder::new()
+                .prefix("poc-bench-config")
+                .suffix(".json")
+                .tempfile();
+            match file.and_then(|f| {
+                serde_json::to_writer(f.as_file(), config)?;
+                Ok(f)
+            }) {
+                Ok(f) => {
+                    command.arg("--config").arg(f.path());
+                    Some(f)
+                }
+                Err(e) => {
+                    return Baseline::Unavailable {
+                        python,
+                        script,
+                        why: format!("writing the preset's config for the baseline: {e}"),
+                    };
+                }
+            }
+        }
+        None => None,
+    };
+    let output = command.output();
+    drop(config_file);
+    match output {
         Ok(o) if o.status.success() => {
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
             Baseline::Ran {

@@ -340,8 +340,16 @@ fn a_rows_statistics_do_not_depend_on_its_batch() {
     // Beside other rows at the same padded width: the same numbers to the bit.
     let alone = stats(std::slice::from_ref(&a), 45);
     let with_b = stats(&[b.clone(), a.clone(), row(12, 3)], 45);
-    assert_eq!(alone.0[0].to_bits(), with_b.0[1].to_bits(), "log-prob beside other rows");
-    assert_eq!(alone.1[0].to_bits(), with_b.1[1].to_bits(), "entropy beside other rows");
+    assert_eq!(
+        alone.0[0].to_bits(),
+        with_b.0[1].to_bits(),
+        "log-prob beside other rows"
+    );
+    assert_eq!(
+        alone.1[0].to_bits(),
+        with_b.1[1].to_bits(),
+        "entropy beside other rows"
+    );
     // Padded to another width, libtorch's CPU flash-attention kernel splits the sequence into
     // other blocks (its sums may round differently in the last bit, as on AMD EPYC with torch
     // 2.9): the same numbers up to f32 rounding.
