@@ -8,6 +8,7 @@
 //! bars, errors and exit codes) and [`stages`] (the command lines of pipeline stages). The
 //! work itself is in the library crates: poc_pipelines, poc_runtime, poc_compiler.
 
+mod args;
 mod cli;
 mod commands;
 mod edge;
@@ -25,7 +26,11 @@ fn main() -> ExitCode {
     }));
     let args = cli::Cli::parse();
     poc_runtime::hub::set_reporter(Box::new(edge::DownloadBar::default()));
-    match std::panic::catch_unwind(|| cli::run(args)) {
+    let outcome = std::panic::catch_unwind(|| cli::run(args));
+    // A run directory this process locked is free again (its lock file removed): the next run
+    // in it finds no stale lock. After a crash the OS releases the lock all the same.
+    poc_runtime::train::lock::release_all();
+    match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(Failure::User(msg))) => {
             eprint!("{msg}");

@@ -21,6 +21,7 @@
 
 pub mod checkpoint;
 mod forward;
+pub mod lock;
 pub mod metrics;
 pub mod on_policy;
 pub mod optimizer;

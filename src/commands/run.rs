@@ -42,34 +42,34 @@ pub struct RunArgs {
     /// Pairs per micro-batch. With several processes (torchrun, --nproc) this is the global
     /// batch per micro-batch: each process takes BATCH_SIZE / N of it, so the run trains as
     /// one process would (BATCH_SIZE must be a multiple of N).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::args::at_least_one)]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::args::at_least_one)]
     pub grad_accum: usize,
     /// Stop after N optimizer steps (overrides --epochs).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::at_least_one)]
     pub max_steps: Option<usize>,
     /// Passes over the data.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::args::at_least_one)]
     pub epochs: usize,
     /// Truncate prompt+completion to this many tokens (longer prompts are skipped).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = crate::args::max_length)]
     pub max_length: usize,
     /// Peak learning rate (default 1e-3 for the tiny model, 1e-6 otherwise, as TRL).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::args::positive)]
     pub lr: Option<f64>,
     /// Fraction of steps of linear warm-up.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::args::fraction)]
     pub warmup_ratio: f64,
     /// Decay after warm-up.
     #[arg(long, value_enum, default_value_t = ScheduleArg::Cosine)]
     pub schedule: ScheduleArg,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::args::non_negative)]
     pub weight_decay: f64,
     /// Clip the global gradient norm (0 disables).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::args::non_negative)]
     pub max_grad_norm: f64,
     /// Train data-parallel in N processes on this machine (as `torchrun --nproc-per-node N
     /// --no-python poc run ...`): Gloo on the CPU, NCCL on CUDA (each process on cuda:RANK).
@@ -79,7 +79,7 @@ pub struct RunArgs {
     pub nproc: Option<u64>,
     /// Seconds a process waits for the others in a collective (and to join) before it stops
     /// with an error naming the rank.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = crate::args::positive)]
     pub dist_timeout: f64,
     /// Seed of the data order and of what the run adds to the model (LoRA adapters, a reward
     /// head). A preset's random weights do not depend on it: `--model tiny` is one model.
@@ -127,10 +127,10 @@ pub struct RunArgs {
     /// frozen; the reference is the policy with its adapters switched off, so no second copy of
     /// the model is held). Checkpoints hold the merged model and, in PEFT's layout, the
     /// adapters alone.
-    #[arg(long, value_name = "RANK")]
+    #[arg(long, value_name = "RANK", value_parser = crate::args::at_least_one)]
     pub lora: Option<usize>,
     /// LoRA scaling numerator α (adapters are scaled by α / rank). Default: 2 x rank.
-    #[arg(long, value_name = "ALPHA", requires = "lora")]
+    #[arg(long, value_name = "ALPHA", requires = "lora", value_parser = crate::args::positive)]
     pub lora_alpha: Option<f64>,
     /// Projections that get adapters: a comma-separated list of q_proj, k_proj, v_proj,
     /// o_proj, gate_proj, up_proj, down_proj, or `all-linear`.
@@ -173,7 +173,7 @@ pub struct RunArgs {
     pub eval_split: String,
     /// Hold out this fraction of --data for evaluation instead (seeded). Default: 0.1 for a
     /// reward model (held-out pair accuracy), 0 for a policy.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", value_parser = crate::args::held_out_fraction)]
     pub eval_fraction: Option<f64>,
     /// Evaluate every N steps (besides after the last).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -210,6 +210,7 @@ pub struct RunArgs {
     #[arg(
         long,
         default_value_t = 4,
+        value_parser = crate::args::at_least_one,
         help_heading = "On-policy objectives (ppo.po)"
     )]
     pub ppo_epochs: usize,
@@ -217,6 +218,7 @@ pub struct RunArgs {
     #[arg(
         long,
         default_value_t = 24,
+        value_parser = crate::args::at_least_one,
         help_heading = "On-policy objectives (ppo.po)"
     )]
     pub max_new_tokens: usize,
@@ -224,6 +226,7 @@ pub struct RunArgs {
     #[arg(
         long,
         default_value_t = 1.0,
+        value_parser = crate::args::positive,
         help_heading = "On-policy objectives (ppo.po)"
     )]
     pub temperature: f64,
@@ -358,6 +361,18 @@ fn tell(notice: Notice) {
         }
         Notice::PrecomputingReference(n) => {
             eprintln!("poc run: precomputing reference log-probs over {n} pairs")
+        }
+        Notice::StaleLock(holder) => eprintln!(
+            "poc run: the run directory's lock was left by a run that did not exit cleanly ({holder}); taking it over"
+        ),
+        Notice::RemovedLeftovers(paths) => {
+            eprintln!(
+                "poc run: removed {} half-written file(s) of an interrupted run:",
+                paths.len()
+            );
+            for p in paths {
+                eprintln!("  {}", p.display());
+            }
         }
     }
 }
@@ -618,17 +633,24 @@ fn train_on_policy(args: &RunArgs, run: OnPolicyRun) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A flag Ctrl-C sets: the training loop saves a checkpoint after the current step and stops.
-/// A second Ctrl-C quits at once.
+/// A flag Ctrl-C or SIGTERM (what job schedulers send before killing a job) sets: the training
+/// loop saves a checkpoint after the current step and stops. A second signal quits at once,
+/// with `_exit`: `exit` would run libtorch's static destructors while the training thread still
+/// calls into libtorch, which then fails inside a tensor operation.
 fn stop_on_ctrl_c() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+            eprintln!(
+                "\npoc: interrupted again; exiting now without a checkpoint (the last saved one is intact)"
+            );
+            // SAFETY: `_exit` ends the process without running any destructor or handler; it
+            // is async-signal-safe and touches no state of the other threads.
+            unsafe { libc::_exit(130) };
         }
         eprintln!(
-            "\npoc: interrupted; saving a checkpoint after this step (Ctrl-C again to quit now)"
+            "\npoc: interrupted (Ctrl-C or SIGTERM); saving a checkpoint after this step (interrupt again to quit now)"
         );
     });
     stop

@@ -146,6 +146,11 @@ pub enum Notice {
     CachedReference(PathBuf),
     /// The reference's statistics are being computed over this many pairs.
     PrecomputingReference(usize),
+    /// The run directory's lock was left by a process that ended without releasing it (its
+    /// description); this run took it over.
+    StaleLock(String),
+    /// Half-written files or checkpoint directories of a killed run, removed.
+    RemovedLeftovers(Vec<PathBuf>),
 }
 
 /// Whether a model is a policy or a reward model, as messages name it.
@@ -249,6 +254,9 @@ pub enum SetupError {
         "--task policy: `{0}` reads reward-model outputs; it trains a reward model (--task reward)"
     )]
     RewardObjective(String),
+    /// Another run holds the run directory.
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
     /// The run directory could not be created.
     #[error("cannot create `{}`: {source}", path.display())]
     RunDir {
@@ -447,8 +455,16 @@ pub fn reward_task(c: &Compiled, task: Task) -> Result<bool, SetupError> {
     }
 }
 
-/// The run directory (`spec.out`, default `runs/OBJECTIVE`), created.
-pub fn run_dir(c: &Compiled, spec: &RunSpec) -> Result<PathBuf, SetupError> {
+/// The run directory (`spec.out`, default `runs/OBJECTIVE`), created and, by the process that
+/// writes it (`writes`: every process but a data-parallel run's other ranks), locked for the
+/// process's life ([`super::lock`]) before anything is written to it; what a killed run left
+/// half-written there is removed.
+pub fn run_dir(
+    c: &Compiled,
+    spec: &RunSpec,
+    writes: bool,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<PathBuf, SetupError> {
     let out = spec
         .out
         .clone()
@@ -457,6 +473,15 @@ pub fn run_dir(c: &Compiled, spec: &RunSpec) -> Result<PathBuf, SetupError> {
         path: out.clone(),
         source,
     })?;
+    if writes {
+        if let Some(holder) = super::lock::lock_run_dir(&out)? {
+            notice(Notice::StaleLock(holder));
+        }
+        let removed = super::lock::remove_leftovers(&out);
+        if !removed.is_empty() {
+            notice(Notice::RemovedLeftovers(removed));
+        }
+    }
     Ok(out)
 }
 
@@ -917,7 +942,7 @@ fn pairs<'a>(
         None => None,
     };
     let main = parallel.as_ref().is_none_or(|p| p.rank() == 0);
-    let out = run_dir(c, spec)?;
+    let out = run_dir(c, spec, main, notice)?;
     let Resolved {
         model: mut policy,
         tok,
@@ -1189,7 +1214,7 @@ fn on_policy<'a>(
         (None, false, true) => return Err(SetupError::NoRewardModel(c.objective.name.clone())),
         (_, _, false) => None,
     };
-    let out = run_dir(c, spec)?;
+    let out = run_dir(c, spec, true, notice)?;
     let prompt_file = match (&spec.prompts, &spec.data) {
         (Some(p), _) | (None, Some(p)) => p.clone(),
         (None, None) => synthetic_file(&out, "prompts.jsonl")?.0,
