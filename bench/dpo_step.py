@@ -36,6 +36,8 @@ if a.config:
         d = json.load(f)
     for k in ("architectures", "dtype", "torch_dtype", "transformers_version"):
         d.pop(k, None)
+    # poc writes unset optional fields as null; transformers wants them absent (head_dim).
+    d = {k: v for k, v in d.items() if v is not None}
     cfg = AutoConfig.for_model(d.pop("model_type"), **d)
     # Soft-capped attention (Gemma 2) has no SDPA path in transformers.
     cfg._attn_implementation = "eager" if getattr(cfg, "attn_logit_softcapping", None) else "sdpa"

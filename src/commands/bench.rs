@@ -107,7 +107,7 @@ fn print_train(report: &TrainReport) {
         shape, params, poc, ..
     } = report;
     let model = match shape.preset {
-        Some(p) => format!("{p}-shaped Llama (random init)"),
+        Some(p) => format!("{p}-shaped model (random init)"),
         None => format!("Llama hidden {} x {} layers", shape.hidden, shape.layers),
     };
     let how = match (shape.lora, shape.bf16) {
