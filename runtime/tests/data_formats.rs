@@ -268,3 +268,35 @@ fn a_dataset_id_is_read_from_the_cache_by_split() {
         "{err}"
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_first_row_and_bad_utf8_is_named_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = ultrafeedback_rows();
+    let plain = dir.path().join("plain.jsonl");
+    write_jsonl(&plain, &rows);
+    let text = std::fs::read(&plain).unwrap();
+    // A UTF-8 BOM before line 1 (as Windows editors write it), in JSON lines and a .json array.
+    let bom = dir.path().join("bom.jsonl");
+    std::fs::write(&bom, [b"\xEF\xBB\xBF".as_slice(), &text].concat()).unwrap();
+    assert_eq!(values(&bom), rows);
+    let bom_array = dir.path().join("bom.json");
+    let array = serde_json::to_vec(&rows).unwrap();
+    std::fs::write(&bom_array, [b"\xEF\xBB\xBF".as_slice(), &array].concat()).unwrap();
+    assert_eq!(values(&bom_array), rows);
+    // One line that is not UTF-8: that line is a bad row, named; the others load.
+    let mut lines: Vec<Vec<u8>> = text.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+    lines[1] = b"{\"prompt\": \"caf\xE9\"}".to_vec();
+    let latin1 = dir.path().join("latin1.jsonl");
+    std::fs::write(&latin1, lines.join(&b'\n')).unwrap();
+    let read = rows::read_file(&latin1).unwrap();
+    let bad: Vec<_> = read
+        .rows
+        .iter()
+        .filter_map(|r| r.value.as_ref().err().map(|e| (r.place, e.clone())))
+        .collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].0, Place::Line(2));
+    assert!(bad[0].1.contains("not UTF-8"), "{}", bad[0].1);
+    assert_eq!(read.rows.len(), rows.len());
+}

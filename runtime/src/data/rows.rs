@@ -116,14 +116,47 @@ pub fn read_file(path: &Path) -> Result<Rows, DataError> {
             rows: parquet_rows(path)?,
         });
     }
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    if lower.ends_with(".json") && text.trim_start().starts_with('[') {
-        return json_array(&text, &label);
+    // A UTF-8 byte-order mark (Windows editors write one) is not part of the first row.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) if lower.ends_with(".json") && text.trim_start().starts_with('[') => {
+            json_array(text, &label)
+        }
+        Ok(text) => Ok(jsonl(text, &label)),
+        // Not UTF-8 somewhere: each line on its own, so the bad ones are named by line (and
+        // skipped like other bad rows, or stop the run under --strict).
+        Err(_) => Ok(jsonl_bytes(bytes, &label)),
     }
-    Ok(jsonl(&text, &label))
+}
+
+/// [`jsonl`] over bytes that are not all UTF-8: a line that is not UTF-8 is a bad row.
+fn jsonl_bytes(bytes: &[u8], label: &str) -> Rows {
+    let rows = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let value = match std::str::from_utf8(line) {
+                Ok(line) if line.trim().is_empty() => return None,
+                Ok(line) => serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}")),
+                Err(e) => Err(format!(
+                    "not UTF-8 text (byte {} of the line); data files are UTF-8",
+                    e.valid_up_to() + 1
+                )),
+            };
+            Some(Row {
+                place: Place::Line(i + 1),
+                value,
+            })
+        })
+        .collect();
+    Rows {
+        label: label.to_string(),
+        rows,
+    }
 }
 
 /// The rows of JSON-lines `text` (`label` names it): one per non-blank line.
