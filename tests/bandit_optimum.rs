@@ -59,9 +59,10 @@
 //!   each pair in the batch the sorted margins tie everywhere, the loss is only piecewise smooth
 //!   in ℓ, and its minimiser is not the stationary point Newton's method finds.
 //! - fdpo_js, fdpo_alpha: the divergence's f'(u) is bounded on one side (JS: log(2u/(1+u)) < log 2;
-//!   α: (1 − u^−α)/α < 1/α), so the implicit reward margin saturates and the infimum is
-//!   approached along directions where a log-ratio grows without bound: Newton's method finds
-//!   no strict minimum, or different points from different starts.
+//!   α-divergence with TRL's a < 1: (u^(a−1) − 1)/(a − 1) < 1/(1 − a)), so the implicit reward
+//!   margin saturates and the infimum is approached along directions where a log-ratio grows
+//!   without bound: Newton's method finds no strict minimum, or different points from different
+//!   starts.
 //! - ppo (on-policy), bt_reward and mmpo_reward (they train a reward model, not log-probs).
 //!
 //! Adding an objective is one entry of [`CASES`] and no other code: its name, the parameters

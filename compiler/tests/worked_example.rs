@@ -154,16 +154,20 @@ fn newer_objectives_match_their_formulas_on_the_worked_example() {
             vec![],
             softplus(-0.1 * ((rho_w - rho_l) - (softplus(rho_w) - softplus(rho_l)))),
         ),
-        // f-DPO, α-divergence: z = β(e^{−αρ_l} − e^{−αρ_w})/α.
+        // f-DPO, α-divergence with TRL's a = 0.5: z = β(e^{(a−1)ρ_w} − e^{(a−1)ρ_l})/(a − 1).
         (
             "fdpo_alpha",
             vec![],
-            softplus(-0.1 * ((-rho_l).exp() - (-rho_w).exp())),
+            softplus(-0.1 * ((-0.5 * rho_w).exp() - (-0.5 * rho_l).exp()) / -0.5),
         ),
-        ("fdpo_alpha", vec!["alpha=0.5", "label_smoothing=0.1"], {
-            let z = 0.1 * ((-0.5 * rho_l).exp() - (-0.5 * rho_w).exp()) / 0.5;
-            0.9 * softplus(-z) + 0.1 * softplus(z)
-        }),
+        (
+            "fdpo_alpha",
+            vec!["f_alpha_divergence_coef=0.25", "label_smoothing=0.1"],
+            {
+                let z = 0.1 * ((-0.75 * rho_w).exp() - (-0.75 * rho_l).exp()) / -0.75;
+                0.9 * softplus(-z) + 0.1 * softplus(z)
+            },
+        ),
         // Compositions: RPO = DPO + α·NLL; Wang et al.: 0.8·DPO + 0.2·BCO + 1·SFT, one β.
         ("rpo", vec![], dpo + nll),
         (
@@ -184,6 +188,67 @@ fn newer_objectives_match_their_formulas_on_the_worked_example() {
             close(got, want, 1e-13, 1e-15),
             "{name} {sets:?}: got {got:.16}, the formula says {want:.16}"
         );
+    }
+}
+
+/// fdpo_alpha's parameter is TRL's `f_alpha_divergence_coef` a (TRL ≥ 0.29): the loss is TRL's
+/// `alpha_divergence` scores, transcribed below, at a = 0.3, which is TRL ≤ 0.28's margin
+/// (u_l^−α − u_w^−α)/α at α = 1 − a = 0.7; a = 1 is DPO (value and gradient), a = 0 is TRL's
+/// `forward_kl`, and the exponent is clamped at 80 as TRL clamps it in float32.
+#[test]
+fn fdpo_alpha_takes_trls_f_alpha_divergence_coef() {
+    let beta = 0.1;
+    // TRL 1.x, DPOTrainer, f_divergence_type="alpha_divergence": score = exp(min((a−1)ρ, 80))/(a−1).
+    let trl_score = |a: f64, rho: f64| ((a - 1.0) * rho).min(80.0).exp() / (a - 1.0);
+    let trl_loss = |a: f64, rho_w: f64, rho_l: f64| {
+        softplus(-beta * (trl_score(a, rho_w) - trl_score(a, rho_l)))
+    };
+    let row = |rho_w: f64, rho_l: f64| {
+        HashMap::from([
+            ("policy_chosen_logps", -10.0 + rho_w),
+            ("policy_rejected_logps", -20.0 + rho_l),
+            ("ref_chosen_logps", -10.0),
+            ("ref_rejected_logps", -20.0),
+        ])
+    };
+    let (rho_w, rho_l) = (0.75, -1.5);
+    let at = |a: f64, r: &HashMap<&str, f64>| {
+        loss("fdpo_alpha", r, &[&format!("f_alpha_divergence_coef={a}")])
+    };
+
+    let got = at(0.3, &row(rho_w, rho_l));
+    let want = trl_loss(0.3, rho_w, rho_l);
+    assert!(close(got, want, 1e-14, 0.0), "a = 0.3: {got} vs TRL {want}");
+    // The same loss in TRL ≤ 0.28's parametrisation, α = 1 − a.
+    let alpha = 0.7;
+    let old = softplus(-beta * ((-alpha * rho_l).exp() - (-alpha * rho_w).exp()) / alpha);
+    assert!(
+        close(got, old, 1e-14, 0.0),
+        "a = 0.3: {got} vs α = 0.7: {old}"
+    );
+
+    // a = 0: forward KL, TRL's scores −exp(−ρ).
+    let forward = softplus(-beta * (-(-rho_w).exp() + (-rho_l).exp()));
+    let got = at(0.0, &row(rho_w, rho_l));
+    assert!(close(got, forward, 1e-14, 0.0), "a = 0: {got} vs {forward}");
+
+    // Clamped: (a − 1)·ρ_w = 140 > 80.
+    let got = at(0.3, &row(-200.0, rho_l));
+    let want = softplus(-beta * ((80.0f64).exp() / -0.7 - trl_score(0.3, rho_l)));
+    assert!(close(got, want, 1e-14, 0.0), "clamped: {got} vs {want}");
+
+    // a = 1 is DPO, its gradient included (the branch not taken stays finite).
+    let c = compiled("fdpo_alpha");
+    let d = compiled("dpo");
+    let r = row(rho_w, rho_l);
+    let (params, cols) = worked_example_inputs(&c, &r, &["f_alpha_divergence_coef=1"]);
+    let (dpo_params, dpo_cols) = worked_example_inputs(&d, &r, &[]);
+    let ours = poc_compiler::interp::eval_batch(&c.program, &params, &cols);
+    let dpo = poc_compiler::interp::eval_batch(&d.program, &dpo_params, &dpo_cols);
+    for name in ["loss", "d/policy_chosen_logps", "d/policy_rejected_logps"] {
+        let k = |p: &poc_compiler::Program| p.outputs.iter().position(|o| o.name == name).unwrap();
+        let (x, y) = (ours[k(&c.program)][0], dpo[k(&d.program)][0]);
+        assert!(close(x, y, 1e-15, 0.0), "a = 1, {name}: {x} vs DPO {y}");
     }
 }
 
