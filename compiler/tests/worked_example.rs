@@ -252,6 +252,50 @@ fn fdpo_alpha_takes_trls_f_alpha_divergence_coef() {
     }
 }
 
+/// dpo_bco_sft's SFT term is sft.po's per-example token mean, averaged over the batch (not
+/// TRL's batch token mean), and its doc comment says so.
+#[test]
+fn dpo_bco_sft_takes_the_sft_token_mean_per_example() {
+    use poc_compiler::interp::Column;
+    let c = compiled("dpo_bco_sft");
+    // Two pairs whose chosen answers have 10 and 30 tokens.
+    let (logps, lens) = ([-12.0, -90.0], [10.0, 30.0]);
+    let cols: Vec<Column> = c
+        .objective
+        .inputs
+        .iter()
+        .map(|i| {
+            Column::Scalar(match i.name.as_str() {
+                "policy_chosen_logps" => logps.to_vec(),
+                "chosen_len" => lens.to_vec(),
+                "policy_rejected_logps" => vec![-15.0, -95.0],
+                _ => vec![-14.0, -92.0],
+            })
+        })
+        .collect();
+    let out = poc_compiler::interp::eval_columns(&c.program, &c.objective.default_params(), &cols)
+        .unwrap();
+    let Column::Scalar(sft) = output(&c, &out, "loss/sft") else {
+        panic!("loss/sft is per example")
+    };
+    let batch: f64 = sft.iter().sum::<f64>() / 2.0;
+    let per_example = (12.0 / 10.0 + 90.0 / 30.0) / 2.0;
+    let trl = (12.0 + 90.0) / (10.0 + 30.0);
+    assert!(
+        close(batch, per_example, 1e-15, 0.0),
+        "{batch} vs {per_example}"
+    );
+    assert!(
+        (batch - trl).abs() > 0.1,
+        "the lengths differ, so TRL's {trl} is another value"
+    );
+    let docs = c.objective.docs.join(" ");
+    assert!(
+        docs.contains("each example's token mean") && docs.contains("batch token mean"),
+        "the doc comment states both normalisations: {docs}"
+    );
+}
+
 /// Every output of `name` on `cols` by the interpreter (the JIT takes no batch- or token-level
 /// program).
 fn eval(name: &str, sets: &[&str], cols: &[poc_compiler::interp::Column]) -> (f64, Vec<f64>) {
