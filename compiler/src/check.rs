@@ -14,7 +14,7 @@ use poc_grammar::diag::suggest;
 use poc_grammar::{
     Ast, Diagnostic, ErrorKind, Expr, ExprKind, SourceExpr, Span, StatementKind, Use, UseTarget,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A function a source can call: a built-in op ([`crate::ops::Syntax::Call`]), or sugar the checker
 /// expands into ops. Names, arities and argument shapes are the ops' own.
@@ -159,6 +159,9 @@ struct Checker<'f> {
     used: Vec<Used>,
     /// Aliases of `use`s that failed (their values are not reported again as unknown).
     failed_uses: Vec<String>,
+    /// Names whose declaration failed and is reported already: their uses are not reported
+    /// again as unknown.
+    failed_names: HashSet<String>,
     errors: Vec<Diagnostic>,
     name: Option<String>,
     docs: Vec<String>,
@@ -242,6 +245,7 @@ impl Checker<'_> {
                 StatementKind::Input { name, source } => {
                     let Some(source) = self.input_source(&name.name, name.span, source.as_ref())
                     else {
+                        self.failed_names.insert(name.name.clone());
                         continue;
                     };
                     let i = self.inputs.len() as u32;
@@ -681,9 +685,13 @@ impl Checker<'_> {
                 span,
                 format!("`{name}` is not a standard input name, so it needs a source"),
             );
-            d = match suggest(name, standard_inputs().map(|(n, _)| n)) {
-                Some(c) => d.with_hint(format!("did you mean `{c}`? otherwise write `input {name} from column(\"{name}\")` or another source")),
-                None => d.with_hint(format!("write e.g. `input {name} from column(\"{name}\")`; sources are listed in docs/LANGUAGE.md")),
+            let otherwise =
+                format!("write `input {name} from column(\"{name}\")` or another source");
+            d = match standard_names_like(name) {
+                Some(names) => d.with_hint(format!("did you mean {names}? otherwise {otherwise}")),
+                None => d.with_hint(format!(
+                    "{otherwise}; sources are listed in docs/LANGUAGE.md"
+                )),
             };
             self.errors.push(d);
             return None;
@@ -886,11 +894,41 @@ impl Checker<'_> {
                     e.span,
                     format!("{what} must be a per-token value (num[T]), but this is a per-example number"),
                 )
-                .with_hint("masks and sequences come from per-token inputs, e.g. `input mask from completion.mask`"),
+                .with_hint(self.mask_hint()),
             );
             return None;
         }
         Some(id)
+    }
+
+    /// Where a mask comes from, in this objective's terms: the masks it declares, else the
+    /// mask of its kind of example (a sampled completion's, or an answer of a pair's).
+    fn mask_hint(&self) -> String {
+        let masks: Vec<String> = self
+            .inputs
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.source,
+                    Source::TokenMask(_) | Source::Rollout(Rollout::Mask)
+                )
+            })
+            .map(|i| format!("`{}`", i.name))
+            .collect();
+        if !masks.is_empty() {
+            format!(
+                "pass a per-token mask; this objective declares {}",
+                masks.join(", ")
+            )
+        } else if self
+            .inputs
+            .iter()
+            .any(|i| matches!(i.source, Source::Rollout(_)))
+        {
+            "a mask is a per-token input: `input mask from completion.mask`".into()
+        } else {
+            "a mask is a per-token input: `input chosen_mask` or `input rejected_mask` (1 at the answer's tokens, 0 after its end)".into()
+        }
     }
 
     /// The node and its type.
@@ -944,6 +982,7 @@ impl Checker<'_> {
                 let id = self.resolve_let(i, Some(span))?;
                 Some((id, self.dag.ty(id)))
             }
+            None if self.failed_names.contains(n) => None,
             None if n.contains('.') => self.qualified(n, span),
             None => {
                 let mut d =
@@ -1082,6 +1121,32 @@ impl Checker<'_> {
             loss,
             metrics: self.metrics,
         })
+    }
+}
+
+/// The standard input names `name` may mean, with their sources: those that end in `_NAME`
+/// (`chosen_logps`, TRL's name for the policy's, is `policy_chosen_logps` or `ref_chosen_logps`),
+/// the policy's first; else the closest by spelling.
+fn standard_names_like(name: &str) -> Option<String> {
+    let suffix = format!("_{name}");
+    let mut found: Vec<(&str, Source)> = standard_inputs()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(&suffix))
+        .collect();
+    if found.is_empty() {
+        let close = suggest(name, standard_inputs().map(|(n, _)| n))?;
+        found.extend(Source::standard(close).map(|s| (close, s)));
+    }
+    // Differentiable sources (the policy's) first; the sort is stable.
+    found.sort_by_key(|(_, s)| !s.differentiable());
+    let names: Vec<String> = found
+        .iter()
+        .map(|(n, s)| format!("`{n}` ({})", s.text()))
+        .collect();
+    match names.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        [rest @ .., last] => Some(format!("{} or {last}", rest.join(", "))),
     }
 }
 

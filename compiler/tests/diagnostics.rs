@@ -1,8 +1,8 @@
-//! Data-driven diagnostics tests: each `diagnostics/<kind>.po` is named after an error kind
-//! ([`ErrorKind::name`]) and must fail with an error of that kind; the rendered diagnostics
-//! (caret, message, hint) are snapshots, one file per case
-//! (`snapshots/diagnostics__diagnostic@<kind>.po.snap`). Every kind in [`ErrorKind::ALL`] has
-//! a case, so a new kind without one fails here.
+//! Data-driven diagnostics tests: each `diagnostics/<kind>.po` or `diagnostics/<kind>.<case>.po`
+//! is named after an error kind ([`ErrorKind::name`]) and must fail with an error of that kind;
+//! the rendered diagnostics (caret, message, hint) are snapshots, one file per case
+//! (`snapshots/diagnostics__diagnostic@<kind>[.<case>].po.snap`). Every kind in
+//! [`ErrorKind::ALL`] has a case `<kind>.po`, so a new kind without one fails here.
 
 use poc_compiler::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -16,12 +16,14 @@ fn cases_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/diagnostics")
 }
 
+/// The kind a case file is named after: `<kind>.po` or `<kind>.<case>.po`.
 fn kind_of(path: &Path) -> ErrorKind {
     let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let kind = stem.split('.').next().unwrap_or_default();
     ErrorKind::ALL
         .iter()
         .copied()
-        .find(|k| k.name() == stem)
+        .find(|k| k.name() == kind)
         .unwrap_or_else(|| panic!("{}: not named after an error kind", path.display()))
 }
 
@@ -42,8 +44,8 @@ fn every_error_kind_has_a_case() {
 fn diagnostic() {
     insta::glob!("diagnostics", "*.po", |path| {
         let kind = kind_of(path);
-        let name = kind.name();
-        let label = format!("tests/diagnostics/{name}.po");
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        let label = format!("tests/diagnostics/{file}");
         let src = std::fs::read_to_string(path).unwrap();
         let diags = poc_compiler::check_source(&src).expect_err(&format!("{label} must fail"));
         assert!(
