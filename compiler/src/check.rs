@@ -12,7 +12,8 @@ use crate::ops::{Op, OperandShape, Ty};
 use crate::source::{Rollout, Source, standard_inputs};
 use poc_grammar::diag::suggest;
 use poc_grammar::{
-    Ast, Diagnostic, ErrorKind, Expr, ExprKind, SourceExpr, Span, StatementKind, Use, UseTarget,
+    Ast, Diagnostic, ErrorKind, Expr, ExprKind, Partial, SourceExpr, Span, StatementKind, Use,
+    UseTarget,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -107,6 +108,32 @@ pub fn check_with(ast: &Ast, files: &dyn Files) -> Result<Objective, Vec<Diagnos
     check_nested(ast, files, None, Vec::new())
 }
 
+/// Checks the statements of a file that parse, beside the syntax errors of those that do not:
+/// returns the syntax errors, then this stage's errors. What a broken statement would have
+/// declared is not reported again (its uses are not unknown names; a broken `loss` line is no
+/// missing loss).
+pub fn check_parsed(parsed: &Partial, files: &dyn Files) -> Result<Objective, Vec<Diagnostic>> {
+    let mut cx = Checker {
+        files: Some(files),
+        errors: parsed.errors.clone(),
+        ..Checker::default()
+    };
+    for u in &parsed.unparsed {
+        match (u.keyword, &u.name) {
+            (Some("objective"), _) => cx.objective_unparsed = true,
+            (Some("loss"), _) => cx.loss_unparsed = true,
+            (Some("use"), Some(alias)) => cx.failed_uses.push(alias.clone()),
+            (Some("param" | "input" | "let"), Some(name)) => {
+                cx.failed_names.insert(name.clone());
+            }
+            _ => {}
+        }
+    }
+    cx.declare(&parsed.ast);
+    cx.resolve_all();
+    cx.finish()
+}
+
 /// Checks a file whose key is `from` (`None`: the file being compiled), used through the
 /// chain `stack` (for cycles).
 fn check_nested(
@@ -162,6 +189,10 @@ struct Checker<'f> {
     /// Names whose declaration failed and is reported already: their uses are not reported
     /// again as unknown.
     failed_names: HashSet<String>,
+    /// The `objective` line does not parse (reported already).
+    objective_unparsed: bool,
+    /// The `loss` line does not parse (reported already).
+    loss_unparsed: bool,
     errors: Vec<Diagnostic>,
     name: Option<String>,
     docs: Vec<String>,
@@ -746,7 +777,7 @@ impl Checker<'_> {
                     );
                 }
             }
-        } else if self.name.is_some() {
+        } else if self.name.is_some() && !self.loss_unparsed {
             self.errors.push(
                 Diagnostic::global(ErrorKind::MissingLoss, "the objective defines no `loss`")
                     .with_hint("add a line `loss = ...`"),
@@ -1095,7 +1126,7 @@ impl Checker<'_> {
     }
 
     fn finish(mut self) -> Result<Objective, Vec<Diagnostic>> {
-        if self.name.is_none() {
+        if self.name.is_none() && !self.objective_unparsed {
             self.errors.insert(
                 0,
                 Diagnostic::global(

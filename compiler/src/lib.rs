@@ -79,10 +79,10 @@ pub fn check_source(src: &str) -> Result<Objective, Vec<Diagnostic>> {
     check_source_with(src, &NoFiles)
 }
 
-/// Parses and checks `src`, reading the files of `use "file.po"` from `files`.
+/// Parses and checks `src`, reading the files of `use "file.po"` from `files`. A syntax error
+/// does not hide the errors of the statements that parse: all are returned together.
 pub fn check_source_with(src: &str, files: &dyn Files) -> Result<Objective, Vec<Diagnostic>> {
-    let ast = poc_grammar::parse(src)?;
-    check::check_with(&ast, files)
+    check::check_parsed(&poc_grammar::parse_partial(src), files)
 }
 
 /// The whole pipeline on source text:

@@ -23,21 +23,98 @@ const STATEMENT_KEYWORDS: [&str; 7] = [
 
 /// Parses a whole file. Returns every syntax error found, one per broken statement.
 pub fn parse(src: &str) -> Result<Ast, Vec<Diagnostic>> {
+    let parsed = parse_partial(src);
+    if parsed.errors.is_empty() {
+        Ok(parsed.ast)
+    } else {
+        Err(parsed.errors)
+    }
+}
+
+/// A file parsed as far as it goes: the statements that parse, the syntax error of each one
+/// that does not, and what those would have declared. A later stage checks the statements
+/// that parse and reports their errors beside the syntax errors, without reporting the uses
+/// of what a broken statement declares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partial {
+    /// The statements that parse, in order.
+    pub ast: Ast,
+    /// One syntax error per statement that does not parse.
+    pub errors: Vec<Diagnostic>,
+    /// Each statement that does not parse, as far as its first words tell.
+    pub unparsed: Vec<Unparsed>,
+}
+
+/// A statement that does not parse, read from its first words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unparsed {
+    /// Its keyword (`objective`, `use`, `param`, `input`, `let`, `loss`, `metric`); `None` for
+    /// text that starts no statement.
+    pub keyword: Option<&'static str>,
+    /// What it names, when the words after the keyword say: `objective NAME`, `param NAME`,
+    /// `input NAME`, `let NAME`, `metric NAME`, and for `use` the name its values would go by
+    /// (the alias after `as`, else the objective's name or the file's stem).
+    pub name: Option<String>,
+}
+
+/// Parses every statement that parses ([`Partial`]); never fails.
+pub fn parse_partial(src: &str) -> Partial {
     let mut statements = Vec::new();
     let mut errors = Vec::new();
+    let mut unparsed = Vec::new();
     for (start, end) in chunks(src) {
         let text = &src[start..end];
         match parse_chunk(text, start) {
             Ok(Some(stmt)) => statements.push(stmt),
             Ok(None) => {}
-            Err(e) => errors.push(e),
+            Err(e) => {
+                errors.push(e);
+                unparsed.push(first_words(text));
+            }
         }
     }
-    if errors.is_empty() {
-        Ok(Ast { statements })
-    } else {
-        Err(errors)
+    Partial {
+        ast: Ast { statements },
+        errors,
+        unparsed,
     }
+}
+
+/// The keyword of a statement that does not parse and the name it declares, as far as its
+/// words say.
+fn first_words(text: &str) -> Unparsed {
+    let code = code_of(text);
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '/' || c == '.' || c == '"';
+    let words: Vec<&str> = code
+        .split(|c: char| !word(c))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let keyword = words
+        .first()
+        .and_then(|w| STATEMENT_KEYWORDS.iter().copied().find(|k| k == w));
+    let ident = |w: &str| {
+        w.chars()
+            .next()
+            .is_some_and(|c| c.is_alphabetic() || c == '_')
+            && w.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    let name = match keyword {
+        Some("use") => match words.iter().position(|w| *w == "as") {
+            Some(k) => words.get(k + 1).filter(|w| ident(w)).map(|w| w.to_string()),
+            None => words.get(1).and_then(|t| match t.strip_prefix('"') {
+                Some(path) => {
+                    let path = path.strip_suffix('"').unwrap_or(path);
+                    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+                    Some(file.strip_suffix(".po").unwrap_or(file).to_string())
+                }
+                None => ident(t).then(|| t.to_string()),
+            }),
+        },
+        Some("loss") | None => None,
+        Some("metric") => words.get(1).map(|w| w.to_string()),
+        Some(_) => words.get(1).filter(|w| ident(w)).map(|w| w.to_string()),
+    };
+    Unparsed { keyword, name }
 }
 
 /// Byte ranges of the statements: each begins at the doc comment block (if any) before a line

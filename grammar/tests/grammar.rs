@@ -181,6 +181,32 @@ fn every_broken_statement_is_reported_in_its_place() {
 }
 
 #[test]
+fn a_partial_parse_keeps_the_statements_that_parse_and_names_the_broken_ones() {
+    let src = "lost = 1\nobjective broken\n/// doc\nlet a = 1 +\nparam p = 0.1 in (0, inf\nuse dpo(beta = ) as d\nuse \"losses/mine.po\"(x = )\ninput x from column(\"x\")\nloss = a ** b\nmetric m/n = (3\n";
+    let parsed = poc_grammar::parse_partial(src);
+    assert_eq!(parse(src).unwrap_err(), parsed.errors);
+    assert_eq!(parsed.errors.len(), 7, "{:#?}", parsed.errors);
+    assert_eq!(parsed.ast.statements.len(), 2, "objective and input parse");
+    let unparsed: Vec<(Option<&str>, Option<&str>)> = parsed
+        .unparsed
+        .iter()
+        .map(|u| (u.keyword, u.name.as_deref()))
+        .collect();
+    assert_eq!(
+        unparsed,
+        [
+            (None, None),
+            (Some("let"), Some("a")),
+            (Some("param"), Some("p")),
+            (Some("use"), Some("d")),
+            (Some("use"), Some("mine")),
+            (Some("loss"), None),
+            (Some("metric"), Some("m/n")),
+        ]
+    );
+}
+
+#[test]
 fn a_diagnostic_renders_with_its_line_and_caret() {
     let src = "objective o\nloss = a ** b\n";
     let errors = parse(src).unwrap_err();
