@@ -614,6 +614,18 @@ impl Checker<'_> {
         self.dag.add(op, &[])
     }
 
+    /// The built-in source spelled `n` (`token.position`), unless a `use ... as token` claims
+    /// the name.
+    fn builtin_source(&self, n: &str) -> Option<Source> {
+        let (alias, _) = n.split_once('.')?;
+        if self.used.iter().any(|u| u.alias == alias) {
+            return None;
+        }
+        Source::all_named()
+            .into_iter()
+            .find(|s| s.is_builtin() && s.text() == n)
+    }
+
     /// This objective's input for a used objective's input `inp`: the first declared with the
     /// same source, else a new one (named as there, or `alias.NAME` when that name is taken).
     fn unify_input(&mut self, inp: &Input, alias: &str) -> u32 {
@@ -1014,13 +1026,33 @@ impl Checker<'_> {
                 Some((id, self.dag.ty(id)))
             }
             None if self.failed_names.contains(n) => None,
-            None if n.contains('.') => self.qualified(n, span),
+            None if n.contains('.') => match self.builtin_source(n) {
+                Some(source) => {
+                    // Read without an `input` line: this objective's input of that source,
+                    // added under the source's spelling when none is declared.
+                    let implicit = Input {
+                        name: n.to_string(),
+                        differentiable: source.differentiable(),
+                        source,
+                        docs: Vec::new(),
+                    };
+                    let i = self.unify_input(&implicit, "builtin");
+                    let id = self.input_node(i);
+                    self.typed(id)
+                }
+                None => self.qualified(n, span),
+            },
             None => {
                 let mut d =
                     Diagnostic::new(ErrorKind::UnknownName, span, format!("unknown name `{n}`"));
                 let names: Vec<&str> = self.scope.keys().map(|s| s.as_str()).collect();
+                let builtin = Source::all_named()
+                    .into_iter()
+                    .find(|s| s.is_builtin() && s.text().ends_with(&format!(".{n}")));
                 if let Some(c) = suggest(n, names) {
                     d = d.with_hint(format!("did you mean `{c}`?"));
+                } else if let Some(b) = builtin {
+                    d = d.with_hint(format!("did you mean `{}`, a built-in value?", b.text()));
                 } else if Source::standard(n).is_some() {
                     d = d.with_hint(format!(
                         "`{n}` is a standard input: declare it with `input {n}`"

@@ -131,6 +131,22 @@ impl Source {
         }
     }
 
+    /// A built-in source's values on an example of `len` tokens; `None` for the sources that
+    /// data or a model provide. A built-in source follows from the example's shape alone:
+    /// `token.position` is 0, 1, 2, … So no data carries it (`poc eval` computes it from a
+    /// row's per-token inputs), and an expression may read it without an `input` line.
+    pub fn builtin_tokens(&self, len: usize) -> Option<Vec<f64>> {
+        match self {
+            Source::TokenPosition => Some((0..len).map(|t| t as f64).collect()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a built-in source ([`Source::builtin_tokens`]).
+    pub fn is_builtin(&self) -> bool {
+        self.builtin_tokens(0).is_some()
+    }
+
     /// The canonical source text (`policy.logps(chosen)`): how `--emit typed`, `poc explain`
     /// and the runtime's messages print a source, and what [`Source::parse`] reads back.
     pub fn text(&self) -> String {

@@ -313,3 +313,55 @@ fn bad_token_columns_are_errors_not_panics() {
         .to_string();
     assert!(err.contains("`logprobs` is per token"), "{err}");
 }
+
+#[test]
+fn token_position_is_built_in() {
+    use poc_compiler::Source;
+    // Read in an expression without an `input` line: an input of its own, not differentiable.
+    let src = "objective pos\ninput policy_chosen_token_logps\ninput chosen_mask\nloss = -masked_sum(policy_chosen_token_logps * token.position, chosen_mask)\n";
+    let c = compile(src);
+    let names: Vec<&str> = c.objective.inputs.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["policy_chosen_token_logps", "chosen_mask", "token.position"]
+    );
+    let position = &c.objective.inputs[2];
+    assert_eq!(position.source, Source::TokenPosition);
+    assert!(!position.differentiable && position.source.is_builtin());
+    // Its values follow from a row's length alone.
+    assert_eq!(
+        Source::TokenPosition.builtin_tokens(3),
+        Some(vec![0.0, 1.0, 2.0])
+    );
+    assert!(
+        Source::TokenMask(poc_compiler::Side::Chosen)
+            .builtin_tokens(3)
+            .is_none()
+    );
+    let cols = vec![
+        Column::Tokens(vec![vec![-1.0, -2.0, -4.0]]),
+        Column::Tokens(vec![vec![1.0, 1.0, 0.0]]),
+        Column::Tokens(vec![vec![0.0, 1.0, 2.0]]),
+    ];
+    let out = eval_columns(&c.program, &[], &cols).unwrap();
+    assert_eq!(output(&c, &out, "loss").at(0, 0), 2.0);
+    assert_eq!(
+        output(&c, &out, "d/policy_chosen_token_logps").tokens(0),
+        [0.0, -1.0, 0.0]
+    );
+
+    // A declared input of that source is the one the expression reads (one input, not two).
+    let declared = "objective pos\ninput policy_chosen_token_logps\ninput chosen_mask\ninput p from token.position\nloss = -masked_sum(policy_chosen_token_logps * (p + token.position), chosen_mask)\n";
+    let c = compile(declared);
+    assert_eq!(c.objective.inputs.len(), 3);
+    assert_eq!(c.objective.inputs[2].name, "p");
+
+    // The bare name says where the position is.
+    let bare = "objective pos\ninput policy_chosen_token_logps\ninput chosen_mask\nloss = -masked_sum(policy_chosen_token_logps * position, chosen_mask)\n";
+    let diags = poc_compiler::check_source(bare).unwrap_err();
+    assert_eq!(diags[0].kind, ErrorKind::UnknownName);
+    assert_eq!(
+        diags[0].hint.as_deref(),
+        Some("did you mean `token.position`, a built-in value?")
+    );
+}

@@ -372,7 +372,8 @@ fn aot_sorts_over_the_batch() {
     assert!(close(a, b, 1e-15, 0.0), "{a} vs {b}");
 }
 
-/// Inputs of a token-level pair objective by name: per-token ones on one axis per row.
+/// Inputs of a token-level pair objective by name: per-token ones on one axis per row; a
+/// built-in source (`token.position`) from the length of the rows' first per-token input.
 fn token_cols(
     name: &str,
     scalars: &[(&str, Vec<f64>)],
@@ -380,14 +381,22 @@ fn token_cols(
 ) -> Vec<poc_compiler::interp::Column> {
     use poc_compiler::interp::Column;
     let c = compiled(name);
-    c.program
-        .input_names
+    c.objective
+        .inputs
         .iter()
-        .map(|n| {
+        .map(|inp| {
+            let n = &inp.name;
             if let Some((_, v)) = scalars.iter().find(|(k, _)| k == n) {
                 Column::Scalar(v.clone())
             } else if let Some((_, v)) = tokens.iter().find(|(k, _)| k == n) {
                 Column::Tokens(v.clone())
+            } else if inp.source.is_builtin() {
+                let rows = &tokens[0].1;
+                Column::Tokens(
+                    rows.iter()
+                        .map(|r| inp.source.builtin_tokens(r.len()).unwrap())
+                        .collect(),
+                )
             } else {
                 panic!("{name}: no value for input {n}")
             }
@@ -422,7 +431,6 @@ fn wpo_and_ld_dpo_match_their_formulas_on_tokens() {
         ("rejected_mask", vec![ml.clone()]),
         ("chosen_collision", vec![cw.clone()]),
         ("rejected_collision", vec![cl.clone()]),
-        ("position", vec![vec![0.0, 1.0, 2.0]]),
     ];
     // WPO: mean over tokens of log p − log Σp², capped exp of the sum, times DPO.
     let w_c: f64 = ((-0.5 + 0.3) + (-1.0 + 0.7) + (-2.0 + 1.1)) / 3.0;

@@ -293,7 +293,7 @@ pub fn random_rollouts(c: &Compiled, n: usize, max_len: usize, seed: u64) -> Vec
                 Source::Rollout(Rollout::Score) => vec![rng.random_range(-2.0..2.0)],
                 Source::TokenMask(Side::Chosen) => prefix(chosen_len),
                 Source::TokenMask(Side::Rejected) => prefix(rejected_len),
-                Source::TokenPosition => (0..len).map(|t| t as f64).collect(),
+                Source::TokenPosition => inp.source.builtin_tokens(len).unwrap_or_default(),
                 Source::Tokens(Side::Chosen) => vec![chosen_len as f64],
                 Source::Tokens(Side::Rejected) => vec![rejected_len as f64],
                 Source::PolicyTokenLogps(_) | Source::ReferenceTokenLogps(_) => {
