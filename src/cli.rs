@@ -67,8 +67,9 @@ pub enum Command {
     },
     /// Evaluate loss, gradients and metrics on rows of inputs (JSON lines).
     ///
-    /// Each line of --inputs is a JSON object with one number per input the objective
-    /// declares. Each output line is `{"loss": .., "grad": {input: ..}, "metrics": {..}}`.
+    /// Each line of --inputs is a JSON object with one number (an array, per token) per input
+    /// the objective reads; other columns are ignored and `token.position` is computed. Each
+    /// output line is `{"loss": .., "grad": {input: ..}, "metrics": {..}}`.
     Eval {
         /// A `.po` file or a shipped objective name.
         file: String,

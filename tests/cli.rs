@@ -223,8 +223,78 @@ fn eval_names_the_line_of_bad_rows() {
         err.contains(":3: `policy_chosen_logps` must be a number"),
         "{err}"
     );
-    assert!(err.contains(":3: `extra` is not an input"), "{err}");
+    assert!(
+        !err.contains("extra"),
+        "a column no input reads is no error: {err}"
+    );
     assert!(err.contains(":4: invalid JSON"), "{err}");
+}
+
+#[test]
+fn eval_ignores_columns_the_objective_does_not_read() {
+    // One file serves DPO and SFT (which reads policy_chosen_logps and chosen_len), as a
+    // training file does.
+    let row = r#"{"policy_chosen_logps": -12, "policy_rejected_logps": -15, "ref_chosen_logps": -13, "ref_rejected_logps": -14, "chosen_len": 10, "note": "any column"}"#;
+    let rows = temp_file(&format!("{row}\n"), ".jsonl");
+    let dpo = stdout(poc().args(["eval", "dpo", "--inputs"]).arg(rows.path()));
+    let v: serde_json::Value = serde_json::from_str(dpo.trim()).unwrap();
+    assert!((v["loss"].as_f64().unwrap() - 0.5981388693815918).abs() < 1e-12);
+    let sft = stdout(poc().args(["eval", "sft", "--inputs"]).arg(rows.path()));
+    let v: serde_json::Value = serde_json::from_str(sft.trim()).unwrap();
+    assert!((v["loss"].as_f64().unwrap() - 1.2).abs() < 1e-12, "{sft}");
+    // A missing input still fails, naming the unread column that looks like it.
+    let typo = temp_file(r#"{"policy_chosen_logp": -12, "chosen_len": 10}"#, ".jsonl");
+    let out = poc()
+        .args(["eval", "sft", "--inputs"])
+        .arg(typo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(":1: missing input `policy_chosen_logps` (the row has `policy_chosen_logp`)"),
+        "{err}"
+    );
+    assert!(err.contains("other columns are ignored"), "{err}");
+}
+
+#[test]
+fn eval_computes_token_position() {
+    // LD-DPO reads token.position; the row does not carry it. Chosen has 3 tokens, rejected 2:
+    // the chosen answer's third token counts with α = 0.5.
+    let row = r#"{"policy_chosen_token_logps": [-0.5, -1.0, -2.0], "policy_rejected_token_logps": [-1.5, -0.25, 0.0], "chosen_mask": [1, 1, 1], "rejected_mask": [1, 1, 0], "ref_chosen_logps": -3.0, "ref_rejected_logps": -2.5, "chosen_len": 3, "rejected_len": 2}"#;
+    let rows = temp_file(&format!("{row}\n"), ".jsonl");
+    let (ld_w, ld_l) = (-0.5 - 1.0 + 0.5 * -2.0, -1.5 - 0.25);
+    let z: f64 = 0.1 * ((ld_w + 3.0) - (ld_l + 2.5));
+    let want = (-z).exp().ln_1p();
+    for backend in ["interp", "burn"] {
+        let text = stdout(
+            poc()
+                .args(["eval", "ld_dpo", "--backend", backend, "--inputs"])
+                .arg(rows.path()),
+        );
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        let loss = v["loss"].as_f64().unwrap();
+        assert!((loss - want).abs() < 1e-12, "{backend}: {loss} vs {want}");
+    }
+    // Without another per-token input there is no length to count to.
+    let f = temp_file(
+        "objective alone\ninput policy_chosen_logps\nloss = -policy_chosen_logps * masked_sum(token.position, token.position)\n",
+        ".po",
+    );
+    let out = poc()
+        .arg("eval")
+        .arg(f.path())
+        .arg("--inputs")
+        .arg(rows.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("`token.position` (token.position) is computed from the length"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! `poc eval`: rows of inputs in, loss/gradient/metrics per row out, on any lowering.
 //! Per-token inputs (`num[T]`) are JSON arrays, of one length within a row; their gradients
-//! come back as arrays.
+//! come back as arrays. Built-in inputs (`token.position`) are computed, not read, and columns
+//! no input reads are ignored.
 
 use crate::edge::{Failure, backend_failure};
 use clap::ValueEnum;
 use poc_compiler::interp::Column;
-use poc_compiler::ops::Ty;
-use poc_compiler::{Compiled, OutputKind};
+use poc_compiler::{Compiled, Input, OutputKind};
 use poc_runtime::backend::{Backend, Precision, evaluate_columns};
 use serde_json::{Map, Value};
 use std::path::Path;
@@ -55,19 +55,27 @@ impl From<PrecisionArg> for Precision {
 
 /// Reads rows (JSON lines, a `.json` array, `.parquet`, or a directory's or Hub dataset's
 /// `train` split) into one column per input: a number for a `num` input, an array of numbers
-/// for a `num[T]` input (every array of a row of one length, at least one token). Every problem
-/// names its line (or a Parquet row's index).
-pub fn read_columns(
-    path: &Path,
-    input_names: &[String],
-    input_tys: &[Ty],
-) -> Result<Vec<Column>, Failure> {
+/// for a `num[T]` input (every array of a row of one length, at least one token). A built-in
+/// input (`token.position`) is not read but computed from that length, and columns that no input
+/// reads are ignored, so one file can serve several objectives. Every problem names its line (or
+/// a Parquet row's index).
+pub fn read_columns(path: &Path, inputs: &[Input]) -> Result<Vec<Column>, Failure> {
+    let read: Vec<&Input> = inputs.iter().filter(|i| !i.source.is_builtin()).collect();
+    if let Some(b) = inputs.iter().find(|i| i.source.is_builtin())
+        && !read.iter().any(|i| i.source.ty().is_token())
+    {
+        return Err(Failure::User(format!(
+            "poc: `{}` ({}) is computed from the length of a row's per-token inputs, but this objective reads none",
+            b.name,
+            b.source.text()
+        )));
+    }
     let rows = poc_runtime::data::rows::read(path, "train")
         .map_err(|e| Failure::User(format!("poc: {e}")))?;
-    let mut columns: Vec<Column> = input_tys
+    let mut columns: Vec<Column> = inputs
         .iter()
-        .map(|t| {
-            if t.is_token() {
+        .map(|i| {
+            if i.source.ty().is_token() {
                 Column::Tokens(Vec::new())
             } else {
                 Column::Scalar(Vec::new())
@@ -88,85 +96,21 @@ pub fn read_columns(
                 continue;
             }
         };
-        let mut row: Vec<Result<f64, Vec<f64>>> = Vec::with_capacity(input_names.len());
-        let mut bad = false;
-        let mut length: Option<(usize, &str)> = None;
-        for (name, ty) in input_names.iter().zip(input_tys) {
-            let Some(v) = obj.get(name) else {
-                errors.push(format!("{at}: missing input `{name}`"));
-                bad = true;
-                continue;
-            };
-            if !ty.is_token() {
-                match v.as_f64() {
-                    Some(x) => row.push(Ok(x)),
-                    None => {
-                        let hint = if v.is_array() {
-                            " (it is a number per example, not per token)"
-                        } else {
-                            ""
-                        };
-                        errors.push(format!("{at}: `{name}` must be a number, found {v}{hint}"));
-                        bad = true;
-                    }
-                }
-                continue;
-            }
-            let seq: Option<Vec<f64>> = v
-                .as_array()
-                .and_then(|a| a.iter().map(Value::as_f64).collect());
-            match seq {
-                None => {
-                    errors.push(format!(
-                        "{at}: `{name}` is per token: it must be an array of numbers, found {v}"
-                    ));
-                    bad = true;
-                }
-                Some(seq) if seq.is_empty() => {
-                    errors.push(format!(
-                        "{at}: `{name}` has no tokens; a completion has at least one"
-                    ));
-                    bad = true;
-                }
-                Some(seq) => {
-                    match length {
-                        Some((len, other)) if len != seq.len() => {
-                            errors.push(format!(
-                                "{at}: `{name}` has {} tokens but `{other}` has {len}; the per-token inputs of a row must have one length",
-                                seq.len()
+        match read_row(obj, inputs) {
+            Ok(values) => {
+                for (c, x) in columns.iter_mut().zip(values) {
+                    match (c, x) {
+                        (Column::Scalar(c), Ok(x)) => c.push(x),
+                        (Column::Tokens(c), Err(seq)) => c.push(seq),
+                        _ => {
+                            return Err(Failure::Internal(
+                                "poc eval: a row's value does not match its column".into(),
                             ));
-                            bad = true;
                         }
-                        Some(_) => {}
-                        None => length = Some((seq.len(), name)),
-                    }
-                    row.push(Err(seq));
-                }
-            }
-        }
-        for key in obj.keys() {
-            if !input_names.contains(key) {
-                let hint = poc_grammar::diag::suggest(key, input_names.iter().map(|s| s.as_str()))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                errors.push(format!(
-                    "{at}: `{key}` is not an input of this objective{hint}"
-                ));
-                bad = true;
-            }
-        }
-        if !bad {
-            for (c, x) in columns.iter_mut().zip(row) {
-                match (c, x) {
-                    (Column::Scalar(c), Ok(x)) => c.push(x),
-                    (Column::Tokens(c), Err(seq)) => c.push(seq),
-                    _ => {
-                        return Err(Failure::Internal(
-                            "poc eval: a row's value does not match its column".into(),
-                        ));
                     }
                 }
             }
+            Err(problems) => errors.extend(problems.into_iter().map(|p| format!("{at}: {p}"))),
         }
     }
     if !errors.is_empty() {
@@ -175,24 +119,101 @@ pub fn read_columns(
         if errors.len() > shown {
             msg.push_str(&format!("\n... and {} more", errors.len() - shown));
         }
-        let wanted: Vec<String> = input_names
+        let wanted: Vec<String> = read
             .iter()
-            .zip(input_tys)
-            .map(|(n, t)| {
-                if t.is_token() {
-                    format!("{n} (array)")
+            .map(|i| {
+                if i.source.ty().is_token() {
+                    format!("{} (array)", i.name)
                 } else {
-                    n.clone()
+                    i.name.clone()
                 }
             })
             .collect();
         msg.push_str(&format!(
-            "\n  = hint: each row needs exactly the inputs: {}\n",
+            "\n  = hint: each row needs the inputs: {} (other columns are ignored)\n",
             wanted.join(", ")
         ));
         return Err(Failure::User(msg));
     }
     Ok(columns)
+}
+
+/// One row's value of each input (`Ok` a number, `Err` a sequence), or every problem of the row.
+fn read_row(
+    obj: &Map<String, Value>,
+    inputs: &[Input],
+) -> Result<Vec<Result<f64, Vec<f64>>>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut values: Vec<Option<Result<f64, Vec<f64>>>> = Vec::with_capacity(inputs.len());
+    let mut length: Option<(usize, &str)> = None;
+    for inp in inputs {
+        let name = inp.name.as_str();
+        if inp.source.is_builtin() {
+            values.push(None);
+            continue;
+        }
+        let Some(v) = obj.get(name) else {
+            // A column no input reads, spelled like this one, is likely meant for it.
+            let unread = obj.keys().filter(|k| !inputs.iter().any(|i| &i.name == *k));
+            let hint = poc_grammar::diag::suggest(name, unread.map(|k| k.as_str()))
+                .map(|k| format!(" (the row has `{k}`)"))
+                .unwrap_or_default();
+            problems.push(format!("missing input `{name}`{hint}"));
+            values.push(None);
+            continue;
+        };
+        if !inp.source.ty().is_token() {
+            match v.as_f64() {
+                Some(x) => values.push(Some(Ok(x))),
+                None => {
+                    let hint = if v.is_array() {
+                        " (it is a number per example, not per token)"
+                    } else {
+                        ""
+                    };
+                    problems.push(format!("`{name}` must be a number, found {v}{hint}"));
+                    values.push(None);
+                }
+            }
+            continue;
+        }
+        let seq: Option<Vec<f64>> = v
+            .as_array()
+            .and_then(|a| a.iter().map(Value::as_f64).collect());
+        match seq {
+            None => problems.push(format!(
+                "`{name}` is per token: it must be an array of numbers, found {v}"
+            )),
+            Some(seq) if seq.is_empty() => problems.push(format!(
+                "`{name}` has no tokens; a completion has at least one"
+            )),
+            Some(seq) => match length {
+                Some((len, other)) if len != seq.len() => problems.push(format!(
+                    "`{name}` has {} tokens but `{other}` has {len}; the per-token inputs of a row must have one length",
+                    seq.len()
+                )),
+                _ => {
+                    length.get_or_insert((seq.len(), name));
+                    values.push(Some(Err(seq)));
+                    continue;
+                }
+            },
+        }
+        values.push(None);
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // The built-in inputs, from the length of the row's per-token inputs.
+    let len = length.map_or(0, |(len, _)| len);
+    inputs
+        .iter()
+        .zip(values)
+        .map(|(inp, v)| {
+            v.or_else(|| inp.source.builtin_tokens(len).map(Err))
+                .ok_or_else(|| vec![format!("`{}` has no value", inp.name)])
+        })
+        .collect()
 }
 
 /// The `poc eval` command.
@@ -210,7 +231,7 @@ pub fn run(
         .objective
         .params_with(sets)
         .map_err(|d| Failure::User(poc_grammar::diag::render_all(&d, "poc", "")))?;
-    let columns = read_columns(inputs, &c.program.input_names, &c.program.input_tys)?;
+    let columns = read_columns(inputs, &c.objective.inputs)?;
     // The JIT runs the native form: parameters bound, sigmoid family sharing exponentials.
     let native;
     let program = if backend == Backend::Jit {
