@@ -1,8 +1,10 @@
 //! Text forms of the checked objective and its gradient: `--emit typed`, `--emit grad`,
 //! and `poc explain` (plain or LaTeX). Expressions print in the language's own syntax with
-//! minimal parentheses; nodes bound by a `let` print as that name.
+//! minimal parentheses; nodes bound by a `let` print as that name, and the checker's expansions
+//! of `clamp` and `masked_mean` print as those calls again.
 
 use crate::Compiled;
+use crate::check::Function;
 use crate::dag::{Dag, Derived, Id, Stage, Written};
 use crate::grad::Partial;
 use crate::objective::Objective;
@@ -78,12 +80,52 @@ impl<'a, S: Stage> Printer<'a, S> {
         }
     }
 
+    /// The function the checker expanded into `id`, with its arguments, when `id` still has
+    /// that expansion's shape and no part of it is named: `min(max(x, lo), hi)` is
+    /// `clamp(x, lo, hi)`, `masked_sum(x, m) / masked_sum(1, m)` is `masked_mean(x, m)`.
+    fn sugar(&self, id: Id<S>) -> Option<(Function, Vec<Id<S>>)> {
+        let node = self.dag.node(id);
+        let unnamed = |x: Id<S>| !self.names.contains_key(&x);
+        match node.op {
+            Op::Min => {
+                let (inner, hi) = (node.args[0], node.args[1]);
+                let max = self.dag.node(inner);
+                (max.op == Op::Max && unnamed(inner))
+                    .then(|| (Function::Clamp, vec![max.args[0], max.args[1], hi]))
+            }
+            Op::Div => {
+                let (total, count) = (self.dag.node(node.args[0]), self.dag.node(node.args[1]));
+                (total.op == Op::MaskedSum
+                    && count.op == Op::MaskedSum
+                    && self.dag.op(count.args[0]).const_value() == Some(1.0)
+                    && total.args[1] == count.args[1]
+                    && unnamed(node.args[0])
+                    && unnamed(node.args[1]))
+                .then(|| (Function::MaskedMean, vec![total.args[0], total.args[1]]))
+            }
+            _ => None,
+        }
+    }
+
     fn expr(&self, id: Id<S>, use_name: bool) -> (String, u8) {
         if use_name && let Some(n) = self.names.get(&id) {
             return (self.ident(n), ATOM);
         }
-        let node = self.dag.node(id);
         let latex = self.style == Style::Latex;
+        if let Some((function, args)) = self.sugar(id) {
+            let args: Vec<String> = args.iter().map(|a| self.expr(*a, true).0).collect();
+            let name = function.name();
+            return if latex {
+                let name = name.replace('_', "\\_");
+                (
+                    format!("\\operatorname{{{name}}}\\left({}\\right)", args.join(", ")),
+                    ATOM,
+                )
+            } else {
+                (format!("{name}({})", args.join(", ")), ATOM)
+            };
+        }
+        let node = self.dag.node(id);
         let arg = |k: usize, min: u8| -> String {
             let (s, p) = self.expr(node.args[k], true);
             if p >= min {

@@ -33,7 +33,9 @@ fn trees(p: &Program) -> Vec<(String, String)> {
 }
 
 /// RPO written out by hand: DPO's formula plus α times the per-token NLL, parameters in the
-/// order the composed file declares them (`dpo.beta`, `dpo.label_smoothing`, `alpha`).
+/// order the composed file declares them (`dpo.beta`, `dpo.label_smoothing`, `alpha`), one `let`
+/// per value the composition names (`dpo.rho_w`, …, `dpo.loss`, `sft.loss`: the simplifier
+/// keeps named values whole).
 const RPO_BY_HAND: &str = "objective rpo_by_hand
 param beta = 0.1 in (0, inf)
 param label_smoothing = 0 in [0, 0.5)
@@ -43,8 +45,12 @@ input policy_rejected_logps
 input ref_chosen_logps
 input ref_rejected_logps
 input chosen_len
-let z = beta * ((policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps))
-loss = -(1 - label_smoothing) * log_sigmoid(z) - label_smoothing * log_sigmoid(-z) + alpha * (-policy_chosen_logps / chosen_len)
+let rho_w = policy_chosen_logps - ref_chosen_logps
+let rho_l = policy_rejected_logps - ref_rejected_logps
+let z = beta * (rho_w - rho_l)
+let dpo_loss = -(1 - label_smoothing) * log_sigmoid(z) - label_smoothing * log_sigmoid(-z)
+let nll = -policy_chosen_logps / chosen_len
+loss = dpo_loss + alpha * nll
 ";
 
 #[test]

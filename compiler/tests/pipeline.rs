@@ -108,3 +108,39 @@ fn simplifier_trace_is_reported() {
     assert!(g.starts_with("rewrites: "), "{g}");
     assert!(!g.contains("rewrites: none"), "{g}");
 }
+
+#[test]
+fn explain_reads_in_the_sources_own_terms() {
+    let explain = |name: &str| {
+        let src = poc_compiler::library::shipped(name).unwrap();
+        print::explain(&compile(src).unwrap(), print::Style::Source)
+    };
+    // Clamps and means print as written; a clamp's derivative is one condition on its operand.
+    let ppo = explain("ppo");
+    for part in [
+        "pg_losses2 = -advantages * clamp(ratio, 1 - cliprange, 1 + cliprange)",
+        "values_clipped = clamp(values, old_values - cliprange_value, old_values + cliprange_value)",
+        "pg_loss = masked_mean(max(pg_losses, pg_losses2), mask)",
+        "if ratio >= 1 - cliprange and ratio <= 1 + cliprange then",
+    ] {
+        assert!(ppo.contains(part), "explain ppo lacks `{part}`:\n{ppo}");
+    }
+    assert!(!ppo.contains("then if"), "nested branches:\n{ppo}");
+    // The gradient reads the user's own lets, not rewritten forms of them.
+    let phi = explain("mallows_phi");
+    assert!(
+        phi.contains("d loss / d policy_chosen_logps = beta * (a * ("),
+        "explain mallows_phi:\n{phi}"
+    );
+    for part in ["abs(x0) < 0.001", "abs(x1) < 0.001"] {
+        assert!(
+            phi.contains(part),
+            "explain mallows_phi lacks `{part}`:\n{phi}"
+        );
+    }
+    let mixture = explain("dpo_bco_sft");
+    assert!(
+        mixture.contains("loss = w_dpo * dpo.loss + w_bco * bco_pair.loss + w_sft * sft.loss"),
+        "{mixture}"
+    );
+}

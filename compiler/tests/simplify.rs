@@ -163,3 +163,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn named_values_are_kept_whole() {
+    // `a = -x` is named: `a * y` keeps reading `a` (mul-neg would make it `-(x * y)`), while the
+    // same product of an unnamed `-x` is rewritten.
+    let src = "objective kept\ninput x from policy.logps(chosen)\ninput y from policy.logps(rejected)\nlet a = -x\nlet e = a * y\nloss = e + -y * x\n";
+    let c = poc_compiler::compile(src).unwrap();
+    let text = poc_compiler::print::grad(&c);
+    assert!(text.contains("let e = y * a"), "{text}");
+    assert!(
+        text.contains("mul-neg x1") && text.contains("loss = e - "),
+        "{text}"
+    );
+    // Without keeping, the simplifier reaches through `a`.
+    let obj = poc_compiler::check_source(src).unwrap();
+    let e = obj.lets.iter().find(|l| l.name == "e").unwrap().id;
+    let (dag, map, trace) = simplify_dag(&obj.dag, &[e]);
+    assert!(trace.contains_key("mul-neg"), "{trace:?}");
+    let root = map[e.index()].unwrap();
+    assert_eq!(
+        Printer::new(&dag, &obj, &[], Style::Source).definition(root),
+        "-(x * y)"
+    );
+}
