@@ -11,7 +11,9 @@ if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import torch,sys; sys.exi
 else
   echo "setup: installing torch==2.9.0 from PyPI into $VENV (about 1-3 minutes, ~6.7 GB)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.9.0
+  # numpy with torch: torch imports it when it loads and, without it, warns "Failed to
+  # initialize NumPy" (the torch wheel does not require it); transformers needs it anyway.
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check torch==2.9.0 'numpy<3'
   "$VENV/bin/python" -c 'import torch; print("setup: torch", torch.__version__, "ready")'
 fi
 # transformers: the PyTorch baseline of `poc bench train` and scripts/make_llama_fixture.py.
