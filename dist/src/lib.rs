@@ -459,6 +459,7 @@ pub struct ProcessGroup {
     backend: Backend,
     timeout: Duration,
     bucket_bytes: usize,
+    device: tch::Device,
 }
 
 // SAFETY: the shim's group is a heap object with no thread affinity (c10d backends are used
@@ -590,6 +591,12 @@ impl ProcessGroup {
         })?;
         let raw = NonNull::new(raw)
             .ok_or_else(|| context.invalid("the shim reported success but returned no group"))?;
+        // NCCL reduces CUDA tensors of the rank's own device (LOCAL_RANK's); Gloo, as poc
+        // uses it, CPU tensors.
+        let device = match backend {
+            Backend::Nccl => tch::Device::Cuda(launch.local_rank.unwrap_or(0)),
+            Backend::Gloo => tch::Device::Cpu,
+        };
         Ok(ProcessGroup {
             raw,
             rank: launch.rank,
@@ -597,6 +604,7 @@ impl ProcessGroup {
             backend,
             timeout,
             bucket_bytes: DEFAULT_BUCKET_BYTES,
+            device,
         })
     }
 
@@ -613,6 +621,35 @@ impl ProcessGroup {
     /// The backend the group runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The device every tensor handed to a collective must be on: the rank's CUDA device for
+    /// NCCL, the CPU for Gloo. A tensor elsewhere is refused before any communication.
+    pub fn device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// Declares another device for the collectives' tensors. For tests on a machine without
+    /// the real one: a Gloo group that expects `cuda:0` shows whether a caller places its
+    /// tensors on [`ProcessGroup::device`] or assumes the CPU.
+    #[doc(hidden)]
+    pub fn expect_device(&mut self, device: tch::Device) {
+        self.device = device;
+    }
+
+    /// Refuses, alike on every rank, a tensor that is not on the group's device (NCCL would
+    /// fail deep inside with "Tensors must be CUDA and dense", Gloo would copy silently).
+    fn check_devices(&self, tensors: &[Tensor], op: Operation) -> Result<(), DistError> {
+        match tensors.iter().position(|t| t.device() != self.device) {
+            Some(i) => Err(self.context(op).invalid(format!(
+                "tensor {i} of {} is on {}, but the {} group's tensors must be on {}",
+                tensors.len(),
+                device_name(tensors[i].device()),
+                self.backend,
+                device_name(self.device),
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The timeout that bounds every wait.
@@ -647,6 +684,7 @@ impl ProcessGroup {
     /// Replaces every tensor, in place, with the elementwise sum (or average) over the ranks.
     /// An average of integer tensors is refused on every rank before any communication.
     pub fn all_reduce(&mut self, tensors: &mut [Tensor], op: ReduceOp) -> Result<(), DistError> {
+        self.check_devices(tensors, Operation::AllReduce)?;
         let pointers = tensor_pointers(tensors);
         let op_code = match op {
             ReduceOp::Sum => ffi::SUM,
@@ -682,6 +720,7 @@ impl ProcessGroup {
                 );
             }
         };
+        self.check_devices(tensors, Operation::Broadcast)?;
         let pointers = tensor_pointers(tensors);
         let raw = self.raw.as_ptr();
         let bucket_bytes = self.bucket_bytes_arg();
@@ -753,6 +792,15 @@ impl fmt::Debug for ProcessGroup {
 }
 
 /// The tensors as the shim takes them: `torch::Tensor*`, one per tensor.
+/// `cpu`, `cuda:0`, as torch names devices.
+fn device_name(d: tch::Device) -> String {
+    match d {
+        tch::Device::Cpu => "cpu".into(),
+        tch::Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
 fn tensor_pointers(tensors: &mut [Tensor]) -> Vec<*mut c_void> {
     tensors
         .iter_mut()

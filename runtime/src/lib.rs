@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod data;
 pub mod device;
+pub mod flops;
 pub mod hub;
 pub mod kernels;
 pub mod lower;

@@ -246,9 +246,19 @@ pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stat
         .flat_map(|r| (0..t).map(|j| i64::from(r.get(j).copied().unwrap_or(0))))
         .collect();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), device);
+    // Every index the head and the reward head gather with is uploaded before the forward pass
+    // is queued: a copy from host memory waits for the device's queue, so one made afterwards
+    // would stall a GPU until the whole forward had run.
+    let heads_wanted = want.logps || want.entropy || want.token_logps;
+    let indices = heads_wanted.then(|| head_indices(&rows, t, want.token_logps, device));
+    let last = want
+        .rewards
+        .then(|| last_tokens(rows.mask, model.config.hidden_size, device));
     let hidden = model.hidden(ids, rows.mask, None);
-    if want.rewards {
-        out.rewards = rewards_at_last_token(model, hidden.clone(), rows.mask, device);
+    if let Some(last) = last {
+        out.rewards = model
+            .rewards(hidden.clone().gather(1, last))
+            .map(|r| r.reshape([b]));
     }
     // Positions 0..t−1 predict tokens 1..t.
     let scored = hidden.narrow(1, 0, t - 1);
@@ -264,8 +274,8 @@ pub fn stats(model: &Llama, rows: Rows<'_>, want: Want, device: &Device) -> Stat
             ) * cm.clone(),
         );
     }
-    if want.logps || want.entropy || want.token_logps {
-        let heads = head_stats(model, scored, rows, &cm, want.token_logps, device);
+    if let Some(indices) = indices {
+        let heads = head_stats(model, scored, indices, &cm, device);
         let counts = cm.clone().sum_dim(1).reshape([b]);
         out.logps = want.logps.then(|| heads.logps.clone());
         out.entropy = want
@@ -284,21 +294,60 @@ struct HeadStats {
     per_token: Option<Tensor<2>>,
 }
 
-/// The chunked head ([`kernels::token_logps`]) over the scored positions of `rows`: the
-/// completion positions alone, or every position when `per_token` values are wanted (masked to
+/// The head's gather indices and targets for a batch, built on the host and uploaded before
+/// the forward pass is queued.
+enum HeadIndices {
+    /// Every scored position (per-token values wanted): `[b·n]` targets.
+    All(Tensor<1, Int>),
+    /// The completion positions alone: their flat indices and targets, `[m]` each.
+    Picked(Tensor<1, Int>, Tensor<1, Int>),
+    /// No completion position at all.
+    Nothing,
+}
+
+/// The head's indices over rows of width `t` (`n = t − 1` scored positions each): every
+/// position when `per_token`, else the completion positions.
+fn head_indices(rows: &Rows<'_>, t: usize, per_token: bool, device: &Device) -> HeadIndices {
+    let (b, n) = (rows.tokens.len(), t - 1);
+    // Token j+1 of each row is scored at position j.
+    let target = |r: usize, j: usize| i64::from(rows.tokens[r].get(j + 1).copied().unwrap_or(0));
+    if per_token {
+        let targets: Vec<i64> = (0..b)
+            .flat_map(|r| (0..n).map(move |j| target(r, j)))
+            .collect();
+        return HeadIndices::All(Tensor::<1, Int>::from_data(
+            TensorData::new(targets, [b * n]),
+            device,
+        ));
+    }
+    let picked: Vec<(usize, usize)> = (0..b)
+        .flat_map(|r| (0..n).map(move |j| (r, j)))
+        .filter(|&(r, j)| rows.completion[r].get(j + 1) == Some(&true))
+        .collect();
+    let m = picked.len();
+    if m == 0 {
+        return HeadIndices::Nothing;
+    }
+    let index: Vec<i64> = picked.iter().map(|&(r, j)| (r * n + j) as i64).collect();
+    let targets: Vec<i64> = picked.iter().map(|&(r, j)| target(r, j)).collect();
+    HeadIndices::Picked(
+        Tensor::<1, Int>::from_data(TensorData::new(index, [m]), device),
+        Tensor::<1, Int>::from_data(TensorData::new(targets, [m]), device),
+    )
+}
+
+/// The chunked head ([`kernels::token_logps`]) over the scored positions `indices` names: the
+/// completion positions alone, or every position when per-token values are wanted (masked to
 /// the completion afterwards). `scored` is `[b, t−1, hidden]`, `cm` the completion mask.
 fn head_stats(
     model: &Llama,
     scored: Tensor<3>,
-    rows: Rows<'_>,
+    indices: HeadIndices,
     cm: &Tensor<2>,
-    per_token: bool,
     device: &Device,
 ) -> HeadStats {
     let [b, n, h] = scored.dims();
     let flat = scored.reshape([b * n, h]);
-    // Token j+1 of each row is scored at position j.
-    let target = |r: usize, j: usize| i64::from(rows.tokens[r].get(j + 1).copied().unwrap_or(0));
     let head = model.output_head();
     // The chunked kernel has no logit soft-cap; a soft-capped model (Gemma 2) scores through
     // the composition, whole.
@@ -309,37 +358,27 @@ fn head_stats(
         None => kernels::token_logps(hidden, head, targets),
         cap => kernels::capped_token_logps(hidden, head, targets, cap),
     };
-    if per_token {
-        let targets: Vec<i64> = (0..b)
-            .flat_map(|r| (0..n).map(move |j| target(r, j)))
-            .collect();
-        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [b * n]), device);
-        let (tok, ent) = token_logps(flat, head, targets);
-        let tok = tok.reshape([b, n]) * cm.clone();
-        let ent = ent.reshape([b, n]) * cm.clone();
-        return HeadStats {
-            logps: tok.clone().sum_dim(1).reshape([b]),
-            entropy: ent.sum_dim(1).reshape([b]),
-            per_token: Some(tok),
-        };
-    }
-    let picked: Vec<(usize, usize)> = (0..b)
-        .flat_map(|r| (0..n).map(move |j| (r, j)))
-        .filter(|&(r, j)| rows.completion[r].get(j + 1) == Some(&true))
-        .collect();
-    let m = picked.len();
-    if m == 0 {
-        let zeros = Tensor::<1>::zeros([b], device);
-        return HeadStats {
-            logps: zeros.clone(),
-            entropy: zeros,
-            per_token: None,
-        };
-    }
-    let index: Vec<i64> = picked.iter().map(|&(r, j)| (r * n + j) as i64).collect();
-    let targets: Vec<i64> = picked.iter().map(|&(r, j)| target(r, j)).collect();
-    let index = Tensor::<1, Int>::from_data(TensorData::new(index, [m]), device);
-    let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [m]), device);
+    let (index, targets) = match indices {
+        HeadIndices::All(targets) => {
+            let (tok, ent) = token_logps(flat, head, targets);
+            let tok = tok.reshape([b, n]) * cm.clone();
+            let ent = ent.reshape([b, n]) * cm.clone();
+            return HeadStats {
+                logps: tok.clone().sum_dim(1).reshape([b]),
+                entropy: ent.sum_dim(1).reshape([b]),
+                per_token: Some(tok),
+            };
+        }
+        HeadIndices::Nothing => {
+            let zeros = Tensor::<1>::zeros([b], device);
+            return HeadStats {
+                logps: zeros.clone(),
+                entropy: zeros,
+                per_token: None,
+            };
+        }
+        HeadIndices::Picked(index, targets) => (index, targets),
+    };
     let (tok, ent) = token_logps(flat.select(0, index.clone()), head, targets);
     // Per-row sums over the row's own positions, as if every other position held 0: the same
     // additions whatever else is in the batch (a row's statistics must not depend on its batch).
@@ -357,22 +396,15 @@ fn head_stats(
     }
 }
 
-/// The reward head at each row's last real token (`mask`; the first column of a row with
-/// none): `[batch]`, f32; `None` without a reward head.
-fn rewards_at_last_token(
-    model: &Llama,
-    hidden: Tensor<3>,
-    mask: &[Vec<bool>],
-    device: &Device,
-) -> Option<Tensor<1>> {
-    let [b, _, h] = hidden.dims();
+/// The gather index of each row's last real token (`mask`; the first column of a row with
+/// none), `[batch, 1, hidden]`: where the reward head reads, as transformers pools.
+fn last_tokens(mask: &[Vec<bool>], h: usize, device: &Device) -> Tensor<3, Int> {
+    let b = mask.len();
     let last: Vec<i64> = mask
         .iter()
         .map(|r| r.iter().rposition(|&m| m).unwrap_or(0) as i64)
         .collect();
-    let idx =
-        Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, 1]), device).expand([b, 1, h]);
-    model.rewards(hidden.gather(1, idx)).map(|r| r.reshape([b]))
+    Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, 1]), device).expand([b, 1, h])
 }
 
 /// An input the runtime cannot provide for these rows.

@@ -196,14 +196,28 @@ impl Plan {
         });
         // Chunk buffers: f32 logits, log-probs, probabilities, the logits' gradient and its
         // compute-dtype copy, at most HEAD_CHUNK_ELEMENTS each.
+        // A trained head (a full fine-tune: the output matrix, or the tied embedding) also holds
+        // its weight gradient's f32 accumulator and one chunk's product in the compute dtype
+        // while the backward pass runs, beside the gradient counted above.
         let chunk = (HEAD_CHUNK_ELEMENTS as u64).min(tokens.max(1) * vocab);
+        let head_matrix = cfg.hidden_size as u64 * vocab;
+        let weight_grad = if shape.lora.is_none() {
+            head_matrix * (4 + w)
+        } else {
+            0
+        };
         items.push(Item {
             name: "head",
-            bytes: chunk * (4 * 4 + w),
+            bytes: chunk * (4 * 4 + w) + weight_grad,
             note: format!(
-                "chunks of {} positions × {} vocabulary, recomputed in the backward pass",
+                "chunks of {} positions × {} vocabulary, recomputed in the backward pass{}",
                 (chunk / vocab.max(1)).max(1),
-                vocab
+                vocab,
+                if weight_grad > 0 {
+                    ", the weight gradient's f32 accumulator and one chunk's product"
+                } else {
+                    ""
+                }
             ),
         });
         Plan { items }
@@ -308,20 +322,89 @@ fn dtype_name(c: Compute) -> &'static str {
     }
 }
 
-/// Free memory of CUDA device `n`, from `nvidia-smi` (libtorch's C API does not expose it);
-/// `None` when it cannot be read.
+/// Free memory of CUDA device `n` as this process numbers it (so `CUDA_VISIBLE_DEVICES` and MIG
+/// slices are honoured): from CUDA itself (`cudaMemGetInfo` of the CUDA runtime libtorch
+/// loaded), else from `nvidia-smi` for the device `CUDA_VISIBLE_DEVICES` maps `n` to; `None`
+/// when neither can tell (no CUDA runtime in the process, MIG without it, no `nvidia-smi`).
 pub fn cuda_free_bytes(n: usize) -> Option<u64> {
+    cudart_free_bytes(n).or_else(|| nvidia_smi_free_bytes(&visible_device(n)?))
+}
+
+/// `cudaMemGetInfo` on device `n`, through the CUDA runtime already in the process (libtorch's
+/// CUDA library brings it); `None` without one or on an error.
+fn cudart_free_bytes(n: usize) -> Option<u64> {
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    let symbol = |name: &std::ffi::CStr| {
+        // SAFETY: `name` is NUL-terminated; RTLD_DEFAULT searches the libraries already loaded.
+        let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        (!p.is_null()).then_some(p)
+    };
+    let set_device = symbol(c"cudaSetDevice")?;
+    let mem_get_info = symbol(c"cudaMemGetInfo")?;
+    let device = i32::try_from(n).ok()?;
+    let (mut free, mut total) = (0usize, 0usize);
+    // SAFETY: the symbols are the CUDA runtime's, with these C signatures; the out-pointers
+    // are valid for the call. 0 is cudaSuccess.
+    let ok = unsafe {
+        let set_device: SetDevice = std::mem::transmute(set_device);
+        let mem_get_info: MemGetInfo = std::mem::transmute(mem_get_info);
+        set_device(device) == 0 && mem_get_info(&mut free, &mut total) == 0
+    };
+    ok.then_some(free as u64)
+}
+
+/// What `nvidia-smi --id` should be given for device `n` of this process: the `n`-th entry of
+/// `CUDA_VISIBLE_DEVICES` when it is set (an index or a UUID), else `n`.
+fn visible_device(n: usize) -> Option<String> {
+    visible_device_in(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), n)
+}
+
+fn visible_device_in(visible: Option<&str>, n: usize) -> Option<String> {
+    match visible.map(str::trim) {
+        None | Some("") => Some(n.to_string()),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .nth(n)
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+    }
+}
+
+/// The name of CUDA device `n` of this process (`NVIDIA H100 80GB HBM3`), from `nvidia-smi`.
+pub fn cuda_device_name(n: usize) -> Option<String> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=name",
+            "--format=csv,noheader",
+            &format!("--id={}", visible_device(n)?),
+        ])
+        .output()
+        .ok()?;
+    let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !name.is_empty()).then_some(name)
+}
+
+/// Free memory of `nvidia-smi`'s device `id`; `None` when it does not print a number (a MIG
+/// slice prints `[N/A]`).
+fn nvidia_smi_free_bytes(id: &str) -> Option<u64> {
     let out = std::process::Command::new("nvidia-smi")
         .args([
             "--query-gpu=memory.free",
             "--format=csv,noheader,nounits",
-            &format!("--id={n}"),
+            &format!("--id={id}"),
         ])
         .output()
         .ok()?;
     let mib: u64 = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
     Some(mib * 1024 * 1024)
 }
+
+/// What a CUDA run keeps free beyond its plan: cuBLAS and cuDNN workspaces, NCCL's buffers and
+/// the caching allocator's fragmentation, none of which the plan counts (CUDA cannot overcommit
+/// memory as the CPU's virtual memory can).
+pub const CUDA_RESERVE_BYTES: u64 = 3 << 29;
 
 /// The peak resident memory of this process so far (`VmHWM`, Linux), in bytes.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -344,6 +427,27 @@ fn status_bytes(field: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_visible_devices_map_this_process_numbers_to_nvidia_smi_ids() {
+        assert_eq!(visible_device_in(None, 1).as_deref(), Some("1"));
+        assert_eq!(visible_device_in(Some(""), 0).as_deref(), Some("0"));
+        assert_eq!(visible_device_in(Some("3,5"), 1).as_deref(), Some("5"));
+        assert_eq!(
+            visible_device_in(Some("GPU-1a2b, MIG-9f"), 1).as_deref(),
+            Some("MIG-9f")
+        );
+        assert_eq!(visible_device_in(Some("3"), 1), None);
+    }
+
+    #[test]
+    fn without_a_cuda_runtime_in_the_process_cuda_free_memory_is_unknown_not_zero() {
+        // The CPU test machines load no GPU: either no CUDA runtime, or one that finds no
+        // device; neither may be read as "0 bytes free".
+        if let Some(free) = cudart_free_bytes(0) {
+            assert!(free > 0);
+        }
+    }
 
     fn eight_b(rows: usize, lora: bool) -> Shape {
         Shape {
@@ -398,6 +502,10 @@ mod tests {
         assert_eq!(item(&p, "optimizer"), 8 * n);
         assert_eq!(item(&p, "gradients"), 4 * n);
         assert!(item(&p, "reference") < 2 * n + (1 << 20));
+        // The trained head's f32 weight-gradient accumulator and one bf16 product: 6 bytes per
+        // entry of its 4096 × 128256 matrix, beyond LoRA's chunk buffers.
+        let lora_head = item(&Plan::estimate(&eight_b(2, true)), "head");
+        assert_eq!(item(&p, "head") - lora_head, 4096 * 128256 * 6);
         // Each remedy names a flag and a smaller total.
         let fixes = remedies(&eight_b(2, false));
         assert!(fixes.iter().any(|f| f.starts_with("--lora")), "{fixes:?}");

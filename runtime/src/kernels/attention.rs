@@ -140,9 +140,17 @@ pub trait FusedAttention: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// libtorch's kernel on tch tensors. Grouped-query attention runs natively on CUDA
-/// (`enable_gqa`, no repeated K/V); on the CPU, whose fused kernel lacks it, K/V are repeated
-/// first.
+/// Whether K/V heads must be repeated to the query heads' count before libtorch's kernel, so
+/// that a fused kernel (not the math one, which materialises `[batch, heads, t, total]` scores)
+/// takes the call. In torch 2.9–2.11 only the flash kernel runs grouped-query attention natively
+/// (`enable_gqa`), and flash takes neither a mask nor f32; the memory-efficient kernel takes both
+/// but needs equal head counts; the CPU's fused kernel has no `enable_gqa`.
+fn repeats_kv(grouped: bool, cuda: bool, masked: bool, half: bool) -> bool {
+    grouped && !(cuda && !masked && half)
+}
+
+/// libtorch's kernel on tch tensors, grouped-query attention native where a fused kernel runs
+/// it ([`repeats_kv`]).
 fn sdpa(
     q: &tch::Tensor,
     k: &tch::Tensor,
@@ -152,7 +160,8 @@ fn sdpa(
 ) -> tch::Tensor {
     let (nh, nkv) = (q.size()[1], k.size()[1]);
     let causal = bias.is_none();
-    if nh != nkv && !q.device().is_cuda() {
+    let half = matches!(q.kind(), tch::Kind::BFloat16 | tch::Kind::Half);
+    if repeats_kv(nh != nkv, q.device().is_cuda(), bias.is_some(), half) {
         let n = nh / nkv;
         let k = k.repeat_interleave_self_int(n, 1, None);
         let v = v.repeat_interleave_self_int(n, 1, None);
@@ -284,5 +293,24 @@ fn tracked<C: CheckpointStrategy>(
             };
             prep.finish(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repeats_kv;
+
+    #[test]
+    fn grouped_heads_are_native_only_where_flash_runs_them() {
+        // CUDA, causal (no mask), bf16: flash takes grouped heads as they are.
+        assert!(!repeats_kv(true, true, false, true));
+        // A mask (left padding, a KV cache) or f32 on CUDA: the memory-efficient kernel, which
+        // needs equal head counts; the CPU's fused kernel always does.
+        assert!(repeats_kv(true, true, true, true));
+        assert!(repeats_kv(true, true, false, false));
+        assert!(repeats_kv(true, false, false, true));
+        // Equal head counts never repeat.
+        assert!(!repeats_kv(false, true, true, false));
+        assert!(!repeats_kv(false, false, false, false));
     }
 }

@@ -156,7 +156,8 @@ fn backward(
         let dz = dz.to_kind(h.kind());
         grad_h.push(dz.matmul(&w.tr()));
         if let Some(gw) = grad_w.as_mut() {
-            *gw += hc.tr().matmul(&dz).to_kind(Kind::Float);
+            // Added in place into the f32 accumulator (no f32 copy of the product).
+            *gw += hc.tr().matmul(&dz);
         }
     }
     let grad_h = if grad_h.is_empty() {

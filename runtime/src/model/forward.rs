@@ -439,8 +439,21 @@ fn positions(seen: &[usize], mask: &[Vec<bool>]) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// The RoPE tables of the shared positions `0..t` made so far on this thread, newest last,
+/// keyed by (frequencies, t, device): a training step's forwards reuse them instead of building
+/// and uploading them again (an upload after queued work waits for a GPU's queue).
+type RopeKey = (Vec<u64>, usize, Device);
+thread_local! {
+    static ROPE_CACHE: std::cell::RefCell<Vec<(RopeKey, (Tensor<4>, Tensor<4>))>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many tables [`ROPE_CACHE`] keeps (a few lengths × each family's RoPE kinds).
+const ROPE_CACHE_ENTRIES: usize = 16;
+
 /// RoPE `cos`, `sin` `[rows, 1, t, head_dim]` at `positions` (`[rows][t]`, one row shared by
-/// the batch or one per row), in HF's rotate-half layout.
+/// the batch or one per row), in HF's rotate-half layout. The shared table of positions `0..t`
+/// is cached ([`ROPE_CACHE`]).
 fn rope_tables(
     cfg: &LlamaConfig,
     rope: &Rope,
@@ -449,6 +462,41 @@ fn rope_tables(
 ) -> (Tensor<4>, Tensor<4>) {
     let dh = cfg.head_dim();
     let inv = inv_frequencies(rope, dh);
+    let shared = positions.len() == 1 && positions[0].iter().enumerate().all(|(j, &p)| p == j);
+    if !shared {
+        return build_rope_tables(&inv, dh, positions, device);
+    }
+    let key: RopeKey = (
+        inv.iter().map(|f| f.to_bits()).collect(),
+        positions[0].len(),
+        device.clone(),
+    );
+    if let Some(hit) = ROPE_CACHE.with(|c| {
+        c.borrow()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, tables)| tables.clone())
+    }) {
+        return hit;
+    }
+    let tables = build_rope_tables(&inv, dh, positions, device);
+    ROPE_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= ROPE_CACHE_ENTRIES {
+            c.remove(0);
+        }
+        c.push((key, tables.clone()));
+    });
+    tables
+}
+
+/// [`rope_tables`] built on the host and uploaded.
+fn build_rope_tables(
+    inv: &[f64],
+    dh: usize,
+    positions: &[Vec<usize>],
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
     let n = positions.len();
     let t = positions.first().map_or(0, Vec::len);
     let mut cos = Vec::with_capacity(n * t * dh);
@@ -456,7 +504,7 @@ fn rope_tables(
     for &pos in positions.iter().flatten() {
         // Both halves of a head share the frequencies (rotate-half layout).
         for _half in 0..2 {
-            for f in &inv {
+            for f in inv {
                 let angle = pos as f64 * f;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);

@@ -65,12 +65,28 @@ impl DataParallel {
         (hi > lo).then(|| batch_of_sides(pairs, &batch.pairs[lo..hi], pad, rejected))
     }
 
-    /// `values` summed over the ranks, in place (f64, one small all-reduce).
+    /// `values` summed over the ranks, in place (f64, one small all-reduce on the group's
+    /// device: NCCL takes CUDA tensors only).
     pub fn sum(&mut self, values: &mut [f64]) -> Result<(), DistError> {
-        let mut t = [tch::Tensor::from_slice(values)];
+        let device = self.group.device();
+        let on_device = tch::Tensor::from_slice(values)
+            .f_to_device(device)
+            .map_err(|e| DistError::Failed {
+                rank: self.rank(),
+                op: poc_dist::Operation::AllReduce,
+                detail: format!("moving the step's sums to {device:?}: {e}"),
+            })?;
+        let mut t = [on_device];
         self.group.all_reduce(&mut t, ReduceOp::Sum)?;
-        t[0].copy_data(values, values.len());
+        t[0].to_device(tch::Device::Cpu)
+            .copy_data(values, values.len());
         Ok(())
+    }
+
+    /// The group (tests declare another device on it: [`ProcessGroup::expect_device`]).
+    #[doc(hidden)]
+    pub fn group_mut(&mut self) -> &mut ProcessGroup {
+        &mut self.group
     }
 
     /// The gradients of `model`'s trainable parameters summed over the ranks (each rank's
@@ -173,7 +189,57 @@ impl ModuleVisitor for AllParams {
 
 #[cfg(test)]
 mod tests {
-    use super::DataParallel;
+    use super::{DataParallel, ParallelSpec};
+    use poc_dist::{DistError, Launch};
+
+    /// A group of one over Gloo on a free local port.
+    fn alone() -> DataParallel {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = ParallelSpec {
+            launch: Launch {
+                rank: 0,
+                world_size: 1,
+                local_rank: Some(0),
+                master_addr: "127.0.0.1".into(),
+                master_port: port,
+            },
+            timeout: std::time::Duration::from_secs(20),
+        };
+        DataParallel::join(&spec, false).unwrap()
+    }
+
+    #[test]
+    fn the_step_sums_travel_on_the_groups_device() {
+        let mut p = alone();
+        let mut v = [1.5, 2.0];
+        p.sum(&mut v).unwrap();
+        assert_eq!(v, [1.5, 2.0]);
+        // A group whose tensors must be on cuda:0 (as NCCL's are): `sum` must send its tensor
+        // there (which fails here, without a GPU, while moving it) rather than hand the
+        // collective a CPU tensor, which the group refuses by name.
+        p.group_mut().expect_device(tch::Device::Cuda(0));
+        let err = p.sum(&mut v).unwrap_err();
+        assert!(
+            !matches!(err, DistError::Invalid { .. }),
+            "a CPU tensor reached the collective: {err}"
+        );
+        // The refusal itself, for a tensor on the wrong device.
+        let mut cpu = [tch::Tensor::from_slice(&[1.0f64])];
+        let err = p
+            .group_mut()
+            .all_reduce(&mut cpu, poc_dist::ReduceOp::Sum)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "tensor 0 of 1 is on cpu, but the gloo group's tensors must be on cuda:0"
+            ),
+            "{err}"
+        );
+    }
 
     #[test]
     fn ranges_cover_the_batch_once_and_differ_by_at_most_one() {
