@@ -434,6 +434,8 @@ pub(crate) fn dpo_steps(
         params: dpo.objective.default_params(),
         out: out.clone(),
         base_model: "bench".into(),
+        settings: Default::default(),
+        peak_tflops: None,
     };
     let stop = std::sync::atomic::AtomicBool::new(false);
     let run = poc_runtime::train::PairRun {

@@ -13,7 +13,8 @@ pub mod tokenizer;
 pub mod world;
 
 pub use pairs::{
-    Batch, Pair, Tokenized, batch_of, batches, load_pairs, load_pairs_split, parse_pairs,
+    Batch, Pair, Tokenized, batch_of, batches, load_pairs, load_pairs_reading, load_pairs_split,
+    parse_pairs,
 };
 pub use tokenizer::{BOS, EOS, PAD, Tok, tiny_tokenizer_json, tiny_vocab_size};
 

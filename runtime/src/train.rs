@@ -31,6 +31,7 @@ pub mod pairs;
 #[allow(deprecated)]
 pub mod parallel;
 pub mod reference;
+pub mod settings;
 pub mod setup;
 
 pub use checkpoint::{Resume, load_resume, save_checkpoint};
@@ -88,6 +89,12 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// What `--model` named (recorded in adapter checkpoints as the base model).
     pub base_model: String,
+    /// What the run's trajectory depends on, recorded in every checkpoint for `--resume` to
+    /// compare (kept out of `run_config.json`'s `train`, which has them in `settings`).
+    #[serde(skip)]
+    pub settings: settings::Settings,
+    /// The device's dense bf16 peak in TFLOP/s, when known: each step then logs `perf/mfu`.
+    pub peak_tflops: Option<f64>,
 }
 
 /// One logged step (a line of `metrics.jsonl`).
@@ -114,15 +121,16 @@ pub struct StepLog {
 pub enum TrainError {
     /// The loss or gradient became NaN/inf; the last good checkpoint is kept.
     #[error(
-        "step {step}: {what} is not finite (data lines {lines}); stopped. The last good checkpoint is {checkpoint}"
+        "step {step}: {what} is not finite {at}; stopped. The last good checkpoint is {checkpoint}"
     )]
     NotFinite {
         /// The step.
         step: usize,
         /// Loss or gradient.
         what: String,
-        /// Source lines of the offending rows (or the prompts of an on-policy batch).
-        lines: String,
+        /// Where, and (for a loss) why: the data line and whether the objective or its inputs
+        /// are to blame, or the data lines (prompts) of the step.
+        at: String,
         /// Path of the last good checkpoint (or "none").
         checkpoint: String,
     },
@@ -151,7 +159,7 @@ pub enum TrainError {
     #[error("{0}")]
     Model(#[from] crate::model::ModelError),
     /// The optimizer state could not be written or restored.
-    #[error("optimizer state: {0}")]
+    #[error("{0}")]
     OptimizerState(String),
     /// A checkpoint's `trainer_state.json` is missing or inconsistent.
     #[error("{0}")]

@@ -114,10 +114,23 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Continue from a checkpoint of this run (OUT/checkpoint-N): same data order, learning
-    /// rate schedule and optimizer state, so the loss curve continues exactly. Give the
-    /// same flags as the original run.
+    /// rate schedule and optimizer state, so the loss curve continues exactly. The checkpoint
+    /// records the run's settings (objective and --set values, model, data, batch, learning
+    /// rate schedule, seed, ...); a resume with any other value is refused, each difference
+    /// listed, unless --allow-change names it. The number of processes may change (the batch
+    /// is global).
     #[arg(long, value_name = "CHECKPOINT_DIR")]
     pub resume: Option<PathBuf>,
+    /// With --resume: settings that may differ from the checkpoint's, by flag name
+    /// (comma-separated or repeated: `--allow-change lr,max-steps`, `set.beta`, or `set` for
+    /// every objective parameter). Each change is recorded in run_config.json's history.
+    #[arg(
+        long,
+        value_name = "SETTINGS",
+        value_delimiter = ',',
+        requires = "resume"
+    )]
+    pub allow_change: Vec<String>,
     /// Compute the reference's log-probs (and entropies) once, cache them in
     /// OUT/ref_cache.json (reused by later runs on the same model and data), and train
     /// without holding a reference model.
@@ -311,6 +324,7 @@ fn run_spec(args: &RunArgs, params: Vec<f64>, parallel: Option<ParallelSpec>) ->
         strict: args.strict,
         random_init: args.random_init,
         resume: args.resume.clone(),
+        allow_change: args.allow_change.clone(),
         precompute_ref: args.precompute_ref,
         lora: args.lora,
         lora_alpha: args.lora_alpha,
@@ -374,6 +388,25 @@ fn tell(notice: Notice) {
                 eprintln!("  {}", p.display());
             }
         }
+        Notice::UnrecordedSettings(dir) => eprintln!(
+            "poc run: warning: {} records no run settings (written by an earlier poc): the resumed run's flags cannot be compared with the original's",
+            dir.display()
+        ),
+        Notice::ChangedSettings(changes) => {
+            eprintln!("poc run: resuming with changed settings (--allow-change):");
+            for c in changes {
+                eprintln!("  {c}");
+            }
+        }
+        Notice::DegeneratePairs(lines) => {
+            let shown: Vec<String> = lines.iter().take(10).map(|l| l.to_string()).collect();
+            let more = if lines.len() > 10 { ", ..." } else { "" };
+            eprintln!(
+                "poc run: {} pair(s) have the same chosen and rejected tokens (row {}{more}): they carry no preference; kept, as TRL keeps them",
+                lines.len(),
+                shown.join(", ")
+            );
+        }
     }
 }
 
@@ -418,18 +451,30 @@ pub fn run(c: &Compiled, args: RunArgs) -> Result<(), Failure> {
             Prepared::OnPolicy(_) => Err(setup_failure(SetupError::OnPolicyParallel)),
         };
     }
+    let out = train::setup::out_dir(c, &spec);
+    let fresh = !out.exists();
     match train::setup::prepare(c, &spec, &mut tell).map_err(setup_failure)? {
         Prepared::Pairs(run) => train_pairs(&args, *run),
         Prepared::OnPolicy(setup) => {
-            let (prompts, eos) = poc_pipelines::prompts::load(
+            let ready = poc_pipelines::prompts::load(
                 setup.prompt_file(),
                 &args.split,
                 setup.tok(),
                 &setup.policy().config,
                 &args.model,
-            )?;
-            let run = setup.with_prompts(prompts, eos).map_err(setup_failure)?;
-            train_on_policy(&args, run)
+            )
+            .map_err(Failure::from)
+            .and_then(|(prompts, eos)| setup.with_prompts(prompts, eos).map_err(setup_failure));
+            match ready {
+                Ok(run) => train_on_policy(&args, run),
+                Err(e) => {
+                    // Unusable prompts leave no run directory behind.
+                    if fresh {
+                        train::setup::abandon(&out);
+                    }
+                    Err(e)
+                }
+            }
         }
     }
 }

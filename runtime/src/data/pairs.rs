@@ -282,8 +282,26 @@ fn chat_texts(
     Ok((text, chosen, rejected, Format::Chat))
 }
 
-fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<Pair, String> {
+fn row_to_pair(
+    v: &Value,
+    tok: &Tok,
+    max_length: usize,
+    line: usize,
+    columns: &[String],
+) -> Result<Pair, String> {
     let obj = v.as_object().ok_or("expected a JSON object")?;
+    for c in columns {
+        match obj.get(c) {
+            None => return Err(format!("lacks the column `{c}`, which the objective reads")),
+            Some(v) if v.as_f64().is_some_and(f64::is_finite) => {}
+            Some(v) => {
+                return Err(format!(
+                    "column `{c}` is {}, not a finite number (the objective reads it)",
+                    describe(v)
+                ));
+            }
+        }
+    }
     let demonstration = !obj.contains_key("chosen") && !obj.contains_key("rejected");
     if demonstration && obj.contains_key("label") {
         // TRL's unpaired preference (KTO) format: a `label: false` completion is a bad one, and
@@ -331,6 +349,21 @@ fn row_to_pair(v: &Value, tok: &Tok, max_length: usize, line: usize) -> Result<P
     })
 }
 
+/// A JSON value as an error message shows it.
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Number(n) => format!("`{n}`"),
+        Value::String(s) if s.chars().count() > 40 => {
+            format!("a string ({:?}…)", s.chars().take(40).collect::<String>())
+        }
+        Value::String(s) => format!("a string ({s:?})"),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
 /// Reads TRL preference rows from the file `path` (JSON lines, a `.json` array or JSON lines,
 /// `.parquet`; a directory or a Hub dataset id is read as its `train` split: see
 /// [`load_pairs_split`]). Bad rows (invalid JSON, a missing or mistyped field, an empty
@@ -356,7 +389,22 @@ pub fn load_pairs_split(
     max_length: usize,
     strict: bool,
 ) -> Result<(Vec<Pair>, Vec<String>), DataError> {
-    pairs_from_rows(&rows::read(name, split)?, tok, max_length, strict)
+    load_pairs_reading(name, split, tok, max_length, strict, &[])
+}
+
+/// [`load_pairs_split`] for an objective that reads the numeric `columns`: a row that lacks
+/// one, or holds something other than a finite number in it, is a bad row (skipped and
+/// reported by place, or an error under `strict`).
+pub fn load_pairs_reading(
+    name: &Path,
+    split: &str,
+    tok: &Tok,
+    max_length: usize,
+    strict: bool,
+    columns: &[String],
+) -> Result<(Vec<Pair>, Vec<String>), DataError> {
+    let rows = rows::read(name, split)?;
+    pairs_from_rows_reading(&rows, tok, max_length, strict, columns)
 }
 
 /// [`load_pairs`] on JSON-lines text already in memory (`label` names it in messages).
@@ -370,6 +418,19 @@ pub fn parse_pairs(
     pairs_from_rows(&rows::jsonl(text, label), tok, max_length, strict)
 }
 
+/// [`parse_pairs`] for an objective that reads the numeric `columns` (as in
+/// [`load_pairs_reading`]).
+pub fn parse_pairs_reading(
+    text: &str,
+    label: &str,
+    tok: &Tok,
+    max_length: usize,
+    strict: bool,
+    columns: &[String],
+) -> Result<(Vec<Pair>, Vec<String>), DataError> {
+    pairs_from_rows_reading(&rows::jsonl(text, label), tok, max_length, strict, columns)
+}
+
 /// The pairs of `rows` (bad rows as in [`load_pairs`]); a pair's `line` is its row's 1-based
 /// number ([`rows::Place::number`]).
 pub fn pairs_from_rows(
@@ -378,13 +439,25 @@ pub fn pairs_from_rows(
     max_length: usize,
     strict: bool,
 ) -> Result<(Vec<Pair>, Vec<String>), DataError> {
+    pairs_from_rows_reading(rows, tok, max_length, strict, &[])
+}
+
+/// [`pairs_from_rows`] for an objective that reads the numeric `columns` (as in
+/// [`load_pairs_reading`]).
+pub fn pairs_from_rows_reading(
+    rows: &Rows,
+    tok: &Tok,
+    max_length: usize,
+    strict: bool,
+    columns: &[String],
+) -> Result<(Vec<Pair>, Vec<String>), DataError> {
     let mut pairs = Vec::new();
     let mut bad = Vec::new();
     for row in &rows.rows {
         let result = row
             .value
             .clone()
-            .and_then(|v| row_to_pair(&v, tok, max_length, row.place.number()));
+            .and_then(|v| row_to_pair(&v, tok, max_length, row.place.number(), columns));
         match result {
             Ok(p) => pairs.push(p),
             Err(e) => {

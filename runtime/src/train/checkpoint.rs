@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// optimizer state (AdamW moments), all from a checkpoint's `trainer_state.json` and
 /// `optimizer.bin`.
 pub struct Resume {
+    /// The checkpoint.
+    pub dir: PathBuf,
     /// Optimizer steps already taken.
     pub step: usize,
     /// Epochs started (batches of epoch e are shuffled with seed + e - 1).
@@ -80,6 +82,7 @@ pub fn load_resume(dir: &Path, policy: Llama) -> Result<(Llama, Resume), TrainEr
     let optimizer = std::fs::read(&opt_path).map_err(TrainError::io(&opt_path))?;
     let policy = policy.map(&mut SetIds { ids, next: 0 });
     let resume = Resume {
+        dir: dir.to_path_buf(),
         step: field("step")?,
         epoch: field("epoch")?,
         cursor: field("cursor")?,
@@ -147,6 +150,13 @@ impl<'a> Checkpointer<'a> {
         }
     }
 
+    /// A run resumed from checkpoint `dir` (`None`: not resumed): until it saves, that is its
+    /// last good checkpoint.
+    pub fn resumed_from(mut self, dir: Option<&Path>) -> Self {
+        self.last = dir.map(Path::to_path_buf);
+        self
+    }
+
     /// Whether this process writes the checkpoints (in a data-parallel run, rank 0 alone; the
     /// others still stop where it saves).
     pub fn writing(mut self, writes: bool) -> Self {
@@ -183,6 +193,7 @@ impl<'a> Checkpointer<'a> {
                 "step": done,
                 "total_steps": self.total,
                 "seed": self.opts.seed,
+                "settings": self.opts.settings.0,
             });
             if let (Some(s), Some(e)) = (state.as_object_mut(), extra.as_object()) {
                 s.extend(e.clone());

@@ -152,6 +152,18 @@ pub fn remove_leftovers(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// Releases the lock on run directory `dir` if this process holds it (a run that stops during
+/// set-up), removing the lock file.
+pub fn release(dir: &Path) {
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = held.iter().position(|(d, _)| *d == canonical) {
+        let (d, file) = held.remove(i);
+        let _ = std::fs::remove_file(d.join(LOCK_FILE));
+        drop(file);
+    }
+}
+
 /// Releases every run directory this process holds, removing the lock files (a clean exit: the
 /// next run finds no stale lock).
 pub fn release_all() {

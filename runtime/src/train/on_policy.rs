@@ -145,10 +145,11 @@ pub fn train_on_policy(
         for _ in 0..r.step {
             order.next_batch();
         }
-        optimizer = optimizer.restore(&r.optimizer)?;
+        optimizer = optimizer.restore(r)?;
     }
     let mut metrics = MetricsLog::open(&opts.out, resume.as_ref().map(|r| r.step))?;
-    let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop);
+    let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop)
+        .resumed_from(resume.as_ref().map(|r| r.dir.as_path()));
     let mut logs = Vec::new();
     for step in first_step..total {
         let started = std::time::Instant::now();
@@ -156,7 +157,7 @@ pub fn train_on_policy(
         let not_finite = |what: &str, checkpoint: String| TrainError::NotFinite {
             step: step + 1,
             what: what.into(),
-            lines: format!("prompts {chosen:?}"),
+            at: format!("(prompts {chosen:?})"),
             checkpoint,
         };
         // 1. Rollouts from the current policy (no gradients).
@@ -179,8 +180,17 @@ pub fn train_on_policy(
             let cols = fixed.columns(inputs, now);
             let outs = run_columns(&compiled.program, &opts.params, &cols, &ad, DType::F32)?;
             let outputs = Outputs::read(compiled, outs, &cols);
-            if outputs.first_not_finite().is_some() {
-                return Err(not_finite("the loss", checkpoints.last()));
+            if let Some(row) = outputs.first_not_finite() {
+                return Err(TrainError::NotFinite {
+                    step: step + 1,
+                    what: "the loss".into(),
+                    at: format!(
+                        "at the rollout of prompt {}, {}",
+                        chosen.get(row).map_or(row, |&p| p + 1),
+                        super::outputs::blame(compiled, &cols, row)
+                    ),
+                    checkpoint: checkpoints.last(),
+                });
             }
             loss = outputs.loss_sum() / b as f64;
             metric_sums = outputs.metric_sums().to_vec();

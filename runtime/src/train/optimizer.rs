@@ -5,7 +5,7 @@ use super::{Schedule, TrainError, TrainOptions};
 use crate::model::Llama;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Tensor};
 
 /// AdamW over the policy's trainable parameters, stepping along the run's learning-rate
 /// schedule of `total` steps.
@@ -13,6 +13,11 @@ pub struct Optimizer {
     adamw: ModuleOptimizer,
     opts: TrainOptions,
     total: usize,
+}
+
+/// The first line of an error message from a library, at most 120 characters.
+fn first_line(msg: &str) -> String {
+    msg.lines().next().unwrap_or("").chars().take(120).collect()
 }
 
 /// The gradient's global norm was NaN or infinite: no update was made.
@@ -34,12 +39,19 @@ impl Optimizer {
         }
     }
 
-    /// Restores the moments saved in a checkpoint (its `optimizer.bin`).
-    pub fn restore(mut self, state: &[u8]) -> Result<Optimizer, TrainError> {
+    /// Restores the moments saved in checkpoint `resume` (its `optimizer.bin`).
+    pub fn restore(mut self, resume: &super::Resume) -> Result<Optimizer, TrainError> {
         self.adamw = self
             .adamw
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(state.to_vec()))
-            .map_err(|e| TrainError::OptimizerState(format!("{e:?}")))?;
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(resume.optimizer.clone()))
+            .map_err(|e| {
+                TrainError::OptimizerState(format!(
+                    "{}: not a complete AdamW state poc can read ({} bytes; {}): the file is truncated or damaged\n  = hint: resume from an earlier checkpoint",
+                    resume.dir.join("optimizer.bin").display(),
+                    resume.optimizer.len(),
+                    first_line(&e.to_string()),
+                ))
+            })?;
         Ok(self)
     }
 
@@ -67,10 +79,12 @@ impl Optimizer {
 
     /// The optimizer state, as a checkpoint's `optimizer.bin` holds it.
     pub fn state(&self) -> Result<Vec<u8>, TrainError> {
-        self.adamw
-            .into_bytes()
-            .map(|b| b.to_vec())
-            .map_err(|e| TrainError::OptimizerState(format!("{e:?}")))
+        self.adamw.into_bytes().map(|b| b.to_vec()).map_err(|e| {
+            TrainError::OptimizerState(format!(
+                "saving the AdamW state: {}",
+                first_line(&e.to_string())
+            ))
+        })
     }
 }
 
@@ -107,22 +121,38 @@ impl ModuleVisitor for ParamIds {
     }
 }
 
+/// `Σ g²` of one gradient as a `[1]` tensor on its device (squared and summed in f32 at least).
+fn square_sum<const D: usize>(g: Tensor<D>) -> Tensor<1> {
+    let g = if g.dtype() == DType::F64 {
+        g
+    } else {
+        g.cast(DType::F32)
+    };
+    (g.clone() * g).sum()
+}
+
 /// Global L2 norm of `grads`, and the grads scaled to norm `max` when above it (max > 0).
 fn clip_global(model: &Llama, mut grads: GradientsParams, max: f64) -> (GradientsParams, f64) {
     let ids = ParamIds::of(model);
-    let mut sq: f64 = 0.0;
+    // Each gradient's sum of squares stays on its device; the step reads one number (a read
+    // per parameter would stall a GPU's queue hundreds of times a step).
+    let mut parts: Vec<Tensor<1>> = Vec::with_capacity(ids.0.len());
     for &(id, d) in &ids.0 {
-        let squares = if d == 1 {
-            grads
-                .get::<1>(id)
-                .map(|g| g.powf_scalar(2.0).sum().into_scalar::<f64>())
+        let part = if d == 1 {
+            grads.get::<1>(id).map(square_sum)
         } else {
-            grads
-                .get::<2>(id)
-                .map(|g| g.powf_scalar(2.0).sum().into_scalar::<f64>())
+            grads.get::<2>(id).map(square_sum)
         };
-        sq += squares.unwrap_or(0.0);
+        parts.extend(part);
     }
+    let sq = if parts.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(parts, 0)
+            .cast(DType::F64)
+            .sum()
+            .into_scalar::<f64>()
+    };
     let norm = sq.sqrt();
     if max > 0.0 && norm > max && norm.is_finite() {
         let scale = max / norm;

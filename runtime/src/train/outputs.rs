@@ -61,6 +61,42 @@ impl Outputs {
     }
 }
 
+/// Why row `row`'s loss is not finite, in words that blame the right cause: the objective
+/// (its formula or its parameters) when every input it read there is finite, with their
+/// values; otherwise the first input that is not (a model's statistics that diverged).
+pub fn blame(compiled: &Compiled, inputs: &[TensorColumn], row: usize) -> String {
+    let mut shown = Vec::new();
+    for (input, col) in compiled.objective.inputs.iter().zip(inputs) {
+        let values = match col {
+            TensorColumn::Scalar(t) => to_f64(t.clone().narrow(0, row, 1)),
+            TensorColumn::Tokens(t) => {
+                let width = t.dims()[1];
+                to_f64(t.clone().narrow(0, row, 1).reshape([width]))
+            }
+        };
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            let per_token = matches!(col, TensorColumn::Tokens(_));
+            return format!(
+                "because the objective's input `{}` is {bad}{} there (the model's statistics diverged: lower --lr, or check the model)",
+                input.name,
+                if per_token { " at a token" } else { "" },
+            );
+        }
+        if let (TensorColumn::Scalar(_), Some(v)) = (col, values.first()) {
+            shown.push(format!("{} = {v:.6}", input.name));
+        }
+    }
+    let values = if shown.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", shown.join(", "))
+    };
+    format!(
+        "on finite inputs{values}: objective `{}` gives NaN or inf there; check its formula and its parameter values (--set)",
+        compiled.objective.name
+    )
+}
+
 /// A per-example output column as `[B]` (a per-token one summed over its tokens).
 fn per_example(col: TensorColumn) -> Tensor<1> {
     match col {

@@ -131,6 +131,8 @@ struct Tally {
     rows: usize,
     tokens: usize,
     lines: Vec<usize>,
+    /// Model FLOPs of this rank's share of the step ([`crate::flops`]).
+    flops: f64,
 }
 
 /// Trains `run.policy` against `run.reference` on `run.pairs`. Calls `on_step` after every
@@ -157,6 +159,8 @@ pub fn train_pairs(
     // The policy's own device: autodiff, possibly with gradient checkpointing.
     let ad = policy.embed.val().device();
     let need = needs(&compiled.objective.inputs);
+    let live_reference = matches!(reference, Reference::Model(_) | Reference::AdaptersOff);
+    let cost = crate::flops::StepCost::new(&policy.config, policy.lora.as_ref(), live_reference);
     let per_epoch = pairs
         .len()
         .div_ceil(opts.batch_size * opts.grad_accum)
@@ -166,7 +170,7 @@ pub fn train_pairs(
     let mut optimizer = Optimizer::new(&opts, total);
     let first_step = resume.as_ref().map_or(0, |r| r.step);
     if let Some(r) = &resume {
-        optimizer = optimizer.restore(&r.optimizer)?;
+        optimizer = optimizer.restore(r)?;
     }
     let mut cursor = Cursor::new(&pairs, &opts, tok.pad, need.rejected, resume.as_ref());
     let mut metrics = if main {
@@ -177,7 +181,9 @@ pub fn train_pairs(
     } else {
         None
     };
-    let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop).writing(main);
+    let mut checkpoints = Checkpointer::new(&opts, &tok, total, stop)
+        .writing(main)
+        .resumed_from(resume.as_ref().map(|r| r.dir.as_path()));
     let mut logs = Vec::new();
     for step in first_step..total {
         let started = std::time::Instant::now();
@@ -204,11 +210,13 @@ pub fn train_pairs(
                 },
             };
             let b = batch.pairs.len();
-            tally.tokens += batch
+            let lengths: Vec<usize> = batch
                 .mask
                 .iter()
                 .map(|r| r.iter().filter(|&&m| m).count())
-                .sum::<usize>();
+                .collect();
+            tally.tokens += lengths.iter().sum::<usize>();
+            tally.flops += cost.step(lengths);
             tally
                 .lines
                 .extend(batch.pairs.iter().map(|&i| pairs[i].line));
@@ -228,7 +236,11 @@ pub fn train_pairs(
             )?;
             let outputs = Outputs::read(compiled, outs, &inputs);
             if let Some(row) = outputs.first_not_finite() {
-                bad = Some(pairs[batch.pairs[row]].line.to_string());
+                let line = pairs[batch.pairs[row]].line;
+                bad = Some(format!(
+                    "at data line {line}, {}",
+                    super::outputs::blame(compiled, &inputs, row)
+                ));
                 break;
             }
             tally.loss += outputs.loss_sum();
@@ -256,18 +268,18 @@ pub fn train_pairs(
             tally.rows = sums[1] as usize;
             tally.tokens = sums[2] as usize;
             if sums[3] > 0.0 && bad.is_none() {
-                bad = Some("a row of another rank".into());
+                bad = Some("at a row of another process (its output names it)".into());
             }
             if sums[4] > 0.0 {
                 stop.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             tally.metrics.copy_from_slice(&sums[5..]);
         }
-        if let Some(lines) = bad {
+        if let Some(at) = bad {
             return Err(TrainError::NotFinite {
                 step: step + 1,
                 what: "the loss".into(),
-                lines,
+                at,
                 checkpoint: checkpoints.last(),
             });
         }
@@ -287,17 +299,26 @@ pub fn train_pairs(
             TrainError::NotFinite {
                 step: step + 1,
                 what: "the gradient norm".into(),
-                lines: tally
-                    .lines
-                    .iter()
-                    .map(|l| l.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                at: format!(
+                    "(data lines {}; the loss was finite: the model's backward pass overflowed, lower --lr or set --max-grad-norm)",
+                    tally
+                        .lines
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 checkpoint: checkpoints.last(),
             }
         })?;
         policy = updated;
         let mut step_metrics = metric_means(compiled, &tally.metrics, tally.rows, "");
+        // This process's model FLOP/s (MFU is it over the device's peak).
+        let tflops = tally.flops / started.elapsed().as_secs_f64().max(1e-9) / 1e12;
+        step_metrics.insert("perf/tflops".into(), serde_json::json!(tflops));
+        if let Some(peak) = opts.peak_tflops {
+            step_metrics.insert("perf/mfu".into(), serde_json::json!(tflops / peak));
+        }
         if parallel.is_some() {
             // Seconds this rank spent in the gradient all-reduce, and in the whole step so far
             // (`poc bench dist` reads both).

@@ -12,6 +12,7 @@
 use super::on_policy::{OnPolicyRun, RolloutOptions, Scorer, is_on_policy};
 use super::pairs::{Eval, PairRun};
 use super::reference::adapters_off;
+use super::settings::{self, Change, Settings};
 use super::{RefCache, Reference, Resume, Schedule, TrainError, TrainOptions, load_resume};
 use crate::data::{self, DataError, Pair, Tok};
 use crate::device::{BadDevice, DeviceSpec};
@@ -91,6 +92,9 @@ pub struct RunSpec {
     pub random_init: bool,
     /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
+    /// Settings (by flag name, `set.NAME`, or `set`) that may differ from the resumed
+    /// checkpoint's; any other difference refuses the resume.
+    pub allow_change: Vec<String>,
     /// Compute the reference's statistics once and cache them.
     pub precompute_ref: bool,
     /// LoRA rank (none: full fine-tuning).
@@ -151,6 +155,14 @@ pub enum Notice {
     StaleLock(String),
     /// Half-written files or checkpoint directories of a killed run, removed.
     RemovedLeftovers(Vec<PathBuf>),
+    /// Pairs whose chosen and rejected completions are the same tokens (their lines): they
+    /// carry no preference, and are kept.
+    DegeneratePairs(Vec<usize>),
+    /// The resumed checkpoint records no settings (written before poc recorded them): nothing
+    /// was compared.
+    UnrecordedSettings(PathBuf),
+    /// Settings that differ from the resumed checkpoint's, allowed by `--allow-change`.
+    ChangedSettings(Vec<Change>),
 }
 
 /// Whether a model is a policy or a reward model, as messages name it.
@@ -190,6 +202,28 @@ pub enum SetupError {
     /// Flags the on-policy loop does not implement.
     #[error("--precompute-ref and --grad-accum are not supported for on-policy objectives yet")]
     OnPolicyUnsupported,
+    /// `--resume` with settings that differ from the checkpoint's (each listed), not allowed by
+    /// `--allow-change`.
+    #[error(
+        "--resume {}: this run's settings differ from the checkpoint's, so it would not continue the same run:\n{changes}  = hint: give the checkpoint's values to continue it, or pass --allow-change {keys} to continue with the new ones (recorded in run_config.json's history)",
+        dir.display()
+    )]
+    ResumeChanged {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// One indented line per refused change.
+        changes: String,
+        /// The refused settings, comma-separated (what `--allow-change` would name).
+        keys: String,
+    },
+    /// `--allow-change` names no setting of the run.
+    #[error("--allow-change {key}: not a setting of this run; the settings are {keys}")]
+    AllowChange {
+        /// The unknown name.
+        key: String,
+        /// The run's settings.
+        keys: String,
+    },
     /// The global batch does not split evenly over the ranks.
     #[error(
         "--batch-size {batch} is the global batch per step and must be a multiple of the number of processes ({world}); each process takes {batch}/{world} pairs"
@@ -227,7 +261,7 @@ pub enum SetupError {
     LoraRank,
     /// The memory plan clearly exceeds what the device has (checked before loading).
     #[error(
-        "the run needs about {need} but {device} has {free} free:\n{table}  = hint: what would fit better (estimated totals):\n{remedies}  = hint: `poc run ... --dry-run` prints the plan; --skip-memory-check runs anyway"
+        "the run needs about {need} but {device} has {free}:\n{table}  = hint: what would fit better (estimated totals):\n{remedies}  = hint: `poc run ... --dry-run` prints the plan; --skip-memory-check runs anyway"
     )]
     WontFit {
         /// The estimated total.
@@ -465,10 +499,7 @@ pub fn run_dir(
     writes: bool,
     notice: &mut dyn FnMut(Notice),
 ) -> Result<PathBuf, SetupError> {
-    let out = spec
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name));
+    let out = out_dir(c, spec);
     std::fs::create_dir_all(&out).map_err(|source| SetupError::RunDir {
         path: out.clone(),
         source,
@@ -483,6 +514,35 @@ pub fn run_dir(
         }
     }
     Ok(out)
+}
+
+/// The run directory: `--out`, or `runs/OBJECTIVE`.
+pub fn out_dir(c: &Compiled, spec: &RunSpec) -> PathBuf {
+    spec.out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&c.objective.name))
+}
+
+/// What set-up writes into a run directory before training starts (the lock and the bundled
+/// data): a directory holding nothing else was made by a set-up that failed, and is removed.
+const SETUP_FILES: [&str; 3] = [super::lock::LOCK_FILE, "data.jsonl", "prompts.jsonl"];
+
+/// Undoes a failed set-up's run directory `out`, which it created: releases the lock and removes
+/// the directory when it holds only what set-up wrote (never a checkpoint, metrics or a
+/// reference cache).
+pub fn abandon(out: &Path) {
+    super::lock::release(out);
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    let only_setup = entries.flatten().all(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        SETUP_FILES.contains(&name.as_ref()) || (name.starts_with('.') && name.contains(".tmp-"))
+    });
+    if only_setup {
+        let _ = std::fs::remove_dir_all(out);
+    }
 }
 
 /// The bundled synthetic pairs written to `out/name` (the default data and prompts), and
@@ -585,21 +645,62 @@ fn check_pair_checkpoint(dir: &Path, reward: bool) -> Result<(), SetupError> {
 /// The training pairs: `spec.data`, or the bundled synthetic pairs (written to
 /// `out/data.jsonl`). Bad rows are skipped with a notice (or stop the run under `strict`).
 pub fn training_pairs(
+    c: &Compiled,
     spec: &RunSpec,
     tok: &Tok,
     out: &Path,
     notice: &mut dyn FnMut(Notice),
 ) -> Result<Vec<Pair>, SetupError> {
+    let columns = columns_read(c);
     let (pairs, bad) = match &spec.data {
-        Some(p) => data::load_pairs_split(p, &spec.split, tok, spec.max_length, spec.strict)?,
+        Some(p) => {
+            data::load_pairs_reading(p, &spec.split, tok, spec.max_length, spec.strict, &columns)?
+        }
         None => {
             let (path, text) = synthetic_file(out, "data.jsonl")?;
             let label = path.display().to_string();
-            data::pairs::parse_pairs(&text, &label, tok, spec.max_length, spec.strict)?
+            data::pairs::parse_pairs_reading(
+                &text,
+                &label,
+                tok,
+                spec.max_length,
+                spec.strict,
+                &columns,
+            )?
         }
     };
     skipped(bad, notice);
+    degenerate(&pairs, notice);
     Ok(pairs)
+}
+
+/// The data columns objective `c` reads (every row must hold each as a finite number).
+pub fn columns_read(c: &Compiled) -> Vec<String> {
+    let mut columns: Vec<String> = c
+        .objective
+        .inputs
+        .iter()
+        .filter_map(|i| match &i.source {
+            Source::Column(col) => Some(col.clone()),
+            _ => None,
+        })
+        .collect();
+    columns.sort();
+    columns.dedup();
+    columns
+}
+
+/// Reports the pairs whose chosen and rejected completions tokenize the same (they carry no
+/// preference; kept, as TRL keeps them).
+fn degenerate(pairs: &[Pair], notice: &mut dyn FnMut(Notice)) {
+    let lines: Vec<usize> = pairs
+        .iter()
+        .filter(|p| !p.demonstration && p.chosen.ids == p.rejected.ids)
+        .map(|p| p.line)
+        .collect();
+    if !lines.is_empty() {
+        notice(Notice::DegeneratePairs(lines));
+    }
 }
 
 fn skipped(bad: Vec<String>, notice: &mut dyn FnMut(Notice)) {
@@ -622,6 +723,7 @@ fn data_label(data: &Path, split: &str) -> String {
 /// training pairs (default 0.1 for a reward model, none for a policy). Returns (training,
 /// held-out).
 pub fn held_out(
+    c: &Compiled,
     pairs: Vec<Pair>,
     spec: &RunSpec,
     tok: &Tok,
@@ -632,9 +734,16 @@ pub fn held_out(
         if spec.eval_fraction.is_some() {
             return Err(SetupError::EvalBoth);
         }
-        let (eval, bad) =
-            data::load_pairs_split(path, &spec.eval_split, tok, spec.max_length, spec.strict)?;
+        let (eval, bad) = data::load_pairs_reading(
+            path,
+            &spec.eval_split,
+            tok,
+            spec.max_length,
+            spec.strict,
+            &columns_read(c),
+        )?;
         skipped(bad, notice);
+        degenerate(&eval, notice);
         return Ok((pairs, eval));
     }
     let fraction = spec.eval_fraction.unwrap_or(if reward { 0.1 } else { 0.0 });
@@ -803,6 +912,155 @@ fn train_options(spec: &RunSpec, lr: f64, out: &Path) -> TrainOptions {
         params: spec.params.clone(),
         out: out.to_path_buf(),
         base_model: spec.model.clone(),
+        settings: Settings::default(),
+        peak_tflops: peak_tflops(spec),
+    }
+}
+
+/// The settings both loops record (see [`settings`]): the objective (its name and a digest of its
+/// typed form, so an edited formula differs), its parameters, the model and how it is trained,
+/// and the optimizer's schedule.
+fn common_settings(c: &Compiled, spec: &RunSpec, opts: &TrainOptions, policy: &Llama) -> Settings {
+    let typed = poc_compiler::print::typed(&c.objective);
+    let mut s = Settings::default();
+    s.set(
+        "objective",
+        format!(
+            "{} (formula sha {})",
+            c.objective.name,
+            settings::digest(typed.as_bytes())
+        ),
+    );
+    for (p, v) in c.objective.params.iter().zip(&spec.params) {
+        s.set(&format!("set.{}", p.name), *v);
+    }
+    let lora = policy.lora.as_ref().map(|l| {
+        let targets: Vec<&str> = l.targets.iter().map(|t| t.module_name()).collect();
+        format!("rank {}, alpha {}, {}", l.rank, l.alpha, targets.join(","))
+    });
+    s.set("model", spec.model.clone())
+        .set("lora", lora)
+        .set("dtype", format!("{:?}", policy.compute).to_lowercase())
+        .set("max-length", spec.max_length)
+        .set("batch-size", opts.batch_size)
+        .set("grad-accum", opts.grad_accum)
+        .set("epochs", opts.epochs)
+        .set("max-steps", opts.max_steps)
+        .set("lr", opts.lr)
+        .set("warmup-ratio", opts.warmup_ratio)
+        .set("schedule", format!("{:?}", opts.schedule).to_lowercase())
+        .set("weight-decay", opts.weight_decay)
+        .set("max-grad-norm", opts.max_grad_norm)
+        .set("seed", opts.seed);
+    s
+}
+
+/// The training data as a setting: its rows and a digest of their tokens and columns (not its
+/// path: the same file moved, or named from elsewhere, is the same data).
+fn data_setting(pairs: &[Pair]) -> String {
+    format!(
+        "{} rows, sha {}",
+        pairs.len(),
+        settings::digest_pairs(pairs)
+    )
+}
+
+/// Where an on-policy run's rewards come from, as a setting.
+fn reward_setting(spec: &RunSpec) -> String {
+    match (&spec.reward_model, spec.world_reward) {
+        (_, true) => "world".into(),
+        (Some(dir), false) => dir.display().to_string(),
+        (None, false) => "none".into(),
+    }
+}
+
+/// Compares the settings `now` with those of the checkpoint `spec.resume` (when resuming):
+/// returns the differences `spec.allow_change` allows, and refuses any other, listing each.
+fn check_resumed_settings(
+    spec: &RunSpec,
+    now: &Settings,
+    notice: &mut dyn FnMut(Notice),
+) -> Result<Vec<Change>, SetupError> {
+    let keys = now.keys();
+    if let Some(unknown) = spec.allow_change.iter().find(|a| !keys.contains(a)) {
+        return Err(SetupError::AllowChange {
+            key: unknown.clone(),
+            keys: keys.join(", "),
+        });
+    }
+    let Some(dir) = &spec.resume else {
+        return Ok(Vec::new());
+    };
+    let Some(was) = Settings::of_checkpoint(dir) else {
+        notice(Notice::UnrecordedSettings(dir.clone()));
+        return Ok(Vec::new());
+    };
+    let changes = now.changes(&was);
+    let refused: Vec<&Change> = changes
+        .iter()
+        .filter(|c| !settings::allows(&spec.allow_change, &c.key))
+        .collect();
+    if !refused.is_empty() {
+        return Err(SetupError::ResumeChanged {
+            dir: dir.clone(),
+            changes: refused.iter().map(|c| format!("    {c}\n")).collect(),
+            keys: refused
+                .iter()
+                .map(|c| c.key.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        });
+    }
+    if !changes.is_empty() {
+        notice(Notice::ChangedSettings(changes.clone()));
+    }
+    Ok(changes)
+}
+
+/// `run_config.json`'s history: the earlier entries of the run directory's record (when this
+/// run resumes), and one for this resume, naming the checkpoint, its step, the world size and
+/// each setting changed.
+fn history(
+    out: &Path,
+    spec: &RunSpec,
+    resume: Option<&Resume>,
+    changes: &[Change],
+    world_size: usize,
+) -> serde_json::Value {
+    let (Some(dir), Some(r)) = (&spec.resume, resume) else {
+        return serde_json::json!([]);
+    };
+    let mut entries = read_json(&out.join("run_config.json"))
+        .and_then(|c| c["history"].as_array().cloned())
+        .unwrap_or_default();
+    let changed: Vec<serde_json::Value> = changes
+        .iter()
+        .map(|c| serde_json::json!({"setting": c.key, "was": c.was, "now": c.now}))
+        .collect();
+    entries.push(serde_json::json!({
+        "resumed_from": dir.display().to_string(),
+        "step": r.step,
+        "world_size": world_size,
+        "changed": changed,
+    }));
+    serde_json::Value::Array(entries)
+}
+
+/// The dense bf16 peak (TFLOP/s) that MFU is measured against: `POC_PEAK_TFLOPS` when set,
+/// else the CUDA device's by its name; none on the CPU.
+fn peak_tflops(spec: &RunSpec) -> Option<f64> {
+    if let Some(v) = std::env::var("POC_PEAK_TFLOPS")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v > 0.0)
+    {
+        return Some(v);
+    }
+    match DeviceSpec::usable(&spec.device) {
+        Ok(DeviceSpec::Cuda(n)) => {
+            plan::cuda_device_name(n).and_then(|name| crate::flops::peak_bf16_tflops(&name))
+        }
+        _ => None,
     }
 }
 
@@ -847,10 +1105,19 @@ pub fn prepare<'a>(
     if !spec.skip_memory_check {
         check_memory(c, spec)?;
     }
-    if is_on_policy(c) {
-        return on_policy(c, spec, notice).map(|s| Prepared::OnPolicy(Box::new(s)));
+    // A run directory this set-up creates is removed again if set-up fails (a bad --data
+    // leaves nothing behind).
+    let out = out_dir(c, spec);
+    let fresh = !out.exists();
+    let prepared = if is_on_policy(c) {
+        on_policy(c, spec, notice).map(|s| Prepared::OnPolicy(Box::new(s)))
+    } else {
+        pairs(c, spec, notice).map(|r| Prepared::Pairs(Box::new(r)))
+    };
+    if prepared.is_err() && fresh {
+        abandon(&out);
     }
-    pairs(c, spec, notice).map(|r| Prepared::Pairs(Box::new(r)))
+    prepared
 }
 
 /// The shape of `spec`'s training step for the memory plan, read from the model's config alone
@@ -896,8 +1163,8 @@ pub fn free_memory(spec: &RunSpec) -> Option<u64> {
     }
 }
 
-/// Stops a run whose memory plan clearly (by a quarter) exceeds the device's free memory,
-/// before anything is loaded, with the plan and the flags that would shrink it.
+/// Stops a run whose memory plan exceeds the device's free memory (on CUDA less
+/// [`plan::CUDA_RESERVE_BYTES`]; on the CPU by a quarter), before anything is loaded, with the plan and the flags that would shrink it.
 fn check_memory(c: &Compiled, spec: &RunSpec) -> Result<(), SetupError> {
     // A model that cannot be loaded at all says so first.
     crate::model::resolve::available(&spec.model, spec.random_init)?;
@@ -906,13 +1173,30 @@ fn check_memory(c: &Compiled, spec: &RunSpec) -> Result<(), SetupError> {
     let Some(free) = free_memory(spec) else {
         return Ok(());
     };
-    if (plan.total() as f64) <= 1.25 * free as f64 {
+    // CUDA cannot overcommit: the plan must fit what is free less a reserve for what it does
+    // not count. The CPU's virtual memory bends (page cache, lazily touched pages): a plan may
+    // exceed the available memory by a quarter before it is refused.
+    let cuda = matches!(DeviceSpec::usable(&spec.device), Ok(DeviceSpec::Cuda(_)));
+    let fits = if cuda {
+        plan.total() + plan::CUDA_RESERVE_BYTES <= free
+    } else {
+        (plan.total() as f64) <= 1.25 * free as f64
+    };
+    if fits {
         return Ok(());
     }
     Err(SetupError::WontFit {
         need: plan::bytes(plan.total()),
         device: spec.device.clone(),
-        free: plan::bytes(free),
+        free: if cuda {
+            format!(
+                "{} free, of which {} is kept in reserve for CUDA's workspaces,",
+                plan::bytes(free),
+                plan::bytes(plan::CUDA_RESERVE_BYTES)
+            )
+        } else {
+            format!("{} free", plan::bytes(free))
+        },
         table: plan.table(Some(free)),
         remedies: plan::remedies(&shape)
             .iter()
@@ -985,9 +1269,19 @@ fn pairs<'a>(
             None => (policy, None),
         },
     };
-    let pairs = training_pairs(spec, &tok, &out, notice)?;
-    let (pairs, eval_pairs) = held_out(pairs, spec, &tok, reward, notice)?;
+    let pairs = training_pairs(c, spec, &tok, &out, notice)?;
+    let (pairs, eval_pairs) = held_out(c, pairs, spec, &tok, reward, notice)?;
     check_demonstrations(c, pairs.iter().chain(eval_pairs.iter()))?;
+    let lr = spec.lr.unwrap_or(if embedded { TINY_LR } else { 1e-6 });
+    let mut opts = train_options(spec, lr, &out);
+    let world_size = parallel.as_ref().map_or(1, |p| p.world_size());
+    // Before anything costly: a resume that would not continue the same run is refused.
+    let mut settings = common_settings(c, spec, &opts, &policy);
+    settings
+        .set("task", Kind::of(reward).to_string())
+        .set("data", data_setting(&pairs));
+    let changes = check_resumed_settings(spec, &settings, notice)?;
+    opts.settings = settings;
     // Training and evaluation compare with the same reference, in the same way.
     let mut cache_both = |model: &Llama| -> Result<(Reference, Reference), SetupError> {
         let mut cache = |pairs: &[Pair], name: &str| {
@@ -1024,11 +1318,9 @@ fn pairs<'a>(
         reference: eval_reference,
         every: spec.eval_every,
     });
-    let lr = spec.lr.unwrap_or(if embedded { TINY_LR } else { 1e-6 });
-    let opts = train_options(spec, lr, &out);
     let compute = policy.compute;
-    let world_size = parallel.as_ref().map_or(1, |p| p.world_size());
     if main {
+        let history = history(&out, spec, resume.as_ref(), &changes, world_size);
         write_run_config(
             &out,
             &serde_json::json!({
@@ -1045,6 +1337,8 @@ fn pairs<'a>(
                 "dtype": format!("{compute:?}").to_lowercase(),
                 "gradient_checkpointing": spec.gradient_checkpointing,
                 "train": opts,
+                "settings": opts.settings.0,
+                "history": history,
             }),
         )?;
     }
@@ -1110,7 +1404,7 @@ impl<'a> OnPolicySetup<'a> {
         } else {
             1e-6
         });
-        let opts = train_options(spec, lr, &self.out);
+        let mut opts = train_options(spec, lr, &self.out);
         let rollout = RolloutOptions {
             epochs: spec.ppo_epochs,
             max_new_tokens: spec.max_new_tokens,
@@ -1118,6 +1412,23 @@ impl<'a> OnPolicySetup<'a> {
             eos,
             pad: self.tok.pad,
         };
+        let mut settings = common_settings(c, spec, &opts, &self.policy);
+        settings
+            .set(
+                "prompts",
+                format!(
+                    "{} prompts, sha {}",
+                    prompts.len(),
+                    settings::digest_tokens(prompts.iter().map(Vec::as_slice))
+                ),
+            )
+            .set("reward", reward_setting(spec))
+            .set("ppo-epochs", spec.ppo_epochs)
+            .set("max-new-tokens", spec.max_new_tokens)
+            .set("temperature", spec.temperature);
+        let changes = check_resumed_settings(spec, &settings, &mut |_| {})?;
+        opts.settings = settings;
+        let history = history(&self.out, spec, self.resume.as_ref(), &changes, 1);
         write_run_config(
             &self.out,
             &serde_json::json!({
@@ -1131,6 +1442,8 @@ impl<'a> OnPolicySetup<'a> {
                 "device": spec.device,
                 "train": opts,
                 "rollout": rollout,
+                "settings": opts.settings.0,
+                "history": history,
             }),
         )?;
         Ok(OnPolicyRun {
