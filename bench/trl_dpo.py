@@ -1,86 +1,124 @@
-"""TRL's side of scripts/gpu-check.sh: DPOTrainer + PEFT LoRA (r=16, all linear layers) on a
-random-init Llama of a poc preset's shape, bf16 weights, SDPA attention, the same pairs, batch
-and length as poc's run. Prints one JSON object: median tokens/s over the steps after the first
-two (2 x batch x seq tokens per step), and torch's peak reserved GPU memory (scripts/gpu-check.sh
-replaces it with the device's used memory sampled as for poc, CUDA context included).
+"""TRL's side of scripts/gpu-check.sh: DPOTrainer + PEFT LoRA on the checkpoint poc trains (a
+transformers model directory with its tokenizer.json), with the same pairs, batch, length, steps
+and LoRA settings (rank 16, alpha 32, no dropout, the targets given: poc's q,k,v,o_proj by
+default), bf16 weights, SDPA attention, the reference being the model with its adapters off (as
+in poc's LoRA runs).
 
-Needs trl, peft and datasets (tested: trl 0.24.0, peft 0.17.1, datasets 4.4 with transformers
-4.57.1; installing trl alone may upgrade transformers past what peft 0.17 imports).
+Writes one JSON object to --json: the median tokens/s over the steps after the first two
+(2 x batch x seq tokens per step: the data fills every sequence to --seq), the step times, torch's
+peak reserved GPU memory (scripts/gpu-check.sh reports beside it the device's used memory
+sampled as for poc, CUDA context included), the trained parameter count and the versions.
 
-Usage: python bench/trl_dpo.py --model llama3-8b --seq 2048 --batch 4 --steps 20 \
-                               --data pairs.jsonl --device cuda
+Needs torch, transformers, peft, trl and datasets. Written against TRL's DPOConfig of 0.2x
+(fields it does not have are left out, so newer and older TRL run it too).
+
+Usage: python bench/trl_dpo.py --model-dir DIR --seq 2048 --batch 1 --steps 20 \
+                               --data pairs.jsonl --device cuda --json trl.json
 """
 import argparse
+import dataclasses
 import json
+import os
 import statistics
+import sys
+import tempfile
 import time
 
 import torch
-from datasets import load_dataset
+import transformers
+from datasets import Dataset
 from peft import LoraConfig
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainerCallback
+import peft
+import trl
 from trl import DPOConfig, DPOTrainer
 
-SHAPES = {  # the presets' shapes (runtime/src/model/config.rs)
-    "llama3-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                      num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                      rope_theta=500000.0, tie_word_embeddings=False),
-    "llama3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                        num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                        rope_theta=500000.0, tie_word_embeddings=True),
-    "tiny": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=4, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=264, rope_theta=10000.0, tie_word_embeddings=True),
-}
-
 p = argparse.ArgumentParser()
-p.add_argument("--model", default="llama3-8b", choices=sorted(SHAPES))
+p.add_argument("--model-dir", required=True, help="config.json, *.safetensors and tokenizer.json")
 p.add_argument("--seq", type=int, default=2048)
-p.add_argument("--batch", type=int, default=1)
+p.add_argument("--batch", type=int, default=1, help="pairs per step")
 p.add_argument("--steps", type=int, default=20)
-p.add_argument("--data", required=True)
+p.add_argument("--data", required=True, help="JSON lines with prompt, chosen, rejected")
 p.add_argument("--device", default="cuda")
+p.add_argument("--lora-rank", type=int, default=16)
+p.add_argument("--lora-alpha", type=float, default=32)
+p.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj")
+p.add_argument("--json", required=True, help="where the result goes")
 a = p.parse_args()
+cuda = a.device.startswith("cuda")
 
-# A character-level tokenizer over the data's alphabet (poc's presets read bytes): one token per
-# character, as on poc's side.
-chars = "abcdefghijklmnopqrstuvwxyz "
-vocab = {"<pad>": 0, "</s>": 1, "<s>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-core = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
-core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", bos_token="<s>")
+# The checkpoint's own tokenizer (poc's byte-level one): the same token ids as poc's run.
+tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(a.model_dir, "tokenizer.json"),
+                              bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>",
+                              pad_token="<|finetune_right_pad_id|>")
 
-torch.manual_seed(0)
-cfg = LlamaConfig(**SHAPES[a.model], max_position_embeddings=max(8192, a.seq), attn_implementation="sdpa",
-                  torch_dtype="bfloat16")
-model = LlamaForCausalLM(cfg).to(dtype=torch.bfloat16, device=a.device)
+started = time.perf_counter()
+load = dict(attn_implementation="sdpa")
+# transformers >= 4.56 names it `dtype`, older ones `torch_dtype`.
+dtype_key = "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+load[dtype_key] = torch.bfloat16
+try:
+    model = AutoModelForCausalLM.from_pretrained(a.model_dir, device_map=a.device, **load)
+except (ImportError, ValueError, TypeError) as e:  # no accelerate for device_map
+    print(f"loading with device_map failed ({e}); loading then moving", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(a.model_dir, **load).to(a.device)
+load_seconds = time.perf_counter() - started
+
+rows = [json.loads(line) for line in open(a.data) if line.strip()]
+dataset = Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
 times = []
 
 
 class Timer(TrainerCallback):
     def on_step_begin(self, args, state, control, **kw):
-        if a.device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         self.t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        if a.device == "cuda":
+        if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - self.t0)
 
 
-args = DPOConfig(output_dir="/tmp/trl-dpo-check", per_device_train_batch_size=a.batch, max_steps=a.steps,
-                 max_length=a.seq, bf16=a.device == "cuda", learning_rate=1e-5, logging_steps=1,
-                 report_to=[], save_strategy="no", use_cpu=a.device == "cpu", gradient_checkpointing=False,
-                 dataloader_num_workers=0, remove_unused_columns=False)
-trainer = DPOTrainer(model=model, args=args, train_dataset=load_dataset("json", data_files=a.data, split="train"),
-                     processing_class=tok, peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                                                  task_type="CAUSAL_LM"),
+# Only the fields this TRL's DPOConfig has.
+wanted = dict(output_dir=tempfile.mkdtemp(prefix="trl-dpo-check-"), per_device_train_batch_size=a.batch,
+              gradient_accumulation_steps=1, max_steps=a.steps, max_length=a.seq,
+              max_prompt_length=a.seq, bf16=cuda, learning_rate=1e-5, lr_scheduler_type="constant",
+              beta=0.1, logging_steps=10, report_to="none", save_strategy="no", use_cpu=not cuda,
+              dataloader_num_workers=0, remove_unused_columns=False,
+              precompute_ref_log_probs=False, seed=42)
+fields = {f.name for f in dataclasses.fields(DPOConfig)}
+dropped = sorted(set(wanted) - fields)
+if dropped:
+    print(f"this TRL's DPOConfig has no {', '.join(dropped)}: left out", file=sys.stderr)
+args = DPOConfig(**{k: v for k, v in wanted.items() if k in fields})
+targets = [t.strip() for t in a.lora_targets.split(",") if t.strip()]
+lora = LoraConfig(r=a.lora_rank, lora_alpha=a.lora_alpha, lora_dropout=0.0, target_modules=targets,
+                  task_type="CAUSAL_LM")
+trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok, peft_config=lora,
                      callbacks=[Timer()])
+trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+if cuda:
+    torch.cuda.reset_peak_memory_stats()
 trainer.train()
+
 tokens_per_step = 2 * a.batch * a.seq
-rates = [tokens_per_step / t for t in (times[2:] or times)]
-peak = torch.cuda.max_memory_reserved() / 2**20 if a.device == "cuda" else float("nan")
-print(json.dumps({"tokens_per_sec": statistics.median(rates), "peak_gpu_mib": peak,
-                  "torch": torch.__version__, "batch_pairs": a.batch, "seq": a.seq}))
+timed = times[2:] or times
+result = {
+    "tokens_per_sec": tokens_per_step / statistics.median(timed) if timed else None,
+    "step_seconds": [round(t, 4) for t in times],
+    "peak_gpu_mib": torch.cuda.max_memory_reserved() / 2**20 if cuda else None,
+    "load_seconds": round(load_seconds, 1),
+    "batch_pairs": a.batch,
+    "seq": a.seq,
+    "lora": {"rank": a.lora_rank, "alpha": a.lora_alpha, "targets": targets},
+    "trained_params": trained,
+    "config_left_out": dropped,
+    "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+                 "trl": trl.__version__},
+}
+with open(a.json, "w") as f:
+    json.dump(result, f, indent=2)
+print(json.dumps(result))
