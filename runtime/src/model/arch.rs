@@ -281,6 +281,10 @@ const SHAPE_KEYS: &[&str] = &[
     "tie_word_embeddings",
 ];
 
+/// The most decoder layers a configuration may have (the deepest published models have under
+/// 200).
+pub const MAX_LAYERS: usize = 1 << 16;
+
 /// A configuration poc refuses, with the reason in words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -400,6 +404,14 @@ impl Arch {
                 supported()
             ))
         })?;
+        // Each layer is planned here (its window and RoPE) before any weight is read: a
+        // corrupt layer count must not reach an allocation.
+        if config.num_hidden_layers > MAX_LAYERS {
+            return Err(Refusal(format!(
+                "num_hidden_layers ({}) is more than poc reads (at most {MAX_LAYERS})",
+                config.num_hidden_layers
+            )));
+        }
         let mut keys = Keys {
             extra: &config.extra,
             family,

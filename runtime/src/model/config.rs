@@ -250,6 +250,15 @@ impl LlamaConfig {
                 self.kv_heads()
             ));
         }
+        if self.head_dim() == 0 {
+            return Err(match self.head_dim {
+                Some(_) => "head_dim must be positive".to_string(),
+                None => format!(
+                    "head_dim (hidden_size / num_attention_heads = {} / {}) must be positive",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            });
+        }
         if !self.head_dim().is_multiple_of(2) {
             return Err(format!(
                 "head_dim ({}) must be even for RoPE",
@@ -257,8 +266,29 @@ impl LlamaConfig {
             ));
         }
         self.rope()?;
-        self.arch().map(|_| ())
+        self.arch()?;
+        // A corrupt shape must not reach the products sized from it (weights, plans).
+        if self
+            .checked_num_params()
+            .is_none_or(|n| n > Self::MAX_PARAMS)
+        {
+            return Err(format!(
+                "the shapes (vocab_size {}, hidden_size {}, intermediate_size {}, {} layers, {} heads of {}) imply more than 2^48 parameters, more than poc reads",
+                self.vocab_size,
+                self.hidden_size,
+                self.intermediate_size,
+                self.num_hidden_layers,
+                self.num_attention_heads,
+                self.head_dim(),
+            ));
+        }
+        Ok(())
     }
+
+    /// The most parameters a configuration may imply: 2^48 (2.8·10^14, a petabyte in f32; the
+    /// largest published models have about 10^12), so that byte counts of the weights, their
+    /// gradients and optimizer moments fit in 64 bits.
+    pub const MAX_PARAMS: usize = 1 << 48;
 
     /// Key/value heads.
     pub fn kv_heads(&self) -> usize {
@@ -352,24 +382,45 @@ impl LlamaConfig {
         })
     }
 
-    /// Parameter count.
+    /// Parameter count ([`usize::MAX`] for shapes whose count overflows, which
+    /// [`LlamaConfig::validate`] refuses).
     pub fn num_params(&self) -> usize {
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+
+    /// Parameter count, or `None` where it overflows: then no product of two of the shapes
+    /// (a weight matrix's size) is safe to compute either.
+    fn checked_num_params(&self) -> Option<usize> {
         let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (q, kv) = (
-            self.num_attention_heads * self.head_dim(),
-            self.kv_heads() * self.head_dim(),
-        );
-        let mut block = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+        let dh = self.head_dim();
+        let q = self.num_attention_heads.checked_mul(dh)?;
+        let kv = self.kv_heads().checked_mul(dh)?;
+        // Sums of products, each term `factors` multiplied: None on overflow.
+        let sum = |terms: &[&[usize]]| {
+            terms.iter().try_fold(0usize, |acc, factors| {
+                let term = factors.iter().try_fold(1usize, |p, &f| p.checked_mul(f))?;
+                acc.checked_add(term)
+            })
+        };
+        let mut block = sum(&[&[h, q], &[2, h, kv], &[q, h], &[3, h, i], &[2, h]])?;
         if let Ok(arch) = self.arch() {
-            let dh = self.head_dim();
-            block += usize::from(arch.qkv_bias) * (q + 2 * kv)
-                + usize::from(arch.o_bias) * h
-                + usize::from(arch.mlp_bias) * (2 * i + h)
-                + usize::from(arch.qk_norm) * 2 * dh
-                + usize::from(arch.sandwich) * 2 * h;
+            block = block.checked_add(sum(&[
+                &[usize::from(arch.qkv_bias), q],
+                &[usize::from(arch.qkv_bias), 2, kv],
+                &[usize::from(arch.o_bias), h],
+                &[usize::from(arch.mlp_bias), 2, i],
+                &[usize::from(arch.mlp_bias), h],
+                &[usize::from(arch.qk_norm), 2, dh],
+                &[usize::from(arch.sandwich), 2, h],
+            ])?)?;
         }
-        let head = if self.tie_word_embeddings { 0 } else { v * h };
-        v * h + self.num_hidden_layers * block + h + head
+        let head = if self.tie_word_embeddings { 0 } else { 1 };
+        sum(&[
+            &[v, h],
+            &[self.num_hidden_layers, block],
+            &[h],
+            &[head, v, h],
+        ])
     }
 
     /// A named preset. `tiny` is the embedded default (byte-level vocabulary).
