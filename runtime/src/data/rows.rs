@@ -196,8 +196,49 @@ fn json_array(text: &str, label: &str) -> Result<Rows, DataError> {
     })
 }
 
-/// The rows of a Parquet file, each as the JSON value of its columns.
+/// The rows of a Parquet file, each as the JSON value of its columns. The parquet crate panics
+/// on some corrupt files (a page shorter than its encoding says) instead of returning an error;
+/// such a file is reported as unreadable, as any other corrupt one is.
 fn parquet_rows(path: &Path) -> Result<Vec<Row>, DataError> {
+    contained(|| parquet_rows_unguarded(path)).unwrap_or_else(|panic| {
+        Err(DataError::Parquet {
+            path: path.to_path_buf(),
+            message: format!("corrupt (the Parquet reader failed: {panic})"),
+        })
+    })
+}
+
+/// Runs `f`, turning a panic inside it into `Err` with the panic's message, which no panic
+/// hook prints: for a dependency that panics on bad input where it should return an error.
+fn contained<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    use std::cell::Cell;
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    // The hook in place (the binary's) keeps handling every other panic.
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = QUIET.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.set(outer);
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
+}
+
+/// [`parquet_rows`] as the parquet crate gives them.
+fn parquet_rows_unguarded(path: &Path) -> Result<Vec<Row>, DataError> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let bad = |message: String| DataError::Parquet {
         path: path.to_path_buf(),
@@ -241,4 +282,28 @@ fn read_split(label: &str, files: &[PathBuf]) -> Result<Rows, DataError> {
         label: label.to_string(),
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contained;
+
+    #[test]
+    fn a_contained_panic_is_an_error_with_its_message() {
+        assert_eq!(contained(|| 7), Ok(7));
+        assert_eq!(
+            contained(|| -> u8 { panic!("range end index 4 out of range") }),
+            Err("range end index 4 out of range".to_string())
+        );
+        let n = 3;
+        assert_eq!(
+            contained(|| -> u8 { panic!("{n} bytes short") }),
+            Err("3 bytes short".to_string())
+        );
+        // Nested: the inner one contains its own panic.
+        assert_eq!(
+            contained(|| contained(|| panic!("inner"))),
+            Ok(Err::<(), _>("inner".into()))
+        );
+    }
 }
