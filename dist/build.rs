@@ -1,6 +1,12 @@
-//! Compiles `csrc/c10d_shim.cpp` against the libtorch that torch-sys links (`$LIBTORCH`),
-//! with torch-sys's flags (C++17, the same `_GLIBCXX_USE_CXX11_ABI`), and decides whether
-//! the NCCL backend is compiled in.
+//! Compiles `csrc/c10d_shim.cpp` against the libtorch that torch-sys links, with torch-sys's
+//! flags (C++17, the same `_GLIBCXX_USE_CXX11_ABI`), and decides whether the NCCL backend is
+//! compiled in.
+//!
+//! libtorch is found as torch-sys finds it, so that the shim and tch see one libtorch:
+//! `$LIBTORCH` (with the `LIBTORCH_INCLUDE` / `LIBTORCH_LIB` overrides and
+//! `LIBTORCH_CXX11_ABI`), or, when `LIBTORCH_USE_PYTORCH` is set, the torch of the Python
+//! environment, whose paths and ABI that Python reports (`python` inside a virtual
+//! environment, else `python3`, as torch-sys runs it).
 //!
 //! NCCL needs two things: a libtorch with `libtorch_cuda.so` (where ProcessGroupNCCL lives)
 //! and a CUDA toolkit's headers (ProcessGroupNCCL.hpp includes the CUDA runtime's, which the
@@ -23,36 +29,28 @@ fn main() {
         "CUDA_HOME",
         "CUDA_PATH",
         "NCCL_INCLUDE_DIR",
+        "LIBTORCH_USE_PYTORCH",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=csrc");
     println!("cargo::rustc-check-cfg=cfg(poc_dist_nccl)");
 
-    let Some(libtorch) = env::var_os("LIBTORCH").map(PathBuf::from) else {
-        fail(
-            "LIBTORCH is not set: point it at the libtorch torch-sys links \
-             (`. scripts/env.sh` sets it to the cached torch wheel's `torch` directory)",
-        );
+    let torch = Libtorch::locate();
+    let c10d_headers = |dir: &PathBuf| {
+        let c10d = dir.join("torch/csrc/distributed/c10d");
+        c10d.join("ProcessGroupGloo.hpp").is_file() && c10d.join("TCPStore.hpp").is_file()
     };
-    // The same overrides torch-sys honours.
-    let include_root =
-        env::var_os("LIBTORCH_INCLUDE").map_or_else(|| libtorch.clone(), PathBuf::from);
-    let lib_root = env::var_os("LIBTORCH_LIB").map_or_else(|| libtorch.clone(), PathBuf::from);
-    let include = include_root.join("include");
-    let lib = lib_root.join("lib");
-    let c10d = include.join("torch/csrc/distributed/c10d");
-    if !c10d.join("ProcessGroupGloo.hpp").is_file() || !c10d.join("TCPStore.hpp").is_file() {
+    if !torch.includes.iter().any(c10d_headers) {
         fail(&format!(
             "{} has no c10d headers (ProcessGroupGloo.hpp, TCPStore.hpp): this libtorch was \
              built without distributed support",
-            include.display()
+            torch.includes[0].display()
         ));
     }
-    // torch-sys's default when LIBTORCH is set; the PyPI wheels use the new ABI.
-    let cxx11_abi = env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    let lib = &torch.lib;
     let has_torch_cuda = lib.join("libtorch_cuda.so").exists();
-    let nccl = nccl_plan(&libtorch, has_torch_cuda);
+    let nccl = nccl_plan(&torch.root, has_torch_cuda);
 
     let mut build = cc::Build::new();
     build
@@ -62,11 +60,10 @@ fn main() {
         // libtorch's headers are not warning-clean; the shim's own code is small.
         .warnings(false)
         .include("csrc")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
+        .includes(&torch.includes)
         // Last, so that a libtorch that does ship Gloo's headers has them used instead.
         .include("csrc/gloo_decl")
-        .define("_GLIBCXX_USE_CXX11_ABI", cxx11_abi.as_str())
+        .define("_GLIBCXX_USE_CXX11_ABI", torch.cxx11_abi.as_str())
         .define("GLOG_USE_GLOG_EXPORT", None)
         .define("USE_C10D_GLOO", None)
         .file("csrc/c10d_shim.cpp");
@@ -93,6 +90,109 @@ fn main() {
     }
     if matches!(nccl, Nccl::On(_)) {
         println!("cargo:rustc-link-lib=dylib=c10_cuda");
+    }
+}
+
+/// The libtorch torch-sys links: its include directories, its library directory, and the C++
+/// ABI it was built with.
+struct Libtorch {
+    /// The torch directory (holding `lib/`); its parent is where a wheel's `nvidia/` lives.
+    root: PathBuf,
+    /// Include directories, the one holding `torch/csrc/...` first.
+    includes: Vec<PathBuf>,
+    /// The directory of `libtorch_cpu.so`.
+    lib: PathBuf,
+    /// `_GLIBCXX_USE_CXX11_ABI`: `1` or `0`.
+    cxx11_abi: String,
+}
+
+/// What the Python of `LIBTORCH_USE_PYTORCH` is asked: the same facts torch-sys asks for.
+const PYTHON_TORCH_PATHS: &str = "\
+import torch
+from torch.utils import cpp_extension
+print('cxx11_abi:', int(torch._C._GLIBCXX_USE_CXX11_ABI))
+for p in cpp_extension.include_paths():
+    print('include:', p)
+for p in cpp_extension.library_paths():
+    print('lib:', p)
+";
+
+impl Libtorch {
+    /// Where torch-sys finds libtorch: the Python environment's torch when
+    /// `LIBTORCH_USE_PYTORCH` is set (to anything, as torch-sys reads it; `LIBTORCH` is then
+    /// ignored, as torch-sys ignores it), else `$LIBTORCH`.
+    fn locate() -> Libtorch {
+        if env::var("LIBTORCH_USE_PYTORCH").is_ok() {
+            return Libtorch::from_python();
+        }
+        let Some(libtorch) = env::var_os("LIBTORCH").map(PathBuf::from) else {
+            fail(
+                "LIBTORCH is not set: point it at the libtorch torch-sys links \
+                 (`. scripts/env.sh` sets it to the cached torch wheel's `torch` directory), \
+                 or set LIBTORCH_USE_PYTORCH=1 to use the torch of the active Python",
+            );
+        };
+        // The same overrides torch-sys honours.
+        let include_root =
+            env::var_os("LIBTORCH_INCLUDE").map_or_else(|| libtorch.clone(), PathBuf::from);
+        let lib_root = env::var_os("LIBTORCH_LIB").map_or_else(|| libtorch.clone(), PathBuf::from);
+        let include = include_root.join("include");
+        Libtorch {
+            includes: vec![include.clone(), include.join("torch/csrc/api/include")],
+            lib: lib_root.join("lib"),
+            root: libtorch,
+            // torch-sys's default when LIBTORCH is set; the PyPI wheels use the new ABI.
+            cxx11_abi: env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned()),
+        }
+    }
+
+    /// The torch of the Python environment, as its Python reports it: `python` inside a
+    /// virtual environment (`VIRTUAL_ENV` set), else `python3`, the interpreter torch-sys runs.
+    fn from_python() -> Libtorch {
+        let python = if env::var_os("VIRTUAL_ENV").is_some() {
+            "python"
+        } else {
+            "python3"
+        };
+        let asked = format!("LIBTORCH_USE_PYTORCH is set, so `{python}` was asked where torch is");
+        let output = process::Command::new(python)
+            .arg("-c")
+            .arg(PYTHON_TORCH_PATHS)
+            .output()
+            .unwrap_or_else(|e| fail(&format!("{asked}, but it could not be run: {e}")));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            fail(&format!(
+                "{asked}, and it failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let mut includes = Vec::new();
+        let mut lib = None;
+        let mut cxx11_abi = None;
+        for line in stdout.lines() {
+            if let Some(abi) = line.strip_prefix("cxx11_abi: ") {
+                cxx11_abi = Some(abi.trim().to_owned());
+            } else if let Some(dir) = line.strip_prefix("include: ") {
+                includes.push(PathBuf::from(dir));
+            } else if let Some(dir) = line.strip_prefix("lib: ") {
+                // The last one, as torch-sys takes it.
+                lib = Some(PathBuf::from(dir));
+            }
+        }
+        let (Some(lib), Some(cxx11_abi), false) = (lib, cxx11_abi, includes.is_empty()) else {
+            fail(&format!(
+                "{asked}, and its answer lacks the ABI, include or library directories: {}",
+                stdout.trim()
+            ));
+        };
+        Libtorch {
+            root: lib.parent().map_or_else(|| lib.clone(), Path::to_path_buf),
+            includes,
+            lib,
+            cxx11_abi,
+        }
     }
 }
 
