@@ -6,7 +6,7 @@ use super::frontier::{Stratum, Verdict, compare, envelope_steps};
 use super::stats::{mean, mean_ci};
 use super::{Budget, COMMAND};
 use crate::Result;
-use crate::plot::draw::{COLORS, FONT, draw_error, render};
+use crate::plot::draw::{FONT, distinct_color, draw_error, render, text_width};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -678,28 +678,38 @@ const KL_AXIS_MAX: f64 = 12.0;
 /// A named, coloured set of (KL, r*) points.
 type Series = (String, RGBColor, Vec<(f64, f64)>);
 
+/// The colour of every group a panel draws, the reference first: the reference black,
+/// Best-of-N (the yardstick) grey, and every entrant its own colour by its place among the
+/// entrants ([`distinct_color`]), the same in frontier.png and in each panel of strata.png.
+fn group_colors(groups: &[String]) -> Vec<(String, RGBColor)> {
+    let mut colors = vec![(REFERENCE.to_string(), RGBColor(0, 0, 0))];
+    let mut entrants = 0;
+    for g in groups {
+        let color = if g == BEST_OF_N {
+            RGBColor(128, 128, 128)
+        } else {
+            entrants += 1;
+            distinct_color(entrants - 1)
+        };
+        colors.push((g.clone(), color));
+    }
+    colors
+}
+
 /// One panel: every group's seed-mean points and envelope on stratum `s`.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     a: &Analysis,
     s: &Stratum,
     title: &str,
-    legend: bool,
 ) -> Result<()> {
-    let mut series: Vec<Series> = Vec::new();
-    let reference = mean_points(a, REFERENCE, s);
-    series.push(("reference".into(), RGBColor(0, 0, 0), reference));
-    let mut k = 0;
-    for g in &a.groups {
-        // Best-of-N, the yardstick, in grey; the entrants in the palette.
-        let color = if g == BEST_OF_N {
-            RGBColor(128, 128, 128)
-        } else {
-            k += 1;
-            COLORS[(k - 1) % COLORS.len()]
-        };
-        series.push((g.clone(), color, mean_points(a, g, s)));
-    }
+    let series: Vec<Series> = group_colors(&a.groups)
+        .into_iter()
+        .map(|(g, color)| {
+            let points = mean_points(a, &g, s);
+            (g, color, points)
+        })
+        .collect();
     let clip = |(x, y): (f64, f64)| (x.min(KL_AXIS_MAX), y);
     let xs: Vec<f64> = series
         .iter()
@@ -734,7 +744,7 @@ fn panel<DB: DrawingBackend>(
         .label_style((FONT, 12))
         .draw()
         .map_err(draw_error)?;
-    for (name, color, points) in &series {
+    for (_, color, points) in &series {
         let color = *color;
         let pts: Vec<(f64, f64)> = points.iter().copied().map(clip).collect();
         chart
@@ -755,42 +765,66 @@ fn panel<DB: DrawingBackend>(
         if let Some(last) = steps.last() {
             stair.push(*last);
         }
-        let drawn = chart
+        chart
             .draw_series(std::iter::once(PathElement::new(
                 stair,
                 color.stroke_width(2),
             )))
             .map_err(draw_error)?;
-        if legend {
-            drawn.label(name.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(3))
-            });
-        }
     }
-    if legend {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
+    Ok(())
+}
+
+/// The legend's text size, and the height of one of its rows.
+const LEGEND_FONT: u32 = 13;
+const LEGEND_ROW: i32 = 22;
+
+/// A legend of `entries` in its own area beside a panel, so it covers no point.
+fn legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(String, RGBColor)],
+) -> Result<()> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let style =
+        TextStyle::from((FONT, LEGEND_FONT).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (k, (name, color)) in entries.iter().enumerate() {
+        // Rows start level with the top of the plot area, below the caption.
+        let y = 48 + LEGEND_ROW * k as i32;
+        area.draw(&PathElement::new(
+            vec![(4, y), (28, y)],
+            color.stroke_width(3),
+        ))
+        .map_err(draw_error)?;
+        area.draw(&Circle::new((16, y), 3, color.filled()))
+            .map_err(draw_error)?;
+        area.draw(&Text::new(name.clone(), (36, y), style.clone()))
             .map_err(draw_error)?;
     }
     Ok(())
 }
 
+/// The width of the frontier's panel; its legend takes what its longest name needs beside it.
+const FRONTIER_PANEL: (u32, u32) = (1100, 720);
+
 /// OUT/frontier.png: r* against KL of every entrant's checkpoints (seed means), with each
-/// entrant's upper envelope; Best-of-N and the reference.
+/// entrant's upper envelope; Best-of-N and the reference; the legend to the right of the plot.
 pub(super) fn frontier_plot(out: &Path, a: &Analysis) -> Result<()> {
-    render(out, (1100, 720), |root| {
+    let entries = group_colors(&a.groups);
+    let mut legend_width = 0;
+    for (name, _) in &entries {
+        legend_width = legend_width.max(text_width(name, LEGEND_FONT)?);
+    }
+    let legend_width = legend_width + 48;
+    let (w, h) = FRONTIER_PANEL;
+    render(out, (w + legend_width, h), |root| {
+        let (plot, side) = root.split_horizontally(w);
         panel(
-            root,
+            &plot,
             a,
             &a.strata[0],
             "r* against KL on held-out prompts: checkpoints (mean over seeds) and upper envelopes",
-            true,
-        )
+        )?;
+        legend(&side, &entries)
     })
 }
 
@@ -800,9 +834,59 @@ pub(super) fn strata_plot(out: &Path, a: &Analysis) -> Result<()> {
     render(out, (1500, 900), |root| {
         let areas = root.split_evenly((2, 3));
         for (area, s) in areas.iter().zip(&strata) {
-            panel(area, a, s, &s.name, false)?;
+            panel(area, a, s, &s.name)?;
         }
         Ok(())
     })
     .map_err(|e| crate::Error::user(COMMAND, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `c` is a grey (or black): the colours kept for the yardsticks.
+    fn grey(c: RGBColor) -> bool {
+        c.0 == c.1 && c.1 == c.2
+    }
+
+    #[test]
+    fn every_entrant_has_its_own_colour_and_none_is_grey() {
+        // The default benchmark's entrants: the eighth took Tableau 10's grey, Best-of-N's.
+        let default: Vec<String> = [
+            BEST_OF_N,
+            "dpo",
+            "mipo",
+            "mallows_theta",
+            "mmpo (γ calibrated)",
+            "mmpo (γ calibrated, useless scores)",
+            "sft on chosen",
+            "ppo (oracle r*)",
+            "ppo (reward model)",
+            "mpo",
+            "mpo (oracle split)",
+        ]
+        .map(String::from)
+        .to_vec();
+        let many: Vec<String> = (0..60).map(|k| format!("entrant {k}")).collect();
+        for groups in [default, many] {
+            let colors = group_colors(&groups);
+            assert_eq!(colors[0], (REFERENCE.to_string(), RGBColor(0, 0, 0)));
+            assert_eq!(colors.len(), groups.len() + 1);
+            for (k, (name, color)) in colors.iter().enumerate() {
+                match name.as_str() {
+                    REFERENCE => {}
+                    BEST_OF_N => assert_eq!(*color, RGBColor(128, 128, 128)),
+                    _ => assert!(!grey(*color), "{name} is grey: {color:?}"),
+                }
+                for (other, c) in &colors[k + 1..] {
+                    assert_ne!(color, c, "{name} and {other} share a colour");
+                }
+            }
+        }
+        // An entrant keeps its colour whether or not Best-of-N is drawn before it.
+        let with = group_colors(&[BEST_OF_N.to_string(), "dpo".to_string()]);
+        let without = group_colors(&["dpo".to_string()]);
+        assert_eq!(with[2], without[1]);
+    }
 }

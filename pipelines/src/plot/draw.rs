@@ -91,6 +91,52 @@ pub const COLORS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// A qualitative palette for many series: Tableau 20 without its two greys, the nine saturated
+/// hues (Tableau 10's order) and then their light partners. Grey and black are left to
+/// yardsticks (a reference, a baseline).
+pub const PALETTE: [RGBColor; 18] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
+];
+
+/// The colour of series `k` of many: [`PALETTE`] in order, then hues a golden angle apart at
+/// a fixed saturation and lightness (never a grey), so no two series share a colour.
+pub fn distinct_color(k: usize) -> RGBColor {
+    match PALETTE.get(k) {
+        Some(&c) => c,
+        None => {
+            let hue = ((k - PALETTE.len()) as f64 * 0.381_966_011_250_105_1).fract();
+            let RGBAColor(r, g, b, _) = HSLColor(hue, 0.75, 0.4).to_rgba();
+            RGBColor(r, g, b)
+        }
+    }
+}
+
+/// The width in pixels of `text` in the embedded font at `size`.
+pub fn text_width(text: &str, size: u32) -> Result<u32> {
+    register_font()?;
+    let font = FontDesc::new(FontFamily::Name(FONT), f64::from(size), FontStyle::Normal);
+    font.box_size(text)
+        .map(|(w, _)| w)
+        .map_err(|e| draw_error(format!("{e:?}")))
+}
+
 /// A [lo, hi] interval with 5% margins, never empty.
 pub fn padded(range: Option<(f64, f64)>) -> (f64, f64) {
     match range {
