@@ -441,8 +441,10 @@ fn positions(seen: &[usize], mask: &[Vec<bool>]) -> Vec<Vec<usize>> {
 
 /// The RoPE tables of the shared positions `0..t` made so far on this thread, newest last,
 /// keyed by (frequencies, t, device): a training step's forwards reuse them instead of building
-/// and uploading them again (an upload after queued work waits for a GPU's queue).
-type RopeKey = (Vec<u64>, usize, Device);
+/// and uploading them again (an upload after queued work waits for a GPU's queue). The device is
+/// keyed by its debug form, which names autodiff and the checkpointing strategy: burn's device
+/// equality ignores both, and a tensor of one cannot meet a tensor of another.
+type RopeKey = (Vec<u64>, usize, String);
 thread_local! {
     static ROPE_CACHE: std::cell::RefCell<Vec<(RopeKey, (Tensor<4>, Tensor<4>))>> =
         const { std::cell::RefCell::new(Vec::new()) };
@@ -469,7 +471,7 @@ fn rope_tables(
     let key: RopeKey = (
         inv.iter().map(|f| f.to_bits()).collect(),
         positions[0].len(),
-        device.clone(),
+        format!("{device:?}"),
     );
     if let Some(hit) = ROPE_CACHE.with(|c| {
         c.borrow()
