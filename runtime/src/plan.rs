@@ -374,31 +374,30 @@ fn visible_device_in(visible: Option<&str>, n: usize) -> Option<String> {
 
 /// The name of CUDA device `n` of this process (`NVIDIA H100 80GB HBM3`), from `nvidia-smi`.
 pub fn cuda_device_name(n: usize) -> Option<String> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args([
-            "--query-gpu=name",
-            "--format=csv,noheader",
-            &format!("--id={}", visible_device(n)?),
-        ])
-        .output()
-        .ok()?;
-    let name = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !name.is_empty()).then_some(name)
+    nvidia_smi("name", &visible_device(n)?).filter(|name| !name.is_empty())
 }
 
 /// Free memory of `nvidia-smi`'s device `id`; `None` when it does not print a number (a MIG
 /// slice prints `[N/A]`).
 fn nvidia_smi_free_bytes(id: &str) -> Option<u64> {
+    let mib: u64 = nvidia_smi("memory.free", id)?.parse().ok()?;
+    Some(mib * 1024 * 1024)
+}
+
+/// `nvidia-smi`'s value of `field` for its device `id` (an index or a UUID), without header or
+/// units; `None` when it cannot be run or fails.
+fn nvidia_smi(field: &str, id: &str) -> Option<String> {
     let out = std::process::Command::new("nvidia-smi")
         .args([
-            "--query-gpu=memory.free",
+            &format!("--query-gpu={field}"),
             "--format=csv,noheader,nounits",
             &format!("--id={id}"),
         ])
         .output()
         .ok()?;
-    let mib: u64 = String::from_utf8(out.stdout).ok()?.trim().parse().ok()?;
-    Some(mib * 1024 * 1024)
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// What a CUDA run keeps free beyond its plan: cuBLAS and cuDNN workspaces, NCCL's buffers and
